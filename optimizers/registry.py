@@ -1,0 +1,122 @@
+"""Name → optimizer class, paper defaults and search-space hints.
+
+Hyperparameters use canonical names (lr, beta1, beta2, eps, weight_decay,
+final_lr, gamma, beta3, momentum) everywhere: study files, the results
+database and the optimizer constructors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .adam import Adam, AdamW, AMSGrad
+from .bounded import AdaBound, AdaMod, AMSBound
+from .sgd import SGDM
+
+HPARAM_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum")
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter: its paper default, its valid domain and a sensible search range."""
+
+    default: float
+    low: float  # smallest valid value (inclusive unless open_low)
+    high: float  # largest valid value (exclusive unless closed_high)
+    search: tuple[float, float]
+    log: bool
+    open_low: bool = False
+    closed_high: bool = False
+
+    def check(self, value: float) -> str | None:
+        """A sentence saying why ``value`` is invalid, or None when it is fine."""
+        if not math.isfinite(value):
+            return "must be a finite number"
+        below = value <= self.low if self.open_low else value < self.low
+        above = value > self.high if self.closed_high else value >= self.high
+        if below or above:
+            left = "(" if self.open_low else "["
+            right = "]" if self.closed_high else ")"
+            return f"must lie in {left}{self.low:g}, {self.high:g}{right}"
+        return None
+
+
+def _lr(default: float, search: tuple[float, float]) -> HParam:
+    return HParam(default, 0.0, math.inf, search, log=True, open_low=True)
+
+
+def _beta(default: float, search: tuple[float, float] = (0.0, 0.999)) -> HParam:
+    return HParam(default, 0.0, 1.0, search, log=False)
+
+
+_EPS = HParam(1e-8, 0.0, math.inf, (1e-10, 1e-2), log=True, open_low=True)
+_WEIGHT_DECAY = HParam(0.0, 0.0, math.inf, (1e-6, 1e-1), log=True)
+_FINAL_LR = HParam(0.1, 0.0, math.inf, (1e-3, 1.0), log=True, open_low=True)
+_GAMMA = HParam(1e-3, 0.0, math.inf, (1e-4, 1e-1), log=True, open_low=True)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    cls: type[torch.optim.Optimizer]
+    summary: str
+    hparams: dict[str, HParam]
+
+    def defaults(self) -> dict[str, float]:
+        return {name: hp.default for name, hp in self.hparams.items()}
+
+
+def _adam_like(**extra: HParam) -> dict[str, HParam]:
+    return {"lr": _lr(1e-3, (1e-5, 1e-1)), "beta1": _beta(0.9), "beta2": _beta(0.999, (0.9, 0.9999)),
+            "eps": _EPS, "weight_decay": _WEIGHT_DECAY, **extra}
+
+
+_SPECS = [
+    OptimizerSpec("adam", Adam, "Adam (Kingma & Ba 2015), L2 weight decay", _adam_like()),
+    OptimizerSpec("adamw", AdamW, "AdamW (Loshchilov & Hutter 2019), decoupled weight decay",
+                  _adam_like(weight_decay=HParam(1e-2, 0.0, math.inf, (1e-5, 1.0), log=True))),
+    OptimizerSpec("amsgrad", AMSGrad, "AMSGrad (Reddi et al. 2018), max over raw v", _adam_like()),
+    OptimizerSpec("adabound", AdaBound, "AdaBound (Luo et al. 2019), lr clipped into converging bounds",
+                  _adam_like(final_lr=_FINAL_LR, gamma=_GAMMA)),
+    OptimizerSpec("amsbound", AMSBound, "AMSBound (Luo et al. 2019), AdaBound with AMSGrad's max",
+                  _adam_like(final_lr=_FINAL_LR, gamma=_GAMMA)),
+    OptimizerSpec("adamod", AdaMod, "AdaMod (Ding et al. 2019), lr capped by its own running average",
+                  _adam_like(beta3=_beta(0.999, (0.9, 0.9999)))),
+    OptimizerSpec("sgdm", SGDM, "SGD with heavy-ball momentum (torch.optim.SGD)",
+                  {"lr": _lr(0.1, (1e-3, 1.0)), "momentum": _beta(0.9, (0.0, 0.99)),
+                   "weight_decay": _WEIGHT_DECAY}),
+]
+REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
+
+
+class UnknownOptimizerError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def spec(name: str) -> OptimizerSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownOptimizerError(f"unknown optimizer {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def create(name: str, params: Iterable, **hparams: float) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` over ``params``; unnamed hyperparameters take the paper default."""
+    opt = spec(name)
+    unknown = sorted(set(hparams) - set(opt.hparams))
+    if unknown:
+        raise ValueError(f"{name} has no hyperparameter {', '.join(unknown)}; it takes {', '.join(opt.hparams)}")
+    for key, value in hparams.items():
+        problem = opt.hparams[key].check(float(value))
+        if problem:
+            raise ValueError(f"{name}: {key}={value} {problem}")
+    return opt.cls(params, **{**opt.defaults(), **hparams})
