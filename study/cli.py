@@ -1,0 +1,173 @@
+"""The ``adamscape`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import store
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter-sensitivity studies for the Adam family of optimizers.")
+out = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[str, typer.Option("--db", envvar="ADAMSCAPE_DB", show_envvar=True,
+                                       help="Results database URL (SQLite file or postgresql+psycopg://…).")]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db: DbOption = store.DEFAULT_DB,
+           replace: Annotated[bool, typer.Option(help="Replace a changed study of the same name, discarding its results.")] = False,
+           run_now: Annotated[bool, typer.Option("--run", help="Run the study right after submitting it.")] = False) -> None:
+    """Validate a study file and register its cells (idempotent for an unchanged file)."""
+    from . import spec
+
+    study = spec.load(file)
+    outcome, count = store.register(store.connect(db), study, replace=replace)
+    verb = {"created": "registered", "replaced": "replaced", "unchanged": "already registered (unchanged)"}[outcome]
+    out.print(f"study [bold]{study.name}[/] {verb}: {count} cells "
+              f"({len(study.optimizers)} optimizers × grid × {len(study.seeds)} seeds)")
+    if run_now:
+        run(study.name, db=db)
+
+
+@app.command()
+def run(name: str, db: DbOption = store.DEFAULT_DB,
+        workers: Annotated[Optional[int], typer.Option(min=1, help="Worker actors (default: one per CPU, or per GPU share).")] = None,
+        address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray).")] = None,
+        gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="GPU share per worker, e.g. 0.25 for four small models per GPU.")] = 0.0,
+        lease_seconds: Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another run takes them.")] = 60.0) -> None:
+    """Run the pending cells of a study on Ray workers (resumes an interrupted study)."""
+    from .runner import RunOptions, run as run_cells
+
+    engine = store.connect(db, must_exist=True)
+    study = store.get_study(engine, name)
+    pool = _start_pool(address, workers, gpus_per_trial)
+    total = study["total_cells"]
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("running {task.fields[running]}  diverged [yellow]{task.fields[diverged]}[/]  "
+                          "failed [red]{task.fields[failed]}[/]"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=out, transient=False) as progress:
+        bar = progress.add_task(name, total=total, running=0, diverged=0, failed=0)
+
+        def show(counts: dict[str, int]) -> None:
+            done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed"))
+            progress.update(bar, completed=done, running=counts.get("running", 0),
+                            diverged=counts.get("diverged", 0), failed=counts.get("failed", 0))
+
+        counts = run_cells(engine, name, pool, RunOptions(lease_seconds=lease_seconds), on_progress=show)
+    out.print(f"study [bold]{name}[/]: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed")))
+
+
+def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float):
+    from workers.executor import RayPool, connect
+
+    try:
+        resources = connect(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}; start it "
+                        "(`ray start --head`) or drop --address / RAY_ADDRESS to use a local Ray") from None
+    if gpus_per_trial > 0 and resources.get("GPU", 0) <= 0:
+        raise UserError("--gpus-per-trial was given but the Ray cluster has no GPUs; drop the option to train on CPU")
+    if workers is None:
+        workers = int(resources.get("GPU", 0) / gpus_per_trial) if gpus_per_trial else int(resources.get("CPU", 1))
+    return RayPool(max(1, workers), gpus_per_trial=gpus_per_trial)
+
+
+@app.command()
+def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption = store.DEFAULT_DB) -> None:
+    """Cells per status, for one study or every study in the database."""
+    engine = store.connect(db, must_exist=True)
+    table = Table("study", "task", "metric", "total", "pending", "running", "complete", "diverged", "failed")
+    for study_name in [name] if name else store.list_studies(engine):
+        study = store.get_study(engine, study_name)
+        counts = store.status_counts(engine, study["id"])
+        table.add_row(study_name, study["task"], study["metric"], str(study["total_cells"]),
+                      *(str(counts.get(s, 0)) for s in ("pending", "running", "complete", "diverged", "failed")))
+    out.print(table)
+
+
+@app.command()
+def results(name: str, db: DbOption = store.DEFAULT_DB,
+            format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table) -> None:
+    """Print the study's rows of the sweep_results view."""
+    frame = store.results(name, store.connect(db, must_exist=True))
+    if format == Format.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+    elif format == Format.json:
+        sys.stdout.write(json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n")
+    else:
+        shown = frame.dropna(axis=1, how="all").drop(columns=["study", "error"], errors="ignore")
+        table = Table(*shown.columns)
+        for row in shown.itertuples(index=False):
+            table.add_row(*("" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        out.print(table)
+
+
+@app.command()
+def tasks() -> None:
+    """The tasks a study can name."""
+    from .catalog import TASKS
+
+    table = Table("task", "description", "metrics", "epochs", "batch size")
+    for info in TASKS.values():
+        table.add_row(info.name, info.description,
+                      ", ".join(f"{m} ({'↑' if d == 'maximize' else '↓'})" for m, d in info.metrics.items()),
+                      str(info.default_epochs), str(info.default_batch_size))
+    out.print(table)
+
+
+@app.command("optimizers")
+def list_optimizers() -> None:
+    """The optimizers a study can name, with their hyperparameters and paper defaults."""
+    import optimizers
+
+    table = Table("optimizer", "description", "hyperparameters (default, search range)")
+    for spec in optimizers.REGISTRY.values():
+        table.add_row(spec.name, spec.summary, "\n".join(
+            f"{n} = {hp.default:g}  [{hp.search[0]:g} … {hp.search[1]:g}{', log' if hp.log else ''}]"
+            for n, hp in spec.hparams.items()))
+    out.print(table)
+
+
+@app.command()
+def dashboard(db: DbOption = store.DEFAULT_DB, port: Annotated[int, typer.Option(min=1, max=65535)] = 8501) -> None:
+    """Serve the Streamlit dashboard over the results database."""
+    store.connect(db, must_exist=True)
+    app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    out.print(f"dashboard: http://localhost:{port}  (database {db}; Ctrl-C to stop)")
+    env = {**os.environ, "ADAMSCAPE_DB": db}
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
+                                      "--server.port", str(port), "--server.headless", "true",
+                                      "--browser.gatherUsageStats", "false"], env=env))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

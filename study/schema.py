@@ -1,0 +1,72 @@
+"""adamscape's tables. All are prefixed ``sweep_`` so they never collide with Optuna's
+(``studies``, ``trials``, ``alembic_version`` …) in the same database."""
+
+from __future__ import annotations
+
+from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint)
+
+from optimizers import HPARAM_NAMES
+
+VERSION_TABLE = "sweep_alembic_version"
+STATUSES = ("pending", "running", "complete", "diverged", "failed")
+FINISHED = ("complete", "diverged", "failed")
+RESULT_COLUMNS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
+
+metadata = MetaData()
+
+studies = Table(
+    "sweep_studies", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("task", String(64), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("fingerprint", String(16), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("total_cells", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),  # unix seconds
+)
+
+cells = Table(
+    "sweep_cells", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study_id", Integer, ForeignKey("sweep_studies.id", ondelete="CASCADE"), nullable=False),
+    Column("cell_index", Integer, nullable=False),
+    Column("optimizer", String(32), nullable=False),
+    Column("seed", Integer, nullable=False),
+    *[Column(name, Float) for name in HPARAM_NAMES],
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(64)),
+    Column("lease_expires", Float),
+    *[Column(name, Float) for name in RESULT_COLUMNS],
+    Column("final_metrics", JSON),
+    Column("diverged", Boolean),
+    Column("wall_seconds", Float),
+    Column("error", Text),
+    Column("optuna_trial", Integer),
+    Column("finished_at", Float),
+    UniqueConstraint("study_id", "cell_index", name="uq_sweep_cells_study_index"),
+    Index("ix_sweep_cells_study_status", "study_id", "status"),
+)
+
+curves = Table(
+    "sweep_curves", metadata,
+    Column("cell_id", Integer, ForeignKey("sweep_cells.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),  # a retried cell keeps one curve per attempt
+    Column("epoch", Integer, primary_key=True),
+    Column("train_loss", Float),
+    Column("test_loss", Float),
+    Column("test_accuracy", Float),
+    Column("metrics", JSON, nullable=False),
+)
+
+RESULTS_VIEW_SQL = f"""
+CREATE VIEW sweep_results AS
+SELECT s.name AS study, c.optimizer, c.seed, c.status,
+       {", ".join(f"c.{name}" for name in HPARAM_NAMES)},
+       {", ".join(f"c.{name}" for name in RESULT_COLUMNS)},
+       c.diverged, c.wall_seconds, c.cell_index AS cell, c.error
+FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
+"""

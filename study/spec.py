@@ -1,0 +1,215 @@
+"""The study file: parse, validate, and expand into cells.
+
+A study file (TOML) names a task, the optimizers with a grid per
+hyperparameter, and the seeds. Every problem is reported as a
+:class:`~study.errors.UserError` naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import optimizers
+from .catalog import TASKS
+from .errors import UserError
+
+MAX_CELLS = 100_000  # beyond this a grid is almost certainly a typo (num = 1e5 …)
+MAX_AXIS_POINTS = 1_000
+
+
+AXIS_FORMS = "a number, a list of numbers, { log = [lo, hi], num = n } or { linear = [lo, hi], num = n }"
+
+
+def axis_values(axis: Any) -> list[float]:
+    """The values one hyperparameter entry of a study file stands for (ValueError if malformed)."""
+    if isinstance(axis, bool) or isinstance(axis, str):
+        raise ValueError(f"expected {AXIS_FORMS}")
+    if isinstance(axis, (int, float)):
+        return [float(axis)]
+    if isinstance(axis, list):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis):
+            raise ValueError(f"expected {AXIS_FORMS}")
+        return [float(v) for v in axis]
+    if isinstance(axis, dict) and set(axis) in ({"log", "num"}, {"linear", "num"}):
+        kind = "log" if "log" in axis else "linear"
+        bounds, num = axis[kind], axis["num"]
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
+            raise ValueError(f"{kind} must be [lo, hi]")
+        if not isinstance(num, int) or not 1 <= num <= MAX_AXIS_POINTS:
+            raise ValueError(f"num must be a whole number from 1 to {MAX_AXIS_POINTS}")
+        return _spaced(float(bounds[0]), float(bounds[1]), num, log=kind == "log")
+    raise ValueError(f"expected {AXIS_FORMS}")
+
+
+def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
+    """num points from low to high, both ends included, evenly spaced (in log10 when log)."""
+    if not low <= high:
+        raise ValueError(f"range start must not exceed its end (got [{low:g}, {high:g}])")
+    if num > 1 and low == high:
+        raise ValueError(f"range [{low:g}, {high:g}] is a single point; use a scalar or num = 1")
+    if log and low <= 0:
+        raise ValueError(f"log range [{low:g}, {high:g}] must be positive")
+    points = np.logspace(np.log10(low), np.log10(high), num) if log else np.linspace(low, high, num)
+    return [float(f"{x:.12g}") for x in points]  # 1e-3, not 0.0010000000000000002
+
+
+class StudySpec(BaseModel):
+    """The validated contents of a study file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    task: str
+    epochs: Annotated[int, Field(ge=1, le=10_000)]
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)]
+    seeds: Annotated[list[int], Field(min_length=1)]
+    metric: str
+    optimizers: Annotated[dict[str, dict[str, Any]], Field(min_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError("use letters, digits, '-', '_' and '.' (starting with a letter or digit)")
+        return name
+
+    @field_validator("task")
+    @classmethod
+    def _task_is_known(cls, task: str) -> str:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)} (see `adamscape tasks`)")
+        return task
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must not repeat")
+        return seeds
+
+    @model_validator(mode="after")
+    def _check_metric_and_grids(self) -> StudySpec:
+        metrics = TASKS[self.task].metrics
+        if self.metric not in metrics:
+            raise ValueError(f"metric {self.metric!r} is not reported by task {self.task}; "
+                             f"choose one of: {', '.join(metrics)}")
+        for key, axes in self.optimizers.items():
+            _check_optimizer(key, axes)
+        total = self.cell_count()
+        if total > MAX_CELLS:
+            raise ValueError(f"the grid expands to {total:,} cells, more than the {MAX_CELLS:,} allowed; "
+                             "reduce num or the number of values")
+        return self
+
+    @property
+    def direction(self) -> str:
+        return TASKS[self.task].metrics[self.metric]
+
+    def grid(self, optimizer: str) -> dict[str, list[float]]:
+        """Each hyperparameter's values for ``optimizer``: swept ones and fixed ones alike."""
+        return {name: axis_values(axis) for name, axis in self.optimizers[optimizer].items()}
+
+    def swept_axes(self, optimizer: str) -> list[str]:
+        """Hyperparameters with more than one value, in canonical order."""
+        grid = self.grid(optimizer)
+        return [n for n in optimizers.HPARAM_NAMES if len(grid.get(n, [])) > 1]
+
+    def cell_count(self) -> int:
+        return len(self.seeds) * sum(math.prod(len(v) for v in self.grid(key).values()) for key in self.optimizers)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: optimizer × hyperparameter point × seed."""
+
+    index: int  # deterministic position in the study (optimizer, seed, grid point)
+    optimizer: str
+    seed: int
+    hparams: dict[str, float]  # every hyperparameter the optimizer takes, defaults included
+
+
+def _check_optimizer(key: str, axes: dict[str, Any]) -> None:
+    try:
+        opt = optimizers.spec(key)
+    except KeyError as exc:
+        raise ValueError(f"optimizers.{key}: {exc}") from None
+    for name, axis in axes.items():
+        if name not in opt.hparams:
+            raise ValueError(f"optimizers.{key}: unknown hyperparameter {name!r}; {key} takes "
+                             f"{', '.join(opt.hparams)} (see `adamscape optimizers`)")
+        try:
+            values = axis_values(axis)
+        except ValueError as exc:
+            raise ValueError(f"optimizers.{key}.{name}: {exc}") from None
+        if not values:
+            raise ValueError(f"optimizers.{key}.{name}: empty list of values")
+        if len(set(values)) != len(values):
+            raise ValueError(f"optimizers.{key}.{name}: values repeat")
+        for value in values:
+            problem = opt.hparams[name].check(value)
+            if problem:
+                raise ValueError(f"optimizers.{key}.{name} = {value:g} {problem}")
+
+
+def expand(spec: StudySpec) -> list[Cell]:
+    """All cells in a deterministic order: optimizer (file order), seed, then grid point."""
+    cells = []
+    for key in spec.optimizers:
+        grid = {**{n: [v] for n, v in optimizers.spec(key).defaults().items()}, **spec.grid(key)}
+        names = list(grid)
+        points = list(itertools.product(*(grid[n] for n in names)))
+        for seed in spec.seeds:
+            for point in points:
+                cells.append(Cell(len(cells), key, seed, dict(zip(names, point))))
+    return cells
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "union")))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = "missing required key"
+    elif first["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see README 'The study file')"
+    return f"{source}: {where + ': ' if where else ''}{message}"
+
+
+def parse(text: str, source: str = "<study>") -> StudySpec:
+    """Parse and validate study-file text; raise UserError with one readable line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_validation_error(source, exc)) from None
+
+
+def load(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"study file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read study file {path}: {exc}") from None
+    return parse(text, str(path))
