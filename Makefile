@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine with python3 and pip:
+#   make demo   install, run examples/quickstart.toml on SQLite + a local Ray, serve the dashboard
+#   make test   install (with test extras and Debian's chromium), run the whole suite
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+DB ?= sqlite:///adamscape.db
+PORT ?= 8501
+
+.PHONY: install install-test demo test browser clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+install: $(UV)
+	$(UV) sync --frozen
+
+install-test: $(UV) browser
+	$(UV) sync --frozen --extra test
+
+# Debian's chromium for the real-browser test (playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: install
+	$(VENV)/bin/adamscape submit examples/quickstart.toml --db $(DB) --run
+	$(VENV)/bin/adamscape results quickstart --db $(DB) --format csv | head -5
+	$(VENV)/bin/adamscape dashboard --db $(DB) --port $(PORT)
+
+test: install-test
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf .tools $(VENV) adamscape.db adamscape.db-*

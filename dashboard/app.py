@@ -1,0 +1,104 @@
+"""adamscape dashboard: robustness maps over a results database (read-only).
+
+Run with ``adamscape dashboard`` (the database comes from ADAMSCAPE_DB).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from study import analysis, store
+from study.errors import UserError
+
+st.set_page_config(page_title="adamscape", layout="wide")
+
+
+@st.cache_resource
+def engine(url: str):
+    return store.connect(url, must_exist=True)
+
+
+@st.cache_data(ttl=5)
+def load_results(url: str, name: str) -> pd.DataFrame:
+    return store.results(name, engine(url))
+
+
+def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str) -> go.Figure:
+    """Seed-mean colour, ✕ on cells where a seed diverged, hover with mean, std and n."""
+    x_labels = [f"{v:.3g}" for v in hm.x_values]
+    y_labels = [f"{v:.3g}" for v in hm.y_values] if hm.y else [""]
+    hover = np.vectorize(lambda m, s, n, d, r: (
+        f"mean {m:.4f}<br>std {s:.4f}<br>n {int(n)}" if not math.isnan(m) else "no finished seed")
+        + (f"<br>diverged {int(d)}/{int(r)}" if d else ""), otypes=[str])(
+        hm.mean, np.nan_to_num(hm.std), np.nan_to_num(hm.n), np.nan_to_num(hm.diverged), np.nan_to_num(hm.runs))
+    marks = np.where(np.nan_to_num(hm.diverged) > 0, "✕", "")
+    figure = go.Figure(go.Heatmap(
+        z=hm.mean, x=x_labels, y=y_labels, text=marks, texttemplate="%{text}", customdata=hover,
+        hovertemplate=f"{hm.x} %{{x}}" + (f"<br>{hm.y} %{{y}}" if hm.y else "") + "<br>%{customdata}<extra></extra>",
+        colorscale="Viridis", reversescale=direction == "minimize", colorbar={"title": metric}))
+    figure.update_layout(title=hm.optimizer, height=320, margin=dict(l=10, r=10, t=40, b=10),
+                         xaxis_title=f"{hm.x} (log)" if hm.x == "lr" else hm.x, yaxis_title=hm.y or "",
+                         plot_bgcolor="#d9d9d9")  # grey shows through where every seed diverged
+    return figure
+
+
+def progress(counts: dict[str, int], total: int) -> None:
+    done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed"))
+    st.progress(done / total if total else 1.0,
+                text=f"{done}/{total} cells finished · running {counts.get('running', 0)} · "
+                     f"diverged {counts.get('diverged', 0)} · failed {counts.get('failed', 0)}")
+
+
+def main() -> None:
+    url = os.environ.get("ADAMSCAPE_DB", store.DEFAULT_DB)
+    st.title("adamscape · robustness maps")
+    try:
+        db = engine(url)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    names = store.list_studies(db)
+    if not names:
+        st.info("No studies yet: `adamscape submit examples/quickstart.toml --run`.")
+        return
+    name = st.sidebar.selectbox("study", names, index=len(names) - 1)
+    study = store.get_study(db, name)
+    metric, direction = study["metric"], study["direction"]
+    relative = st.sidebar.radio("good region tolerance δ", ["relative", "absolute"]) == "relative"
+    delta = st.sidebar.number_input("δ", min_value=0.0, value=0.05 if relative else 0.02, step=0.01, format="%.3f")
+    st.caption(f"task **{study['task']}** · metric **{metric}** ({direction}) · database `{db.url!r}`")
+
+    @st.fragment(run_every=5)
+    def live() -> None:
+        counts = store.status_counts(db, study["id"])
+        progress(counts, study["total_cells"])
+        results = load_results(url, name)
+        scores = analysis.cell_scores(results, metric)
+        if scores.empty:
+            st.info("No finished cells yet.")
+            return
+        summary = {r.optimizer: r for r in analysis.robustness(scores, direction, delta, relative)}
+        for optimizer in scores["optimizer"].unique():
+            axes = analysis.swept_axes(scores, optimizer)
+            left, right = st.columns([3, 1])
+            hm = analysis.heatmap(scores, optimizer, direction, x="lr" if "lr" in axes else (axes or ["lr"])[0])
+            left.plotly_chart(heatmap_figure(hm, metric, direction), key=f"map-{optimizer}")
+            r = summary[optimizer]
+            right.metric("best " + metric, f"{r.best:.4f}")
+            right.metric("good region", f"{r.good_fraction:.0%}", help="cells within δ of the best, none diverged")
+            right.metric("lr window", f"{r.lr_window_decades:.2f} decades")
+            right.metric("diverged runs", f"{r.divergence_rate:.0%}")
+            right.metric("expected best of 10", f"{r.expected_best_10:.4f}", help="Show-Your-Work estimator")
+        with st.expander("robustness table"):
+            st.dataframe(pd.DataFrame([vars(r) for r in summary.values()]))
+
+    live()
+
+
+main()

@@ -1,0 +1,165 @@
+"""Robustness analysis computed from stored results; the dashboard only draws what this returns.
+
+Definitions (documented in the README):
+
+* cell score: mean, std and n of the study metric over the seeds that did not
+  diverge; ``diverged`` counts the seeds that did.
+* good cell: no seed diverged and the mean is within δ of the optimizer's best
+  mean (relative: |best - mean| ≤ δ·|best|, absolute: ≤ δ).
+* robust-area fraction: good cells / cells in the optimizer's grid.
+* learning-rate window: with the other axes at their best, the longest run of
+  consecutive good learning rates that contains the best one; its width is
+  log10(hi/lo) decades (0 for a single point).
+* divergence rate: diverged runs / finished runs.
+* expected best of k (Show-Your-Work): E[max of k configs drawn with
+  replacement] = Σ_v v·(F(v)^k − F(v⁻)^k) over the per-config seed means
+  (diverged configs count as the worst score).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from optimizers import HPARAM_NAMES
+
+FINISHED = ("complete", "diverged")
+
+
+def metric_column(metric: str) -> str:
+    """The sweep_results column that holds ``metric``'s final value."""
+    return f"final_{metric}"
+
+
+def cell_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (optimizer, hyperparameter point): mean, std, n over non-diverged seeds, diverged count."""
+    done = results[results["status"].isin(FINISHED)].copy()
+    column = metric_column(metric)
+    done["_ok"] = ~done["diverged"].astype(bool) & done[column].notna()
+    done["_value"] = done[column].where(done["_ok"])
+    keys = ["optimizer", *[n for n in HPARAM_NAMES if n in done and done[n].notna().any()]]
+    grouped = done.groupby(keys, dropna=False, sort=True)
+    scores = grouped["_value"].agg(mean="mean", std="std", n="count").reset_index()
+    scores["diverged"] = grouped["_ok"].apply(lambda ok: int((~ok).sum())).to_numpy()
+    scores["runs"] = grouped.size().to_numpy()
+    return scores
+
+
+def swept_axes(scores: pd.DataFrame, optimizer: str) -> list[str]:
+    rows = scores[scores["optimizer"] == optimizer]
+    return [n for n in HPARAM_NAMES if n in rows and rows[n].nunique() > 1]
+
+
+@dataclass
+class Heatmap:
+    """A seed-averaged map over x (and y, if the optimizer sweeps two or more axes)."""
+
+    optimizer: str
+    x: str
+    y: str | None
+    x_values: list[float]
+    y_values: list[float]
+    mean: np.ndarray  # shape (len(y_values), len(x_values)); NaN where no seed finished un-diverged
+    std: np.ndarray
+    n: np.ndarray
+    diverged: np.ndarray  # diverged seeds per cell
+    runs: np.ndarray
+
+
+def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr", y: str | None = None) -> Heatmap:
+    """The map over (x, y); every other swept axis is set to its best value per (x, y) cell."""
+    rows = scores[scores["optimizer"] == optimizer]
+    axes = swept_axes(scores, optimizer)
+    if x not in axes:
+        x = axes[0] if axes else x
+    if y is None:
+        y = next((a for a in axes if a != x), None)
+    keys = [x] + ([y] if y else [])
+    ranked = rows.assign(_rank=_rank_key(rows["mean"], direction)).sort_values("_rank", kind="stable")
+    best = ranked.groupby(keys, sort=True).head(1)
+    x_values = sorted(rows[x].unique())
+    y_values = sorted(rows[y].unique()) if y else [math.nan]
+    shape = (len(y_values), len(x_values))
+    grids = {name: np.full(shape, np.nan) for name in ("mean", "std", "n", "diverged", "runs")}
+    for _, row in best.iterrows():
+        i = y_values.index(row[y]) if y else 0
+        j = x_values.index(row[x])
+        for name in grids:
+            grids[name][i, j] = row[name]
+    return Heatmap(optimizer, x, y, x_values, y_values, **grids)
+
+
+def _rank_key(values: pd.Series, direction: str) -> pd.Series:
+    """Smaller is better; NaN (all seeds diverged) last."""
+    key = -values if direction == "maximize" else values
+    return key.fillna(math.inf)
+
+
+def good_cells(rows: pd.DataFrame, direction: str, delta: float, relative: bool = True) -> pd.Series:
+    valid = rows["mean"].notna() & (rows["diverged"] == 0)
+    if not valid.any():
+        return valid
+    best = rows.loc[valid, "mean"].max() if direction == "maximize" else rows.loc[valid, "mean"].min()
+    tolerance = delta * abs(best) if relative else delta
+    return valid & ((best - rows["mean"]).abs() <= tolerance + 1e-12)
+
+
+def lr_window_decades(rows: pd.DataFrame, direction: str, good: pd.Series) -> float:
+    """Width in decades of the contiguous good lr run (other axes at their best) around the best lr."""
+    if "lr" not in rows or rows["lr"].nunique() < 2 or not good.any():
+        return 0.0
+    per_lr = rows.assign(_good=good).groupby("lr")["_good"].any().sort_index()
+    best_lr = rows.loc[good].assign(_k=_rank_key(rows.loc[good, "mean"], direction)).sort_values("_k")["lr"].iloc[0]
+    lrs, flags = list(per_lr.index), list(per_lr.to_numpy())
+    lo = hi = lrs.index(best_lr)
+    while lo > 0 and flags[lo - 1]:
+        lo -= 1
+    while hi < len(lrs) - 1 and flags[hi + 1]:
+        hi += 1
+    return round(math.log10(lrs[hi] / lrs[lo]), 6)
+
+
+def expected_best_of_k(values: np.ndarray, k: int, direction: str) -> float:
+    """Show-Your-Work estimator of the expected best score among k configs drawn with replacement."""
+    scores = np.sort(values if direction == "maximize" else -values)
+    n = len(scores)
+    unique = np.unique(scores)
+    cdf = np.searchsorted(scores, unique, side="right") / n
+    below = np.concatenate([[0.0], cdf[:-1]])
+    expected = float(np.sum(unique * (cdf**k - below**k)))
+    return expected if direction == "maximize" else -expected
+
+
+@dataclass
+class Robustness:
+    optimizer: str
+    best: float
+    good_fraction: float
+    lr_window_decades: float
+    divergence_rate: float
+    expected_best_1: float
+    expected_best_10: float
+    configs: int
+
+
+def robustness(scores: pd.DataFrame, direction: str, delta: float = 0.05, relative: bool = True) -> list[Robustness]:
+    summary = []
+    for optimizer in scores["optimizer"].unique():
+        rows = scores[scores["optimizer"] == optimizer].reset_index(drop=True)
+        good = good_cells(rows, direction, delta, relative)
+        worst = rows["mean"].min() if direction == "maximize" else rows["mean"].max()
+        per_config = rows["mean"].where(rows["diverged"] == 0, worst).fillna(worst).to_numpy(dtype=float)
+        valid = rows["mean"].where(rows["diverged"] == 0).dropna()
+        summary.append(Robustness(
+            optimizer=optimizer,
+            best=float(valid.max() if direction == "maximize" else valid.min()) if len(valid) else math.nan,
+            good_fraction=float(good.mean()),
+            lr_window_decades=lr_window_decades(rows, direction, good),
+            divergence_rate=float(rows["diverged"].sum() / rows["runs"].sum()),
+            expected_best_1=expected_best_of_k(per_config, 1, direction),
+            expected_best_10=expected_best_of_k(per_config, 10, direction),
+            configs=len(rows)))
+    return summary
