@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import optimizers
+from study import spec
+from study.errors import UserError
+from tests.conftest import ROOT
+
+QUICKSTART = ROOT / "examples" / "quickstart.toml"
+
+
+def test_quickstart_expands_to_every_point_and_seed():
+    study = spec.load(QUICKSTART)
+    cells = spec.expand(study)
+    assert len(cells) == study.cell_count() == (7 * 3 + 7 * 4 + 7) * 2
+    assert [c.index for c in cells] == list(range(len(cells)))
+    # each (optimizer, seed, point) appears once, with every hyperparameter the optimizer takes
+    keys = {(c.optimizer, c.seed, tuple(sorted(c.hparams.items()))) for c in cells}
+    assert len(keys) == len(cells)
+    for cell in cells:
+        assert set(cell.hparams) == set(optimizers.spec(cell.optimizer).hparams)
+    adam = [c for c in cells if c.optimizer == "adam" and c.seed == 0]
+    assert sorted({c.hparams["lr"] for c in adam}) == pytest.approx(list(np.logspace(-4, -1, 7)), rel=1e-11)
+    assert {c.hparams["beta1"] for c in adam} == {0.0, 0.9, 0.99}
+    assert {c.hparams["beta2"] for c in adam} == {optimizers.spec("adam").hparams["beta2"].default}
+    assert {c.hparams["momentum"] for c in cells if c.optimizer == "sgdm"} == {0.9}
+    assert study.swept_axes("adabound") == ["lr", "final_lr"]
+    assert study.direction == "maximize"
+
+
+def test_order_is_optimizer_then_seed_then_point():
+    cells = spec.expand(spec.load(QUICKSTART))
+    order = [(c.optimizer, c.seed) for c in cells]
+    groups = [key for key, _ in itertools.groupby(order)]
+    assert groups == [(o, s) for o in ("adam", "adabound", "sgdm") for s in (0, 1)]
+
+
+def test_linear_range_includes_both_ends():
+    assert spec.axis_values({"linear": [0.5, 0.9], "num": 5}) == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert spec.axis_values({"log": [1e-4, 1e-1], "num": 1}) == [1e-4]
+
+
+def test_fingerprint_ignores_formatting_but_not_content():
+    text = QUICKSTART.read_text()
+    same = spec.parse("# a comment\n" + text.replace(" = ", "="))
+    assert same.fingerprint() == spec.parse(text).fingerprint()
+    assert spec.parse(text.replace("epochs = 5", "epochs = 6")).fingerprint() != same.fingerprint()
+
+
+BASE = 'name = "s"\ntask = "digits-mlp"\nepochs = 2\nbatch_size = 8\nseeds = [0]\nmetric = "test_accuracy"\n'
+
+
+@pytest.mark.parametrize("text,needle", [
+    (BASE + "[optimizers.adm]\nlr = 0.1\n", "unknown optimizer 'adm'; known: adam"),
+    (BASE + "[optimizers.adam]\nmomentum = 0.1\n", "unknown hyperparameter 'momentum'"),
+    (BASE + "[optimizers.adam]\nlr = { log = [1e-1, 1e-4], num = 3 }\n", "start must not exceed its end"),
+    (BASE + "[optimizers.adam]\nlr = { log = [0, 1e-1], num = 3 }\n", "must be positive"),
+    (BASE + "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 0 }\n", "num must be a whole number"),
+    (BASE + "[optimizers.adam]\nlr = []\n", "empty list"),
+    (BASE + "[optimizers.adam]\nlr = \"fast\"\n", "expected a number"),
+    (BASE + "[optimizers.adam]\nbeta1 = 1.5\n", "beta1 = 1.5 must lie in [0, 1)"),
+    (BASE + "[optimizers.adam]\nlr = -0.1\n", "must lie in (0"),
+    (BASE + "[optimizers.adam]\nlr = { log = [1e-9, 1], num = 1000 }\nbeta1 = { linear = [0, 0.9], num = 200 }\n",
+     "more than the 100,000 allowed"),
+    (BASE.replace("digits-mlp", "imagenet") + "[optimizers.adam]\nlr = 0.1\n", "unknown task 'imagenet'"),
+    (BASE.replace("test_accuracy", "bleu") + "[optimizers.adam]\nlr = 0.1\n", "metric 'bleu' is not reported"),
+    (BASE.replace("seeds = [0]", "seeds = [0, 0]") + "[optimizers.adam]\nlr = 0.1\n", "seeds must not repeat"),
+    (BASE + "epochz = 3\n[optimizers.adam]\nlr = 0.1\n", "epochz: unknown key"),
+    (BASE, "optimizers: missing required key"),
+    (BASE + "[optimizers]\n", "optimizers"),
+    ("name = \n", "not valid TOML"),
+])
+def test_bad_study_files_get_one_clear_line(text, needle):
+    with pytest.raises(UserError) as info:
+        spec.parse(text, "study.toml")
+    message = str(info.value)
+    assert needle in message
+    assert message.startswith("study.toml") and "\n" not in message
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        spec.load(tmp_path / "nope.toml")
+
+
+def test_every_registered_hyperparameter_default_is_valid():
+    for opt in optimizers.REGISTRY.values():
+        for name, hp in opt.hparams.items():
+            assert name in optimizers.HPARAM_NAMES
+            assert hp.check(hp.default) is None, (opt.name, name)
+            assert hp.check(hp.search[0]) is None and hp.check(hp.search[1]) is None
+            assert hp.check(math.nan) is not None
