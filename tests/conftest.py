@@ -30,8 +30,11 @@ def _free_port() -> int:
 def ray_address(tmp_path_factory):
     """A real Ray head (2 CPUs) shared by every test that runs cells; torn down at the end."""
     port = _free_port()
+    # a loopback-only test cluster: no token needed by the drivers the tests start
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                    "--node-ip-address=127.0.0.1",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
                    capture_output=True)
     yield f"127.0.0.1:{port}"

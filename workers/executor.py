@@ -6,6 +6,7 @@ The pool never touches the database: it takes cell payloads and returns events.
 from __future__ import annotations
 
 import os
+import socket
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -100,8 +101,21 @@ class RayPool:
             ray.kill(actor)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a host:port nobody answers at (ray.init would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
+
+
 def connect(address: str | None) -> dict[str, float]:
     """Join the Ray cluster at ``address`` (or RAY_ADDRESS, or start a local one); return its resources."""
+    if address:
+        _check_reachable(address)
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}

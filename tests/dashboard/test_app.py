@@ -1,0 +1,82 @@
+"""The Streamlit dashboard over a study that really ran: headless AppTest and a real Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import BIN, IN_CI, ROOT, _free_port, adamscape, chromium_path, study_file
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def finished_db(ray_address, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dashboard")
+    url = f"sqlite:///{tmp / 'results.db'}"
+    adamscape("submit", study_file(tmp), "--db", url)
+    adamscape("run", "tiny", "--db", url, "--address", ray_address)
+    return url
+
+
+def test_apptest_renders_a_finished_study(finished_db, monkeypatch):
+    monkeypatch.setenv("ADAMSCAPE_DB", finished_db)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    assert app.sidebar.selectbox[0].value == "tiny"
+    labels = [m.label for m in app.metric]
+    assert labels.count("good region") == 2 and labels.count("lr window") == 2  # adam and sgdm
+    diverged = [m.value for m in app.metric if m.label == "diverged runs"]
+    assert diverged == ["0%", "50%"]  # sgdm's lr=1000 diverges on both seeds
+    assert "10/10 cells finished" in app.get("progress")[0].proto.text
+
+
+def test_apptest_without_studies_says_how_to_start(tmp_path, monkeypatch):
+    from study import store
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    store.connect(url)
+    monkeypatch.setenv("ADAMSCAPE_DB", url)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception and "adamscape submit" in app.info[0].value
+
+
+def test_real_browser_shows_both_maps(finished_db, tmp_path):
+    chromium = chromium_path()
+    if chromium is None:
+        if IN_CI:
+            pytest.fail("chromium is not installed (make test installs Debian's chromium)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = subprocess.Popen([str(BIN / "adamscape"), "dashboard", "--db", finished_db, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_text("robustness maps").wait_for(timeout=60_000)
+            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
+            assert page.locator(".js-plotly-plot").count() == 2
+            assert page.get_by_text("10/10 cells finished").count() == 1
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert os.path.getsize(tmp_path / "dashboard.png") > 10_000

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from study.catalog import TASKS
+from workers import tasks, training
+
+
+def _run(**kw):
+    args = dict(task="digits-mlp", optimizer="adam", hparams={"lr": 1e-2}, seed=0, epochs=2, batch_size=64) | kw
+    return list(training.train(**args))
+
+
+def test_every_catalogued_task_is_implemented_with_its_metrics():
+    assert set(tasks.IMPLEMENTATIONS) == set(TASKS)
+    for name, task in tasks.IMPLEMENTATIONS.items():
+        *epochs, summary = _run(task=name, epochs=1)
+        assert set(epochs[0]) == {"epoch", *TASKS[name].metrics}
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    first, again, other = _run(seed=3), _run(seed=3), _run(seed=4)
+    strip = lambda records: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
+    assert strip(first) == strip(again)
+    assert strip(first) != strip(other)
+
+
+def test_training_learns_digits():
+    *_, summary = _run(epochs=5, hparams={"lr": 3e-3})
+    assert summary["status"] == "complete"
+    assert summary["final"]["test_accuracy"] > 0.9  # 10 classes: chance is 0.1
+
+
+@pytest.mark.parametrize("optimizer,hparams", [("sgdm", {"lr": 1000.0}), ("adam", {"lr": 1e4, "beta1": 0.0})])
+def test_exploding_runs_stop_early_as_diverged(optimizer, hparams):
+    records = _run(optimizer=optimizer, hparams=hparams, epochs=5)
+    *epochs, summary = records
+    assert summary["status"] == "diverged"
+    assert len(epochs) < 5
