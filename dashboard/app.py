@@ -43,7 +43,8 @@ def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str) -> go.Figu
         hovertemplate=f"{hm.x} %{{x}}" + (f"<br>{hm.y} %{{y}}" if hm.y else "") + "<br>%{customdata}<extra></extra>",
         colorscale="Viridis", reversescale=direction == "minimize", colorbar={"title": metric}))
     figure.update_layout(title=hm.optimizer, height=320, margin=dict(l=10, r=10, t=40, b=10),
-                         xaxis_title=f"{hm.x} (log)" if hm.x == "lr" else hm.x, yaxis_title=hm.y or "",
+                         xaxis_title=f"{hm.x} (log-spaced)" if hm.x == "lr" else hm.x, yaxis_title=hm.y or "",
+                         xaxis_type="category", yaxis_type="category",
                          plot_bgcolor="#d9d9d9")  # grey shows through where every seed diverged
     return figure
 
@@ -84,7 +85,7 @@ def main() -> None:
             st.info("No finished cells yet.")
             return
         summary = {r.optimizer: r for r in analysis.robustness(scores, direction, delta, relative)}
-        for optimizer in scores["optimizer"].unique():
+        for optimizer in [o for o in study["spec"]["optimizers"] if o in summary]:  # file order
             axes = analysis.swept_axes(scores, optimizer)
             left, right = st.columns([3, 1])
             hm = analysis.heatmap(scores, optimizer, direction, x="lr" if "lr" in axes else (axes or ["lr"])[0])
