@@ -1,5 +1,7 @@
-"""adamscape's tables. All are prefixed ``sweep_`` so they never collide with Optuna's
-(``studies``, ``trials``, ``alembic_version`` …) in the same database."""
+"""adamscape's tables as the queries see them; ``migrations/`` creates them (a test checks they agree).
+
+All are prefixed ``sweep_`` so they never collide with Optuna's (``studies``,
+``trials``, ``alembic_version`` …) in the same database."""
 
 from __future__ import annotations
 
@@ -61,12 +63,3 @@ curves = Table(
     Column("test_accuracy", Float),
     Column("metrics", JSON, nullable=False),
 )
-
-RESULTS_VIEW_SQL = f"""
-CREATE VIEW sweep_results AS
-SELECT s.name AS study, c.optimizer, c.seed, c.status,
-       {", ".join(f"c.{name}" for name in HPARAM_NAMES)},
-       {", ".join(f"c.{name}" for name in RESULT_COLUMNS)},
-       c.diverged, c.wall_seconds, c.cell_index AS cell, c.error
-FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
-"""

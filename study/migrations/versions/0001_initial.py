@@ -1,27 +1,76 @@
-"""Studies, cells, curves and the sweep_results view.
+"""Studies, cells, curves and the sweep_results view (DDL frozen at this revision).
 
 Revision ID: 0001
 Revises:
 """
+import sqlalchemy as sa
 from alembic import op
-
-from study.schema import RESULTS_VIEW_SQL, curves, studies, cells
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
+HPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum")
+RESULTS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
+
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    for table in (studies, cells, curves):
-        table.create(bind)
-    op.execute(RESULTS_VIEW_SQL)
+    op.create_table(
+        "sweep_studies",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False, unique=True),
+        sa.Column("task", sa.String(64), nullable=False),
+        sa.Column("metric", sa.String(64), nullable=False),
+        sa.Column("direction", sa.String(8), nullable=False),
+        sa.Column("fingerprint", sa.String(16), nullable=False),
+        sa.Column("spec", sa.JSON, nullable=False),
+        sa.Column("total_cells", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "sweep_cells",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("study_id", sa.Integer, sa.ForeignKey("sweep_studies.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("cell_index", sa.Integer, nullable=False),
+        sa.Column("optimizer", sa.String(32), nullable=False),
+        sa.Column("seed", sa.Integer, nullable=False),
+        *[sa.Column(name, sa.Float) for name in HPARAMS],
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("lease_owner", sa.String(64)),
+        sa.Column("lease_expires", sa.Float),
+        *[sa.Column(name, sa.Float) for name in RESULTS],
+        sa.Column("final_metrics", sa.JSON),
+        sa.Column("diverged", sa.Boolean),
+        sa.Column("wall_seconds", sa.Float),
+        sa.Column("error", sa.Text),
+        sa.Column("optuna_trial", sa.Integer),
+        sa.Column("finished_at", sa.Float),
+        sa.UniqueConstraint("study_id", "cell_index", name="uq_sweep_cells_study_index"),
+    )
+    op.create_index("ix_sweep_cells_study_status", "sweep_cells", ["study_id", "status"])
+    op.create_table(
+        "sweep_curves",
+        sa.Column("cell_id", sa.Integer, sa.ForeignKey("sweep_cells.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("attempt", sa.Integer, primary_key=True),
+        sa.Column("epoch", sa.Integer, primary_key=True),
+        sa.Column("train_loss", sa.Float),
+        sa.Column("test_loss", sa.Float),
+        sa.Column("test_accuracy", sa.Float),
+        sa.Column("metrics", sa.JSON, nullable=False),
+    )
+    op.execute(f"""
+        CREATE VIEW sweep_results AS
+        SELECT s.name AS study, c.optimizer, c.seed, c.status,
+               {", ".join(f"c.{name}" for name in HPARAMS)},
+               {", ".join(f"c.{name}" for name in RESULTS)},
+               c.diverged, c.wall_seconds, c.cell_index AS cell, c.error
+        FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
+    """)
 
 
 def downgrade() -> None:
     op.execute("DROP VIEW sweep_results")
-    bind = op.get_bind()
-    for table in (curves, cells, studies):
-        table.drop(bind)
+    for table in ("sweep_curves", "sweep_cells", "sweep_studies"):
+        op.drop_table(table)
