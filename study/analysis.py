@@ -26,7 +26,7 @@ import pandas as pd
 
 from optimizers import HPARAM_NAMES
 
-FINISHED = ("complete", "diverged")
+SCORED = ("complete", "diverged")  # failed cells have no score
 
 
 def metric_column(metric: str) -> str:
@@ -36,7 +36,7 @@ def metric_column(metric: str) -> str:
 
 def cell_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per (optimizer, hyperparameter point): mean, std, n over non-diverged seeds, diverged count."""
-    done = results[results["status"].isin(FINISHED)].copy()
+    done = results[results["status"].isin(SCORED)].copy()
     column = metric_column(metric)
     done["_ok"] = ~done["diverged"].astype(bool) & done[column].notna()
     done["_value"] = done[column].where(done["_ok"])

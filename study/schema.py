@@ -11,7 +11,6 @@ from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer
 from optimizers import HPARAM_NAMES
 
 VERSION_TABLE = "sweep_alembic_version"
-STATUSES = ("pending", "running", "complete", "diverged", "failed")
 FINISHED = ("complete", "diverged", "failed")
 RESULT_COLUMNS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from optimizers import HPARAM_NAMES
 from .errors import UserError
-from .schema import FINISHED, RESULT_COLUMNS, cells, curves, studies
+from .schema import FINISHED, cells, curves, studies
 from .spec import Cell, StudySpec, expand
 
 DEFAULT_DB = "sqlite:///adamscape.db"
@@ -288,21 +288,3 @@ def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
                             params={"name": name})
     frame["diverged"] = frame["diverged"].astype("boolean")
     return frame
-
-
-def curves_frame(engine: Engine, name: str) -> pd.DataFrame:
-    """Per-epoch curves of every cell's latest attempt, with the cell's optimizer, seed and hyperparameters."""
-    query = (select(cells.c.cell_index.label("cell"), cells.c.optimizer, cells.c.seed,
-                    *[cells.c[n] for n in HPARAM_NAMES], curves.c.epoch, curves.c.metrics)
-             .join(curves, and_(curves.c.cell_id == cells.c.id, curves.c.attempt == cells.c.attempts))
-             .join(studies, studies.c.id == cells.c.study_id).where(studies.c.name == name)
-             .order_by(cells.c.cell_index, curves.c.epoch))
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
-    for row in rows:
-        row.update(row.pop("metrics"))
-    return pd.DataFrame(rows)
-
-
-RESULT_FIELDS = ("study", "optimizer", "seed", "status", *HPARAM_NAMES, *RESULT_COLUMNS, "diverged",
-                 "wall_seconds", "cell", "error")

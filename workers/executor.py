@@ -35,9 +35,6 @@ class CellWorker:
         except Exception:  # a crashed trial is a result to record, not a reason to lose the worker
             yield {"error": traceback.format_exc(limit=8)}
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 @dataclass
 class Event:
@@ -92,9 +89,6 @@ class RayPool:
             return Event(key, "epoch", item)
         del self.running[slot]
         return Event(key, "error" if "error" in item else "done", item)
-
-    def actor(self, slot: int):
-        return self.actors[slot]
 
     def close(self) -> None:
         for actor in self.actors:
