@@ -1,11 +1,21 @@
-"""Adam, AdamW and AMSGrad with torch.optim's exact semantics."""
+"""Adam and its direct variants with torch.optim's exact semantics: Adam, AdamW, AMSGrad, Adamax, NAdam."""
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .base import KernelOptimizer
-from .pieces import bias_corrections, decay_, ema_, ema_square_, l2_penalty, running_max_, sqrt_plus_eps
+from .pieces import (add_quotient_, bias_corrections, decay_, ema_, ema_square_, l2_penalty, per_tensor, running_max_,
+                     scale_, sqrt, sqrt_plus_eps)
+
+
+def decay_or_penalty(params, grads, group, shrink):
+    """Weight decay the way the group asks: decoupled (θ ← θ(1 - shrink)) or L2 (g + λθ, returned)."""
+    if group["decoupled_weight_decay"]:
+        decay_(params, shrink)
+        return grads
+    return l2_penalty(grads, params, group["weight_decay"])
 
 
 class Adam(KernelOptimizer):
@@ -20,33 +30,30 @@ class Adam(KernelOptimizer):
                     \frac{m_t}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
     eps is added to the bias-corrected sqrt(v̂), not inside the square root.
-    With ``decoupled=True`` the L2 term is replaced by AdamW's θ ← θ(1 - lr·λ)
-    before the update (see :class:`AdamW`).
+    With ``decoupled_weight_decay=True`` the L2 term is replaced by AdamW's
+    θ ← θ(1 - lr·λ) before the update (see :class:`AdamW`).
     """
 
     buffers = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, decoupled=False):
+                 amsgrad=False, decoupled_weight_decay=False):
         defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, decoupled=decoupled)
+                        amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
     @staticmethod
     def kernel(params, grads, buffers, step, group):
-        lr, beta1, beta2, wd = group["lr"], group["beta1"], group["beta2"], group["weight_decay"]
-        if group["decoupled"]:
-            decay_(params, lr * wd)
-        else:
-            grads = l2_penalty(grads, params, wd)
+        lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
+        grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
         ema_(buffers["exp_avg"], grads, beta1)
         ema_square_(buffers["exp_avg_sq"], grads, beta2)
         second = buffers["exp_avg_sq"]
         if group["amsgrad"]:
             second = running_max_(buffers["max_exp_avg_sq"], second)
         bc1, bc2 = bias_corrections(beta1, beta2, step)
-        denom = sqrt_plus_eps(second, group["eps"], scale=bc2**0.5)
-        torch._foreach_addcdiv_(params, buffers["exp_avg"], denom, value=-lr / bc1)
+        denom = sqrt_plus_eps(second, group["eps"], scale=sqrt(bc2))
+        add_quotient_(params, buffers["exp_avg"], denom, -lr / bc1)
 
     def buffer_names(self, group):
         return self.buffers + (("max_exp_avg_sq",) if group["amsgrad"] else ())
@@ -63,7 +70,8 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2,
                  amsgrad=False):
-        super().__init__(params, lr, beta1, beta2, eps, weight_decay, amsgrad=amsgrad, decoupled=True)
+        super().__init__(params, lr, beta1, beta2, eps, weight_decay, amsgrad=amsgrad,
+                         decoupled_weight_decay=True)
 
 
 class AMSGrad(Adam):
@@ -76,3 +84,82 @@ class AMSGrad(Adam):
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr, beta1, beta2, eps, weight_decay, amsgrad=True)
+
+
+class Adamax(KernelOptimizer):
+    r"""Adamax (Kingma & Ba, 2015, Algorithm 2), identical to ``torch.optim.Adamax``.
+
+    .. math::
+        g_t &\leftarrow g_t + \lambda\theta_{t-1} \quad\text{(L2)} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+        u_t &= \max(\beta_2 u_{t-1},\; |g_t| + \epsilon) \\
+        \theta_t &= \theta_{t-1} - \frac{lr}{1-\beta_1^t}\,\frac{m_t}{u_t}
+
+    eps is added to |g| inside the max (torch), not to the denominator.
+    """
+
+    buffers = ("exp_avg", "exp_inf")
+
+    def __init__(self, params, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
+
+    @staticmethod
+    def kernel(params, grads, buffers, step, group):
+        grads = l2_penalty(grads, params, group["weight_decay"])
+        ema_(buffers["exp_avg"], grads, group["beta1"])
+        exp_inf = buffers["exp_inf"]
+        scale_(exp_inf, group["beta2"])
+        magnitudes = torch._foreach_abs(grads)
+        torch._foreach_add_(magnitudes, per_tensor(group["eps"], magnitudes))
+        running_max_(exp_inf, magnitudes)
+        add_quotient_(params, buffers["exp_avg"], exp_inf, -group["lr"] / (1 - group["beta1"] ** step))
+
+
+class NAdam(KernelOptimizer):
+    r"""NAdam (Dozat, 2016), identical to ``torch.optim.NAdam``.
+
+    .. math::
+        \mu_t &= \beta_1\big(1 - \tfrac12\, 0.96^{t\psi}\big), \qquad
+        \Pi_t = \textstyle\prod_{s\le t}\mu_s \quad(\psi = \text{momentum\_decay}) \\
+        m_t, v_t &\text{ as in Adam (L2, or decoupled θ ← θ(1 - lr·λ))} \\
+        \theta_t &= \theta_{t-1} - lr\Big(\frac{1-\mu_t}{1-\Pi_t} g_t
+                    + \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}} m_t\Big) \Big/ \Big(\sqrt{v_t/(1-\beta_2^t)} + \epsilon\Big)
+
+    torch keeps the product Π_t as per-parameter state in the default float
+    dtype; here it is recomputed from t in float64, so it cannot drift or lose
+    precision in float32 training.
+    """
+
+    buffers = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False):
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    @staticmethod
+    def kernel(params, grads, buffers, step, group):
+        lr, beta1, beta2, psi = group["lr"], group["beta1"], group["beta2"], group["momentum_decay"]
+        grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
+        ema_(buffers["exp_avg"], grads, beta1)
+        ema_square_(buffers["exp_avg_sq"], grads, beta2)
+        mu, mu_next = _nadam_mu(beta1, psi, step), _nadam_mu(beta1, psi, step + 1)
+        mu_product = _nadam_mu_product(beta1, psi, step)
+        denom = sqrt_plus_eps(buffers["exp_avg_sq"], group["eps"], scale=sqrt(1 - beta2**step))
+        add_quotient_(params, grads, denom, -lr * (1 - mu) / (1 - mu_product))
+        add_quotient_(params, buffers["exp_avg"], denom, -lr * mu_next / (1 - mu_product * mu_next))
+
+
+def _nadam_mu(beta1, psi, step):
+    return beta1 * (1 - 0.5 * 0.96 ** (step * psi))
+
+
+def _nadam_mu_product(beta1, psi, step):
+    """Π_{s≤t} μ_s in float64: a number, or one value per config when β1 or ψ is a tensor."""
+    tensor = next((h for h in (beta1, psi) if isinstance(h, Tensor)), None)
+    steps = torch.arange(1, step + 1, dtype=torch.float64, device=None if tensor is None else tensor.device)
+    if tensor is None:
+        return _nadam_mu(beta1, psi, steps).prod().item()
+    column = lambda h: torch.as_tensor(h, dtype=torch.float64, device=steps.device).unsqueeze(-1)  # noqa: E731
+    return _nadam_mu(column(beta1), column(psi), steps).prod(dim=-1)

@@ -2,24 +2,27 @@
 
 Contract for subclasses:
 
-* ``buffers`` names the per-parameter state tensors; each starts as zeros shaped
-  like its parameter. ``buffer_names(group)`` may add group-dependent ones
-  (AMSGrad's running max).
+* ``buffers`` names the per-parameter state tensors; ``buffer_names(group)`` may
+  add group-dependent ones (AMSGrad's running max). Each starts as zeros shaped
+  like its parameter unless ``initial_buffer`` says otherwise (Adagrad).
 * ``kernel(params, grads, buffers, step, group)`` is a pure function of its
-  arguments that updates ``params`` and the buffer lists in place with
-  ``torch._foreach_*`` ops. ``step`` is the 1-based step count shared by every
-  tensor in the call; ``group`` is the parameter group (hyperparameters).
+  arguments that updates ``params`` and the buffer lists in place with the
+  multi-tensor pieces of :mod:`optimizers.pieces`. ``step`` is the 1-based step
+  count shared by every tensor in the call; ``group`` holds the
+  hyperparameters, each a number or a tensor with a leading config dimension
+  (see :mod:`optimizers.pieces`).
 
 The shell gathers each group's parameters that have a gradient, buckets them by
 (step, device, dtype) so foreach ops see homogeneous lists (a parameter whose
 gradient was ``None`` on some steps has fallen behind), and calls the kernel.
+:meth:`KernelOptimizer.compile` swaps in a ``torch.compile``-fused kernel.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import torch
 from torch import Tensor
@@ -29,6 +32,7 @@ Kernel = Callable[[list[Tensor], list[Tensor], dict[str, list[Tensor]], int, dic
 
 class KernelOptimizer(torch.optim.Optimizer):
     buffers: ClassVar[tuple[str, ...]] = ()
+    _compiled: Kernel | None = None
 
     @staticmethod
     def kernel(params, grads, buffers, step, group) -> None:  # pragma: no cover - abstract
@@ -37,10 +41,22 @@ class KernelOptimizer(torch.optim.Optimizer):
     def buffer_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self.buffers
 
+    def initial_buffer(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
+        return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def compile(self, **options: Any) -> Self:
+        """Fuse the kernel with ``torch.compile`` (``options`` go to it); returns the optimizer.
+
+        Hyperparameters reach the compiled kernel as 0-d tensors, so an lr
+        schedule does not recompile it. The first steps pay the compilation.
+        """
+        self._compiled = torch.compile(self.kernel, **options)
+        return self
+
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {"step": 0}
         for name in self.buffer_names(group):
-            state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state[name] = self.initial_buffer(name, param, group)
         return state
 
     @torch.no_grad()
@@ -61,7 +77,18 @@ class KernelOptimizer(torch.optim.Optimizer):
                     state.update(self._init_state(param, group))
                 state["step"] += 1
                 buckets[(state["step"], param.device, param.dtype)].append(param)
-            for (step, _, _), params in buckets.items():
+            for (step, device, _), params in buckets.items():
                 buffers = {name: [self.state[p][name] for p in params] for name in self.buffer_names(group)}
-                self.kernel(params, [p.grad for p in params], buffers, step, group)
+                grads = [p.grad for p in params]
+                if self._compiled is None:
+                    self.kernel(params, grads, buffers, step, group)
+                else:
+                    self._compiled(params, grads, buffers, step, _as_tensors(group, device))
         return loss
+
+
+def _as_tensors(group: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The group with its numeric hyperparameters as 0-d float64 tensors (flags stay Python bools)."""
+    return {key: torch.tensor(value, dtype=torch.float64, device=device)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            for key, value in group.items() if key != "params"}

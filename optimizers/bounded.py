@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .base import KernelOptimizer
-from .pieces import adam_step_size, decay_, ema_, ema_square_, elementwise_rates, l2_penalty, running_max_, sqrt_plus_eps
+from .pieces import (adam_step_size, decay_, ema_, ema_square_, elementwise_rates, l2_penalty, per_tensor,
+                     running_max_, sqrt_plus_eps)
 
 
 def _rates_and_momentum(params, grads, buffers, step, group):
@@ -59,7 +60,8 @@ class AdaBound(KernelOptimizer):
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
-        self.param_groups[-1].setdefault("base_lr", self.param_groups[-1]["lr"])
+        lr = self.param_groups[-1]["lr"]  # a tensor lr is updated in place by schedulers: keep a copy
+        self.param_groups[-1].setdefault("base_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
 
     @staticmethod
     def kernel(params, grads, buffers, step, group):
@@ -71,8 +73,8 @@ class AdaBound(KernelOptimizer):
         final_lr = group["final_lr"] * group["lr"] / group["base_lr"]
         lower = final_lr * (1 - 1 / (group["gamma"] * step + 1))
         upper = final_lr * (1 + 1 / (group["gamma"] * step))
-        torch._foreach_clamp_min_(rates, lower)
-        torch._foreach_clamp_max_(rates, upper)
+        torch._foreach_clamp_min_(rates, per_tensor(lower, rates))
+        torch._foreach_clamp_max_(rates, per_tensor(upper, rates))
         _apply_(params, rates, buffers["exp_avg"])
 
     def buffer_names(self, group):

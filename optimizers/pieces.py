@@ -2,6 +2,12 @@
 
 Each piece works on lists of tensors with ``torch._foreach_*`` ops (one kernel
 launch per list on CUDA, a tight loop on CPU). In-place pieces end in ``_``.
+
+A hyperparameter (:data:`Hyper`) is a Python number or a tensor. A tensor of
+shape ``(K,)`` holds K configurations: every parameter then carries a leading
+dimension of size K and the hyperparameter broadcasts along it, so one kernel
+call trains K configurations at once. Scalar arithmetic on hyperparameters
+(``1 - beta**step``) is written so that it works for both.
 """
 
 from __future__ import annotations
@@ -11,57 +17,138 @@ import math
 import torch
 from torch import Tensor
 
+Hyper = float | Tensor
 
-def l2_penalty(grads: list[Tensor], params: list[Tensor], weight_decay: float) -> list[Tensor]:
+
+def per_tensor(h: Hyper, tensors: list[Tensor]) -> float | list[Tensor]:
+    """``h`` as a foreach op takes it: the number itself, or one broadcastable view per tensor."""
+    if isinstance(h, Tensor):
+        return [h.reshape(h.shape + (1,) * (t.dim() - h.dim())) for t in tensors]
+    return h
+
+
+def nonzero(h: Hyper) -> bool:
+    """False only for a number equal to 0 (a tensor may hold several values, so it counts as nonzero)."""
+    return isinstance(h, Tensor) or h != 0
+
+
+def sqrt(x: Hyper) -> Hyper:
+    return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
+
+
+def select(condition: bool | Tensor, if_true: Hyper, if_false: Hyper) -> Hyper:
+    """``if_true if condition else if_false``, elementwise when the condition is a tensor."""
+    if isinstance(condition, Tensor):
+        return torch.where(condition, if_true, if_false)
+    return if_true if condition else if_false
+
+
+# --- y ← y + a·f(x): numbers use the fused foreach overloads, tensors broadcast through a temporary.
+
+def scale_(tensors: list[Tensor], factor: Hyper) -> None:
+    torch._foreach_mul_(tensors, per_tensor(factor, tensors))
+
+
+def add_scaled(ys: list[Tensor], xs: list[Tensor], a: Hyper) -> list[Tensor]:
+    """y + a·x, out of place."""
+    if isinstance(a, Tensor):
+        return torch._foreach_add(ys, torch._foreach_mul(xs, per_tensor(a, xs)))
+    return torch._foreach_add(ys, xs, alpha=a)
+
+
+def add_scaled_(ys: list[Tensor], xs: list[Tensor], a: Hyper) -> None:
+    """y ← y + a·x (nothing to do when a is the number 0)."""
+    if isinstance(a, Tensor):
+        torch._foreach_add_(ys, torch._foreach_mul(xs, per_tensor(a, xs)))
+    elif a:
+        torch._foreach_add_(ys, xs, alpha=a)
+
+
+def add_product_(ys: list[Tensor], x1: list[Tensor], x2: list[Tensor], a: Hyper) -> None:
+    """y ← y + a·x1·x2."""
+    if isinstance(a, Tensor):
+        product = torch._foreach_mul(x1, x2)
+        scale_(product, a)
+        torch._foreach_add_(ys, product)
+    elif a:
+        torch._foreach_addcmul_(ys, x1, x2, value=a)
+
+
+def add_quotient_(ys: list[Tensor], x1: list[Tensor], x2: list[Tensor], a: Hyper) -> None:
+    """y ← y + a·x1/x2."""
+    if isinstance(a, Tensor):
+        quotient = torch._foreach_div(x1, x2)
+        scale_(quotient, a)
+        torch._foreach_add_(ys, quotient)
+    elif a:
+        torch._foreach_addcdiv_(ys, x1, x2, value=a)
+
+
+# --- the pieces optimizers are made of.
+
+def l2_penalty(grads: list[Tensor], params: list[Tensor], weight_decay: Hyper) -> list[Tensor]:
     """Coupled (L2) weight decay: g + wd·θ, out of place so ``.grad`` is untouched."""
-    return torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay else grads
+    return add_scaled(grads, params, weight_decay) if nonzero(weight_decay) else grads
 
 
-def decay_(params: list[Tensor], shrink: float) -> None:
+def decay_(params: list[Tensor], shrink: Hyper) -> None:
     """Decoupled weight decay: θ ← θ·(1 - shrink), applied before the update."""
-    if shrink:
-        torch._foreach_mul_(params, 1.0 - shrink)
+    if nonzero(shrink):
+        scale_(params, 1 - shrink)
 
 
-def ema_(averages: list[Tensor], values: list[Tensor], beta: float) -> None:
+def ema_(averages: list[Tensor], values: list[Tensor], beta: Hyper) -> None:
     """Exponential moving average: a ← β·a + (1-β)·x."""
-    torch._foreach_lerp_(averages, values, 1.0 - beta)
+    torch._foreach_lerp_(averages, values, per_tensor(1 - beta, averages))
 
 
-def ema_square_(averages: list[Tensor], values: list[Tensor], beta: float) -> None:
+def ema_square_(averages: list[Tensor], values: list[Tensor], beta: Hyper) -> None:
     """Second moment: v ← β·v + (1-β)·x²."""
-    torch._foreach_mul_(averages, beta)
-    torch._foreach_addcmul_(averages, values, values, value=1.0 - beta)
+    scale_(averages, beta)
+    add_product_(averages, values, values, 1 - beta)
 
 
 def running_max_(maxima: list[Tensor], values: list[Tensor]) -> list[Tensor]:
-    """AMSGrad's running maximum over the raw (uncorrected) second moment."""
+    """AMSGrad's running maximum, taken over the values given (raw v in torch's AMSGrad)."""
     torch._foreach_maximum_(maxima, values)
     return maxima
 
 
-def bias_corrections(beta1: float, beta2: float, step: int) -> tuple[float, float]:
+def bias_corrections(beta1: Hyper, beta2: Hyper, step: int) -> tuple[Hyper, Hyper]:
     """(1 - β1^t, 1 - β2^t)."""
-    return 1.0 - beta1**step, 1.0 - beta2**step
+    return 1 - beta1**step, 1 - beta2**step
 
 
-def sqrt_plus_eps(second_moments: list[Tensor], eps: float, scale: float = 1.0) -> list[Tensor]:
+def sqrt_plus_eps(second_moments: list[Tensor], eps: Hyper, scale: Hyper = 1.0) -> list[Tensor]:
     """Denominator sqrt(v)/scale + eps (scale = sqrt(1-β2^t) gives Adam's sqrt(v̂) + eps)."""
     denom = torch._foreach_sqrt(second_moments)
-    if scale != 1.0:
-        torch._foreach_div_(denom, scale)
-    torch._foreach_add_(denom, eps)
+    if isinstance(scale, Tensor) or scale != 1.0:
+        torch._foreach_div_(denom, per_tensor(scale, denom))
+    torch._foreach_add_(denom, per_tensor(eps, denom))
     return denom
 
 
-def elementwise_rates(denominators: list[Tensor], step_size: float) -> list[Tensor]:
+def elementwise_rates(denominators: list[Tensor], step_size: Hyper) -> list[Tensor]:
     """Per-element learning rates η = step_size / denominator (AdaBound, AdaMod)."""
     rates = torch._foreach_reciprocal(denominators)
-    torch._foreach_mul_(rates, step_size)
+    scale_(rates, step_size)
     return rates
 
 
-def adam_step_size(lr: float, beta1: float, beta2: float, step: int) -> float:
+def adam_step_size(lr: Hyper, beta1: Hyper, beta2: Hyper, step: int) -> Hyper:
     """lr·sqrt(1-β2^t)/(1-β1^t): the bias corrections folded into one scalar."""
     bc1, bc2 = bias_corrections(beta1, beta2, step)
-    return lr * math.sqrt(bc2) / bc1
+    return lr * sqrt(bc2) / bc1
+
+
+def rectification(beta2: Hyper, step: int) -> tuple[Hyper, Hyper]:
+    """RAdam's variance rectification: (ρ_t, r_t) with ρ∞ = 2/(1-β2) - 1,
+    ρ_t = ρ∞ - 2tβ2^t/(1-β2^t) and r_t = sqrt((ρ_t-4)(ρ_t-2)ρ∞ / ((ρ∞-4)(ρ∞-2)ρ_t)).
+
+    r_t is only meaningful once ρ_t exceeds 4–5; callers ``select`` on ρ_t.
+    """
+    rho_inf = 2 / (1 - beta2) - 1
+    beta2_t = beta2**step
+    rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
+    ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+    return rho_t, sqrt(ratio.clamp(min=0) if isinstance(ratio, Tensor) else max(ratio, 0.0))

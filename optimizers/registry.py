@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .adam import Adam, AdamW, AMSGrad
+from .adam import Adam, Adamax, AdamW, AMSGrad, NAdam
+from .baselines import SGDM, Adagrad, RMSprop
 from .bounded import AdaBound, AdaMod, AMSBound
-from .sgd import SGDM
+from .rectified import AdaBelief, RAdam
 
-HPARAM_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum")
+HPARAM_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum",
+                "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class HParam:
         return None
 
 
-def _lr(default: float, search: tuple[float, float]) -> HParam:
+def _positive(default: float, search: tuple[float, float]) -> HParam:
     return HParam(default, 0.0, math.inf, search, log=True, open_low=True)
 
 
@@ -53,10 +55,14 @@ def _beta(default: float, search: tuple[float, float] = (0.0, 0.999)) -> HParam:
     return HParam(default, 0.0, 1.0, search, log=False)
 
 
-_EPS = HParam(1e-8, 0.0, math.inf, (1e-10, 1e-2), log=True, open_low=True)
-_WEIGHT_DECAY = HParam(0.0, 0.0, math.inf, (1e-6, 1e-1), log=True)
-_FINAL_LR = HParam(0.1, 0.0, math.inf, (1e-3, 1.0), log=True, open_low=True)
-_GAMMA = HParam(1e-3, 0.0, math.inf, (1e-4, 1e-1), log=True, open_low=True)
+def _nonnegative(default: float, search: tuple[float, float]) -> HParam:
+    return HParam(default, 0.0, math.inf, search, log=True)
+
+
+_EPS = _positive(1e-8, (1e-10, 1e-2))
+_WEIGHT_DECAY = _nonnegative(0.0, (1e-6, 1e-1))
+_FINAL_LR = _positive(0.1, (1e-3, 1.0))
+_GAMMA = _positive(1e-3, (1e-4, 1e-1))
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,24 @@ class OptimizerSpec:
         return {name: hp.default for name, hp in self.hparams.items()}
 
 
-def _adam_like(**extra: HParam) -> dict[str, HParam]:
-    return {"lr": _lr(1e-3, (1e-5, 1e-1)), "beta1": _beta(0.9), "beta2": _beta(0.999, (0.9, 0.9999)),
+def _adam_like(lr: float = 1e-3, **extra: HParam) -> dict[str, HParam]:
+    return {"lr": _positive(lr, (1e-5, 1e-1)), "beta1": _beta(0.9), "beta2": _beta(0.999, (0.9, 0.9999)),
             "eps": _EPS, "weight_decay": _WEIGHT_DECAY, **extra}
 
 
 _SPECS = [
     OptimizerSpec("adam", Adam, "Adam (Kingma & Ba 2015), L2 weight decay", _adam_like()),
     OptimizerSpec("adamw", AdamW, "AdamW (Loshchilov & Hutter 2019), decoupled weight decay",
-                  _adam_like(weight_decay=HParam(1e-2, 0.0, math.inf, (1e-5, 1.0), log=True))),
+                  _adam_like(weight_decay=_nonnegative(1e-2, (1e-5, 1.0)))),
     OptimizerSpec("amsgrad", AMSGrad, "AMSGrad (Reddi et al. 2018), max over raw v", _adam_like()),
+    OptimizerSpec("adamax", Adamax, "Adamax (Kingma & Ba 2015), infinity-norm second moment", _adam_like(2e-3)),
+    OptimizerSpec("nadam", NAdam, "NAdam (Dozat 2016), Nesterov momentum in Adam (torch.optim.NAdam)",
+                  _adam_like(2e-3, momentum_decay=_nonnegative(4e-3, (1e-4, 1e-1)))),
+    OptimizerSpec("radam", RAdam, "RAdam (Liu et al. 2020), variance-rectified Adam (torch.optim.RAdam)",
+                  _adam_like()),
+    OptimizerSpec("adabelief", AdaBelief,
+                  "AdaBelief (Zhuang et al. 2020), belief in the gradient; rectified, decoupled decay",
+                  _adam_like(eps=_positive(1e-16, (1e-16, 1e-6)))),
     OptimizerSpec("adabound", AdaBound, "AdaBound (Luo et al. 2019), lr clipped into converging bounds",
                   _adam_like(final_lr=_FINAL_LR, gamma=_GAMMA)),
     OptimizerSpec("amsbound", AMSBound, "AMSBound (Luo et al. 2019), AdaBound with AMSGrad's max",
@@ -87,8 +101,16 @@ _SPECS = [
     OptimizerSpec("adamod", AdaMod, "AdaMod (Ding et al. 2019), lr capped by its own running average",
                   _adam_like(beta3=_beta(0.999, (0.9, 0.9999)))),
     OptimizerSpec("sgdm", SGDM, "SGD with heavy-ball momentum (torch.optim.SGD)",
-                  {"lr": _lr(0.1, (1e-3, 1.0)), "momentum": _beta(0.9, (0.0, 0.99)),
+                  {"lr": _positive(0.1, (1e-3, 1.0)), "momentum": _beta(0.9, (0.0, 0.99)),
                    "weight_decay": _WEIGHT_DECAY}),
+    OptimizerSpec("adagrad", Adagrad, "Adagrad (Duchi et al. 2011), accumulated squared gradients",
+                  {"lr": _positive(1e-2, (1e-4, 1.0)), "eps": _positive(1e-10, (1e-10, 1e-2)),
+                   "weight_decay": _WEIGHT_DECAY,
+                   "lr_decay": _nonnegative(0.0, (1e-6, 1e-2)),
+                   "initial_accumulator_value": _nonnegative(0.0, (1e-3, 1.0))}),
+    OptimizerSpec("rmsprop", RMSprop, "RMSprop (Hinton 2012), torch.optim.RMSprop",
+                  {"lr": _positive(1e-2, (1e-5, 1e-1)), "alpha": _beta(0.99, (0.9, 0.9999)), "eps": _EPS,
+                   "weight_decay": _WEIGHT_DECAY, "momentum": _beta(0.0, (0.0, 0.99))}),
 ]
 REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
 
@@ -110,13 +132,18 @@ def spec(name: str) -> OptimizerSpec:
 
 
 def create(name: str, params: Iterable, **hparams: float) -> torch.optim.Optimizer:
-    """Build optimizer ``name`` over ``params``; unnamed hyperparameters take the paper default."""
+    """Build optimizer ``name`` over ``params``; unnamed hyperparameters take the paper default.
+
+    A hyperparameter may be a tensor of shape (K,): K configurations trained at
+    once on parameters that carry a leading dimension of size K.
+    """
     opt = spec(name)
     unknown = sorted(set(hparams) - set(opt.hparams))
     if unknown:
         raise ValueError(f"{name} has no hyperparameter {', '.join(unknown)}; it takes {', '.join(opt.hparams)}")
-    for key, value in hparams.items():
-        problem = opt.hparams[key].check(float(value))
-        if problem:
-            raise ValueError(f"{name}: {key}={value} {problem}")
+    for key, value in hparams.items():  # a tensor holds one value per config
+        for number in torch.as_tensor(value).flatten().tolist():
+            problem = opt.hparams[key].check(float(number))
+            if problem:
+                raise ValueError(f"{name}: {key}={number:g} {problem}")
     return opt.cls(params, **{**opt.defaults(), **hparams})
