@@ -21,9 +21,10 @@ Hyper = float | Tensor
 
 
 def per_tensor(h: Hyper, tensors: list[Tensor]) -> float | list[Tensor]:
-    """``h`` as a foreach op takes it: the number itself, or one broadcastable view per tensor."""
+    """``h`` as a foreach op takes it: the number itself, or one broadcastable copy per tensor in its dtype
+    (foreach lerp insists on it; the arithmetic before this point stays in the hyperparameter's dtype)."""
     if isinstance(h, Tensor):
-        return [h.reshape(h.shape + (1,) * (t.dim() - h.dim())) for t in tensors]
+        return [h.to(t.dtype).reshape(h.shape + (1,) * (t.dim() - h.dim())) for t in tensors]
     return h
 
 

@@ -1,0 +1,203 @@
+"""The contract every registered optimizer keeps, run table-driven over the whole registry."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import pytest
+import torch
+
+import optimizers
+
+NAMES = optimizers.names()
+SHAPES = [(6, 4), (4,), (2, 3, 2)]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _params(dtype=torch.float64, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_(True) for s in SHAPES]
+
+
+def _set_grads(params, step):
+    """Deterministic gradients of a quadratic bowl plus a step-dependent tilt (no autograd needed).
+
+    The tilt has the shape of ``SHAPES[i]``; a batched parameter of shape (K, *SHAPES[i])
+    gets the same gradient in each of its K slices as an unbatched run would.
+    """
+    for i, p in enumerate(params):
+        shape = torch.Size(SHAPES[i])
+        tilt = torch.cos(torch.arange(shape.numel(), dtype=torch.float64) * (step + 1) + i).reshape(shape)
+        p.grad = (2 * p.detach().double() + 0.3 * tilt.to(p.device)).to(p.dtype)
+
+
+def _train(optimizer, params, steps, first_step=0):
+    for step in range(first_step, first_step + steps):
+        _set_grads(params, step)
+        optimizer.step()
+
+
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _create(name, params, **hparams):
+    """Every optimizer with a learning rate that moves it visibly in a few steps, weight decay off."""
+    decay = {"weight_decay": 0.0} if "weight_decay" in optimizers.spec(name).hparams else {}
+    return optimizers.create(name, params, **{"lr": 1e-2, **decay, **hparams})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_defaults_are_the_class_defaults_and_valid(name):
+    spec = optimizers.spec(name)
+    signature = inspect.signature(spec.cls)
+    for key, hp in spec.hparams.items():
+        assert signature.parameters[key].default == hp.default, key
+        assert hp.check(hp.default) is None, key
+        low, high = hp.search
+        assert hp.check(low) is None and hp.check(high) is None and low < high, key
+    with pytest.raises(ValueError, match="no hyperparameter bogus"):
+        optimizers.create(name, _params(), bogus=1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_continues_identically(name):
+    params = _params()
+    optimizer = _create(name, params)
+    _train(optimizer, params, 7)
+    saved = copy.deepcopy(optimizer.state_dict())
+    twin = [p.detach().clone().requires_grad_(True) for p in params]
+    restored = _create(name, twin, lr=0.5)  # the hyperparameters must come from the state dict
+    restored.load_state_dict(saved)
+    _train(optimizer, params, 9, first_step=7)
+    _train(restored, twin, 9, first_step=7)
+    for a, b in zip(params, twin):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_scheduler_drives_the_learning_rate(name):
+    params = _params()
+    optimizer = _create(name, params, **({"weight_decay": 1e-2} if "weight_decay" in optimizers.spec(name).hparams
+                                         else {}))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[5], gamma=0.0)
+    for step in range(5):
+        _set_grads(params, step)
+        optimizer.step()
+        scheduler.step()
+    frozen = _snapshot(params)
+    _train(optimizer, params, 5, first_step=5)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, params)), "lr scheduled to 0 must stop every update"
+    moved = (frozen[0] - _params()[0]).abs().max().item()
+    assert moved > 1e-3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_add_param_group_behaves_like_a_fresh_optimizer(name):
+    early, late = _params(seed=1), _params(seed=2)
+    optimizer = _create(name, early)
+    _train(optimizer, early, 4)
+    optimizer.add_param_group({"params": late, "lr": 3e-2})
+    alone = [p.detach().clone().requires_grad_(True) for p in late]
+    reference = _create(name, alone, lr=3e-2)
+    for step in range(6):
+        for group in (early, late, alone):
+            _set_grads(group, step)
+        optimizer.step()
+        reference.step()
+    for a, b in zip(late, alone):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_none_gradients_leave_a_parameter_alone_until_it_has_one(name):
+    params = _params()
+    optimizer = _create(name, params)
+    idle = params[1].detach().clone()
+    for step in range(3):
+        _set_grads(params, step)
+        params[1].grad = None
+        optimizer.step()
+    assert torch.equal(params[1], idle) and params[1] not in optimizer.state
+    alone = [params[1].detach().clone().requires_grad_(True)]
+    reference = _create(name, alone)
+    for step in range(3, 8):
+        _set_grads(params, step)
+        alone[0].grad = params[1].grad.clone()
+        optimizer.step()
+        reference.step()
+    torch.testing.assert_close(params[1], alone[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_gradients_do_not_move_the_parameters(name):
+    params = _params()
+    optimizer = _create(name, params)
+    start = _snapshot(params)
+    for _ in range(5):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+    for a, b in zip(start, params):
+        assert torch.equal(a, b)
+    for state in optimizer.state.values():
+        assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-1)])
+@pytest.mark.parametrize("name", NAMES)
+def test_low_precision_tracks_float64(name, dtype, tolerance, device):
+    exact, low = _params(), _params(dtype, device)
+    exact_opt, low_opt = _create(name, exact), _create(name, low)
+    _train(exact_opt, exact, 20)
+    _train(low_opt, low, 20)
+    for state in low_opt.state.values():
+        assert all(v.dtype == dtype and v.device.type == device for v in state.values() if isinstance(v, torch.Tensor))
+    for a, b in zip(exact, low):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b.double().cpu(), a.detach(), rtol=tolerance, atol=tolerance)
+
+
+def _configs(name, count=3):
+    """``count`` configurations spread over each hyperparameter's search range."""
+    spec = optimizers.spec(name)
+    configs = [spec.defaults() for _ in range(count)]
+    for key, hp in spec.hparams.items():
+        low, high = hp.search
+        for k, config in enumerate(configs[1:], start=1):
+            t = k / (count - 1)
+            config[key] = low * (high / low) ** t if hp.log and low > 0 else low + (high - low) * t
+    return configs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_configs_equal_separate_runs(name):
+    configs = _configs(name)
+    separate = []
+    for config in configs:
+        params = _params()
+        _train(optimizers.create(name, params, **config), params, 30)
+        separate.append(params)
+    stacked = [torch.stack([p.detach()] * len(configs)).requires_grad_(True) for p in _params()]
+    hparams = {key: torch.tensor([c[key] for c in configs], dtype=torch.float64) for key in configs[0]}
+    _train(optimizers.create(name, stacked, **hparams), stacked, 30)
+    for k, params in enumerate(separate):
+        for batched, single in zip(stacked, params):
+            torch.testing.assert_close(batched[k], single.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["adabound", "nadam", "radam"])  # clamps to lists, a float64 product, a select
+def test_compiled_kernel_matches_eager(name):
+    eager, fused = _params(torch.float32), _params(torch.float32)
+    optimizers_ = [_create(name, eager), _create(name, fused).compile()]
+    schedules = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in optimizers_]
+    for step in range(8):
+        for params, optimizer, schedule in zip((eager, fused), optimizers_, schedules):
+            _set_grads(params, step)
+            optimizer.step()
+            schedule.step()
+    for a, b in zip(eager, fused):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert (eager[0] - _params(torch.float32)[0]).abs().max() > 1e-3
