@@ -5,10 +5,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task-specific setting a study file may give under ``[task_options]``."""
+
+    default: Any
+    description: str
+    choices: tuple = ()
+    greater_than: float | None = None
+
+    def check(self, value: Any) -> str | None:
+        """A sentence saying why ``value`` is invalid, or None."""
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(map(repr, self.choices))}"
+        if isinstance(self.default, (int, float)) and not isinstance(self.default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return "must be a number"
+            if isinstance(self.default, int) and not isinstance(value, int):
+                return "must be a whole number"
+            if self.greater_than is not None and not value > self.greater_than:
+                return f"must be greater than {self.greater_than:g}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -18,14 +42,86 @@ class TaskInfo:
     metrics: dict[str, Direction]  # every per-epoch metric the task reports, with its direction
     default_epochs: int
     default_batch_size: int
+    options: dict[str, Option] = field(default_factory=dict)
+    dataset_files: tuple[str, ...] = ()  # under data_dir; empty for data generated in memory
+    dataset: str = ""  # the torchvision dataset, for messages
+
+    def missing_dataset(self, data_dir: str) -> str | None:
+        """Why the dataset is not usable from ``data_dir`` (None if it is there or needs none)."""
+        missing = [f for f in self.dataset_files if not (Path(data_dir) / f).is_file()]
+        if not missing:
+            return None
+        return (f"task {self.name} needs the {self.dataset} dataset, not found under data_dir "
+                f"{str(Path(data_dir).resolve())!r} (missing {missing[0]}); put it there, point data_dir at it, "
+                "or set download = true in the study file")
+
+
+@dataclass(frozen=True)
+class TrainingProtocol:
+    """How a cell trains, beyond optimizer, hyperparameters and seed (the study file's training keys)."""
+
+    epochs: int
+    batch_size: int
+    lr_schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "constant"})
+    eval_every: int = 1
+    divergence_factor: float = 100.0  # train loss above this × the initial loss = diverged; 0: non-finite only
+    data_dir: str = "data"
+    download: bool = False
+    amp: bool = False  # bfloat16 autocast, CUDA only
+    task_options: dict[str, Any] = field(default_factory=dict)
 
 
 _CLASSIFICATION = {"train_loss": "minimize", "test_loss": "minimize", "test_accuracy": "maximize"}
+_STEPS_PER_EPOCH = Option(100, "optimizer steps per epoch (the problem has no data to pass over)", greater_than=0)
+_CIFAR10 = ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch")
+_CIFAR100 = ("cifar-100-python/train", "cifar-100-python/test")
+
+
+def _mnist_files(folder: str) -> tuple[str, ...]:
+    return tuple(f"{folder}/raw/{split}-{kind}-idx{n}-ubyte" for split in ("train", "t10k")
+                 for kind, n in (("images", 3), ("labels", 1)))
+
 
 TASKS: dict[str, TaskInfo] = {
     info.name: info
     for info in [
         TaskInfo("digits-mlp", "scikit-learn digits (8x8, 10 classes), 64-128-10 ReLU MLP, cross-entropy",
                  _CLASSIFICATION, default_epochs=5, default_batch_size=64),
+        TaskInfo("digits-logreg", "scikit-learn digits, multinomial logistic regression (convex)",
+                 _CLASSIFICATION, default_epochs=10, default_batch_size=64),
+        TaskInfo("mnist1d-mlp", "MNIST-1D (generated locally, seed 42, 4000/1000), 40-100-100-10 ReLU MLP",
+                 _CLASSIFICATION, default_epochs=20, default_batch_size=100),
+        TaskInfo("mnist1d-cnn", "MNIST-1D, three 1-D conv layers (25 channels) + linear, the MNIST-1D paper's CNN",
+                 _CLASSIFICATION, default_epochs=20, default_batch_size=100),
+        TaskInfo("quadratic-deep", "DeepOBS noisy quadratic: 100-D, Hessian eigenvalues 90×U(0,1) + 10×U(30,60)",
+                 {"train_loss": "minimize", "test_loss": "minimize"}, default_epochs=100, default_batch_size=128),
+        TaskInfo("rosenbrock", "2-D Rosenbrock valley from (-1.2, 1); distance to the optimum (1, 1)",
+                 {"train_loss": "minimize", "distance": "minimize"}, default_epochs=50, default_batch_size=1,
+                 options={"steps_per_epoch": _STEPS_PER_EPOCH}),
+        TaskInfo("reddi", "AMSGrad counterexample (Reddi et al. 2018): x in [-1, 1], optimum -1; reports x",
+                 {"train_loss": "minimize", "x": "minimize"}, default_epochs=30, default_batch_size=1,
+                 options={"form": Option("online", "online: C·x once every 3 steps, -x otherwise (Theorem 1); "
+                                         "stochastic: 1010·x with probability 0.01, -10·x otherwise (Section 5)",
+                                         choices=("online", "stochastic")),
+                          "C": Option(3.0, "the online form's C (> 2)", greater_than=2.0),
+                          "steps_per_epoch": Option(1000, _STEPS_PER_EPOCH.description, greater_than=0)}),
+        TaskInfo("mnist-mlp", "MNIST, DeepOBS mnist_mlp: 784-1000-500-100-10 ReLU MLP (torchvision MNIST files)",
+                 _CLASSIFICATION, default_epochs=100, default_batch_size=128,
+                 dataset_files=_mnist_files("MNIST"), dataset="MNIST"),
+        TaskInfo("fmnist-2c2d", "Fashion-MNIST, DeepOBS 2c2d: two 5x5 conv + max-pool, fc 1024, fc 10",
+                 _CLASSIFICATION, default_epochs=100, default_batch_size=128,
+                 dataset_files=_mnist_files("FashionMNIST"), dataset="FashionMNIST"),
+        TaskInfo("cifar10-3c3d", "CIFAR-10, DeepOBS 3c3d: three conv + max-pool, fc 512, fc 256, fc 10",
+                 _CLASSIFICATION, default_epochs=100, default_batch_size=128, dataset_files=_CIFAR10,
+                 dataset="CIFAR10"),
+        TaskInfo("cifar10-resnet34", "CIFAR-10, ResNet-34 with a CIFAR stem (the AdaBound demo), crop+flip",
+                 _CLASSIFICATION, default_epochs=200, default_batch_size=128, dataset_files=_CIFAR10,
+                 dataset="CIFAR10"),
+        TaskInfo("cifar10-densenet121", "CIFAR-10, DenseNet-121 with a CIFAR stem (the AdaBound demo), crop+flip",
+                 _CLASSIFICATION, default_epochs=200, default_batch_size=128, dataset_files=_CIFAR10,
+                 dataset="CIFAR10"),
+        TaskInfo("cifar100-resnet34", "CIFAR-100, ResNet-34 with a CIFAR stem (the AdaMod demo), crop+flip",
+                 _CLASSIFICATION, default_epochs=300, default_batch_size=128, dataset_files=_CIFAR100,
+                 dataset="CIFAR100"),
     ]
 }

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import store
+from .catalog import TASKS
 from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -41,6 +42,9 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
     from . import spec
 
     study = spec.load(file)
+    missing = None if study.download else TASKS[study.task].missing_dataset(study.data_dir)
+    if missing:
+        raise UserError(f"{file}: {missing}")
     outcome, count = store.register(store.connect(db), study, replace=replace)
     verb = {"created": "registered", "replaced": "replaced", "unchanged": "already registered (unchanged)"}[outcome]
     out.print(f"study [bold]{study.name}[/] {verb}: {count} cells "
@@ -125,14 +129,13 @@ def results(name: str, db: DbOption = store.DEFAULT_DB,
 
 @app.command()
 def tasks() -> None:
-    """The tasks a study can name."""
-    from .catalog import TASKS
-
-    table = Table("task", "description", "metrics", "epochs", "batch size")
+    """The tasks a study can name, with their metrics, defaults and [task_options]."""
+    table = Table("task", "description", "metrics", "epochs", "batch size", "task_options")
     for info in TASKS.values():
         table.add_row(info.name, info.description,
                       ", ".join(f"{m} ({'↑' if d == 'maximize' else '↓'})" for m, d in info.metrics.items()),
-                      str(info.default_epochs), str(info.default_batch_size))
+                      str(info.default_epochs), str(info.default_batch_size),
+                      "\n".join(f"{k} = {o.default!r}: {o.description}" for k, o in info.options.items()))
     out.print(table)
 
 

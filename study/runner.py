@@ -13,7 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from optimizers import HPARAM_NAMES
 from . import store
 from .optuna_log import OptunaLog
+from .spec import StudySpec
 
 
 class Pool(Protocol):
@@ -42,10 +43,8 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def payload(study: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
-    spec = study["spec"]
-    return {"task": spec["task"], "optimizer": cell["optimizer"], "seed": cell["seed"], "epochs": spec["epochs"],
-            "batch_size": spec["batch_size"],
+def payload(study: dict[str, Any], protocol: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
+    return {"task": study["task"], "optimizer": cell["optimizer"], "seed": cell["seed"], "protocol": protocol,
             "hparams": {n: cell[n] for n in HPARAM_NAMES if cell[n] is not None}}
 
 
@@ -53,6 +52,7 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
         on_progress: Callable[[dict[str, int]], None] = lambda counts: None) -> dict[str, int]:
     """Run every cell of study ``name`` that is not finished; return the final status counts."""
     study = store.get_study(engine, name)
+    protocol = asdict(StudySpec.model_validate(study["spec"]).protocol())
     log = OptunaLog(engine, study)
     log.reconcile()
     owner, inflight = new_owner(), {}
@@ -63,7 +63,7 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
             if free:
                 for slot, cell in zip(free, store.claim(engine, study["id"], owner, len(free), options.lease_seconds)):
                     inflight[cell["id"]] = cell
-                    pool.dispatch(slot, cell["id"], payload(study, cell))
+                    pool.dispatch(slot, cell["id"], payload(study, protocol, cell))
             counts = store.status_counts(engine, study["id"])
             on_progress(counts)
             if not inflight:
@@ -95,7 +95,7 @@ def _handle(engine, log, owner, inflight, event, options: RunOptions) -> None:
     elif event.kind == "error":
         store.finish(engine, cell, owner, "failed", error=event.data["error"])
     elif not store.finish(engine, cell, owner, event.data["status"], final=event.data["final"],
-                          best_test_accuracy=event.data["best_test_accuracy"],
+                          metric=study["metric"], best_test_accuracy=event.data["best_test_accuracy"],
                           wall_seconds=event.data["wall_seconds"]):
         return  # our lease expired and another driver took the cell over: its result stands
     log.report(store.get_cell(engine, cell["id"]))

@@ -42,6 +42,7 @@ cells = Table(
     Column("lease_owner", String(64)),
     Column("lease_expires", Float),
     *[Column(name, Float) for name in RESULT_COLUMNS],
+    Column("score", Float),  # the final value of the study's metric
     Column("final_metrics", JSON),
     Column("diverged", Boolean),
     Column("wall_seconds", Float),

@@ -15,13 +15,13 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import optimizers
-from .catalog import TASKS
+from .catalog import TASKS, TrainingProtocol
 from .errors import UserError
 
 MAX_CELLS = 100_000  # beyond this a grid is almost certainly a typo (num = 1e5 …)
@@ -64,18 +64,57 @@ def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
     return [float(f"{x:.12g}") for x in points]  # 1e-3, not 0.0010000000000000002
 
 
-class StudySpec(BaseModel):
-    """The validated contents of a study file."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ConstantSchedule(_Strict):
+    kind: Literal["constant"]
+
+
+class StepSchedule(_Strict):
+    """lr × factor at each milestone epoch (torch's MultiStepLR)."""
+
+    kind: Literal["step"]
+    milestones: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    factor: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ValueError("milestones must increase")
+        return milestones
+
+
+class CosineSchedule(_Strict):
+    """Cosine from lr down to lr × final_factor over the epochs (per step)."""
+
+    kind: Literal["cosine"]
+    final_factor: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+Schedule = Annotated[ConstantSchedule | StepSchedule | CosineSchedule, Field(discriminator="kind")]
+
+
+class StudySpec(_Strict):
+    """The validated contents of a study file."""
 
     name: Annotated[str, Field(min_length=1, max_length=100)]
     task: str
-    epochs: Annotated[int, Field(ge=1, le=10_000)]
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)]
+    epochs: Annotated[int | None, Field(ge=1, le=100_000)] = None  # None: the task's default
+    batch_size: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     seeds: Annotated[list[int], Field(min_length=1)]
     metric: str
     optimizers: Annotated[dict[str, dict[str, Any]], Field(min_length=1)]
+    lr_schedule: Schedule = ConstantSchedule(kind="constant")
+    weight_decay: Annotated[float | None, Field(ge=0)] = None  # every optimizer's, unless its grid sets one
+    eval_every: Annotated[int, Field(ge=1)] = 1
+    divergence_factor: Annotated[float, Field(ge=0)] = 100.0
+    data_dir: str = "data"
+    download: bool = False
+    amp: bool = False
+    task_options: dict[str, Any] = {}
 
     @field_validator("name")
     @classmethod
@@ -104,6 +143,17 @@ class StudySpec(BaseModel):
         if self.metric not in metrics:
             raise ValueError(f"metric {self.metric!r} is not reported by task {self.task}; "
                              f"choose one of: {', '.join(metrics)}")
+        info = TASKS[self.task]
+        for key, value in self.task_options.items():
+            if key not in info.options:
+                known = ", ".join(info.options) or "none"
+                raise ValueError(f"task_options.{key}: task {self.task} has no such option (it takes: {known})")
+            problem = info.options[key].check(value)
+            if problem:
+                raise ValueError(f"task_options.{key} = {value!r} {problem}")
+        if isinstance(self.lr_schedule, StepSchedule) and self.lr_schedule.milestones[-1] > self.total_epochs:
+            raise ValueError(f"lr_schedule.milestones: {self.lr_schedule.milestones[-1]} is beyond the last epoch "
+                             f"({self.total_epochs})")
         for key, axes in self.optimizers.items():
             _check_optimizer(key, axes)
         total = self.cell_count()
@@ -115,6 +165,18 @@ class StudySpec(BaseModel):
     @property
     def direction(self) -> str:
         return TASKS[self.task].metrics[self.metric]
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs or TASKS[self.task].default_epochs
+
+    def protocol(self) -> TrainingProtocol:
+        """How every cell trains: the file's training keys, task defaults filled in."""
+        options = {name: option.default for name, option in TASKS[self.task].options.items()}
+        return TrainingProtocol(epochs=self.total_epochs, batch_size=self.batch_size or TASKS[self.task].default_batch_size,
+                        lr_schedule=self.lr_schedule.model_dump(), eval_every=self.eval_every,
+                        divergence_factor=self.divergence_factor, data_dir=self.data_dir, download=self.download,
+                        amp=self.amp, task_options={**options, **self.task_options})
 
     def grid(self, optimizer: str) -> dict[str, list[float]]:
         """Each hyperparameter's values for ``optimizer``: swept ones and fixed ones alike."""
@@ -129,7 +191,8 @@ class StudySpec(BaseModel):
         return len(self.seeds) * sum(math.prod(len(v) for v in self.grid(key).values()) for key in self.optimizers)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The parsed spec without keys left at their defaults (adding a key to the format keeps fingerprints)."""
+        return json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
@@ -172,7 +235,10 @@ def expand(spec: StudySpec) -> list[Cell]:
     """All cells in a deterministic order: optimizer (file order), seed, then grid point."""
     cells = []
     for key in spec.optimizers:
-        grid = {**{n: [v] for n, v in optimizers.spec(key).defaults().items()}, **spec.grid(key)}
+        defaults = optimizers.spec(key).defaults()
+        if spec.weight_decay is not None and "weight_decay" in defaults:
+            defaults["weight_decay"] = spec.weight_decay
+        grid = {**{n: [v] for n, v in defaults.items()}, **spec.grid(key)}
         names = list(grid)
         points = list(itertools.product(*(grid[n] for n in names)))
         for seed in spec.seeds:

@@ -5,6 +5,7 @@ Only the driver (CLI) and the dashboard open it; workers never do.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -211,9 +212,10 @@ def record_epoch(engine: Engine, cell: dict[str, Any], epoch: int, metrics: dict
 
 
 def finish(engine: Engine, cell: dict[str, Any], owner: str, status: str, *, final: dict[str, float] | None = None,
-           best_test_accuracy: float | None = None, wall_seconds: float | None = None,
+           metric: str | None = None, best_test_accuracy: float | None = None, wall_seconds: float | None = None,
            error: str | None = None) -> bool:
-    """Record a finished cell; False if this driver no longer holds its lease (the result is dropped)."""
+    """Record a finished cell, its ``score`` being the final value of the study's ``metric``;
+    False if this driver no longer holds its lease (the result is dropped)."""
     assert status in FINISHED
     final = {name: _finite(value) for name, value in (final or {}).items()}
     with engine.begin() as conn:
@@ -222,6 +224,7 @@ def finish(engine: Engine, cell: dict[str, Any], owner: str, status: str, *, fin
             status=status, lease_owner=None, lease_expires=None, final_metrics=final,
             final_train_loss=final.get("train_loss"), final_test_loss=final.get("test_loss"),
             final_test_accuracy=final.get("test_accuracy"), best_test_accuracy=_finite(best_test_accuracy),
+            score=final.get(metric) if metric else None,
             diverged=status == "diverged", wall_seconds=wall_seconds, error=error,
             finished_at=time.time())).rowcount)
 
@@ -288,4 +291,14 @@ def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
         frame = pd.read_sql(text("SELECT * FROM sweep_results WHERE study = :name ORDER BY cell"), conn,
                             params={"name": name})
     frame["diverged"] = frame["diverged"].astype("boolean")
+    return _with_final_metric_columns(frame)
+
+
+def _with_final_metric_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``final_<name>`` for each metric that only the ``final_metrics`` JSON holds (x, distance …)."""
+    parsed = [json.loads(v) if isinstance(v, str) else v if isinstance(v, dict) else {}  # NULL reads as NaN
+              for v in frame.pop("final_metrics")]
+    names = sorted({name for metrics in parsed for name in metrics} - {c.removeprefix("final_") for c in frame})
+    for name in names:
+        frame[f"final_{name}"] = pd.Series([m.get(name) for m in parsed], index=frame.index, dtype="float64")
     return frame

@@ -1,75 +1,264 @@
-"""Tasks: data + model + loss + metrics, keyed by the names in ``study.catalog``."""
+"""Tasks: each builds a :class:`Problem` (parameters, batches, loss, evaluation) for one cell.
+
+``IMPLEMENTATIONS`` is keyed by the names in ``study.catalog``; a test checks the two agree.
+
+Contract of a Problem, which ``workers.training`` relies on:
+
+* ``model`` holds the parameters to optimise; it is built after the caller seeded torch.
+* ``batches(generator)`` yields one epoch of batches, drawing all randomness from ``generator``.
+* ``loss(batch, generator)`` is the mean training loss on a batch and the batch's weight (its size).
+* ``evaluate()`` returns the task's non-training metrics (``study.catalog`` names them).
+* ``reference_loss()`` is the loss before training, the yardstick of the divergence rule.
+* ``after_step()`` runs after each optimizer step (a projection); ``lr_factor(step)`` scales the lr
+  (a problem whose theory prescribes a decay).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from study.catalog import TASKS, TaskInfo
+from study.catalog import TASKS, TrainingProtocol
+from . import data, models
+
+EVAL_CHUNK = 1024  # test examples per forward pass
 
 
-@dataclass(frozen=True)
-class Split:
-    train_x: Tensor
-    train_y: Tensor
-    test_x: Tensor
-    test_y: Tensor
+class Problem(ABC):
+    model: nn.Module
+    steps_per_epoch: int
 
-    def to(self, device: torch.device | str) -> Split:
-        return Split(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+    @abstractmethod
+    def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
+
+    @abstractmethod
+    def loss(self, batch: Any, generator: torch.Generator) -> tuple[Tensor, int]: ...
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]: ...
+
+    @abstractmethod
+    def reference_loss(self) -> float: ...
+
+    def after_step(self) -> None:
+        pass
+
+    def lr_factor(self, step: int) -> float:
+        return 1.0
 
 
-@dataclass(frozen=True)
-class ClassificationTask:
-    """A supervised classification problem held in memory, trained with cross-entropy."""
+class Classification(Problem):
+    """Cross-entropy on an in-memory split; ``pipeline`` turns stored inputs into network inputs."""
 
-    info: TaskInfo
-    load: Callable[[], Split]
-    make_model: Callable[[], nn.Module]
+    def __init__(self, model: nn.Module, split: data.Split, batch_size: int,
+                 pipeline: Callable[[Tensor, torch.Generator | None], Tensor] | None = None):
+        self.model, self.split, self.batch_size = model, split, batch_size
+        self.pipeline = pipeline or (lambda x, generator: x)
+        self.steps_per_epoch = math.ceil(len(split.train_y) / batch_size)
 
-    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(logits, targets)
+    def batches(self, generator):
+        order = torch.randperm(len(self.split.train_y), generator=generator)
+        return iter(order.to(self.split.train_y.device).split(self.batch_size))
+
+    def loss(self, batch, generator):
+        inputs = self.pipeline(self.split.train_x[batch], generator)
+        return nn.functional.cross_entropy(self.model(inputs), self.split.train_y[batch]), len(batch)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, data: Split) -> dict[str, float]:
-        model.eval()
-        logits = model(data.test_x)
-        model.train()
-        return {"test_loss": self.loss(logits, data.test_y).item(),
-                "test_accuracy": (logits.argmax(dim=1) == data.test_y).float().mean().item()}
+    def _mean_loss_and_accuracy(self, x: Tensor, y: Tensor) -> tuple[float, float]:
+        self.model.eval()
+        total = correct = 0.0
+        for start in range(0, len(y), EVAL_CHUNK):
+            logits = self.model(self.pipeline(x[start:start + EVAL_CHUNK], None)).float()
+            target = y[start:start + EVAL_CHUNK]
+            total += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == target).sum().item()
+        self.model.train()
+        return total / len(y), correct / len(y)
+
+    def evaluate(self):
+        loss, accuracy = self._mean_loss_and_accuracy(self.split.test_x, self.split.test_y)
+        return {"test_loss": loss, "test_accuracy": accuracy}
+
+    def reference_loss(self):
+        return self._mean_loss_and_accuracy(self.split.train_x[:4 * EVAL_CHUNK], self.split.train_y[:4 * EVAL_CHUNK])[0]
+
+
+class _Parameters(nn.Module):
+    """A bare parameter vector as a model (the synthetic problems)."""
+
+    def __init__(self, values: list[float]):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(values, dtype=torch.float32))
+
+
+def _haar_rotation(dim: int, rng: np.random.RandomState) -> np.ndarray:
+    """A rotation drawn from the Haar measure on SO(dim) by Diaconis & Shahshahani's subgroup algorithm,
+    consuming ``rng`` in the order DeepOBS does, so the quadratic is DeepOBS's."""
+    angle = 2 * np.pi * rng.uniform()
+    rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    for d in range(2, dim):
+        v = rng.normal(size=(d + 1, 1))
+        v /= np.sqrt(v.T @ v)
+        e = np.zeros((d + 1, 1))
+        e[0] = 1.0
+        x = (e - v) / np.sqrt((e - v).T @ (e - v))  # the Householder reflection taking v to e
+        embedded = np.eye(d + 1)
+        embedded[1:, 1:] = rotation
+        rotation = embedded - 2 * x @ (x.T @ embedded)
+    return -rotation
 
 
 @functools.cache
-def _digits() -> Split:
-    """scikit-learn's bundled digits: a fixed stratified 75/25 split, features scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    train_x, test_x, train_y, test_y = train_test_split(x / 16.0, y, test_size=0.25, stratify=y, random_state=0)
-    as_x = functools.partial(torch.tensor, dtype=torch.float32)
-    as_y = functools.partial(torch.tensor, dtype=torch.long)
-    return Split(as_x(train_x), as_y(train_y), as_x(test_x), as_y(test_y))
-
-
-def _mlp(*widths: int) -> Callable[[], nn.Module]:
-    def make() -> nn.Module:
-        layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-        return nn.Sequential(*layers[:-1])
-
-    return make
+def deepobs_quadratic() -> tuple[Tensor, Tensor, Tensor]:
+    """DeepOBS quadratic_deep: Hessian Q = Rᵀ diag(λ) R (RandomState(42): 90 λ ~ U(0,1), 10 ~ U(30,60), then R),
+    train and test data x ~ N(0, 0.6²) in 100 dims, 1000 each (seeds 42 and 43)."""
+    rng = np.random.RandomState(42)
+    eigenvalues = np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10)))
+    rotation = _haar_rotation(100, rng)
+    hessian = rotation.T @ np.diag(eigenvalues) @ rotation
+    train, test = (np.random.RandomState(seed).normal(0.0, 0.6, (1000, 100)) for seed in (42, 43))
+    return tuple(torch.as_tensor(a, dtype=torch.float32) for a in (hessian, train, test))
 
 
-IMPLEMENTATIONS: dict[str, ClassificationTask] = {
-    "digits-mlp": ClassificationTask(TASKS["digits-mlp"], _digits, _mlp(64, 128, 10)),
+class NoisyQuadratic(Problem):
+    """0.5·(θ - x)ᵀQ(θ - x) averaged over a batch of x; θ starts at 1 (DeepOBS drops the last partial batch)."""
+
+    def __init__(self, batch_size: int, device: str):
+        hessian, self.train_x, self.test_x = (t.to(device) for t in deepobs_quadratic())
+        self.hessian, self.batch_size = hessian, min(batch_size, len(self.train_x))
+        self.model = _Parameters([1.0] * 100).to(device)
+        self.steps_per_epoch = len(self.train_x) // self.batch_size
+
+    def _loss(self, x: Tensor) -> Tensor:
+        q = self.model.theta - x
+        return 0.5 * ((q @ self.hessian) * q).sum(dim=1).mean()
+
+    def batches(self, generator):
+        order = torch.randperm(len(self.train_x), generator=generator)[:self.steps_per_epoch * self.batch_size]
+        return iter(order.to(self.train_x.device).split(self.batch_size))
+
+    def loss(self, batch, generator):
+        return self._loss(self.train_x[batch]), len(batch)
+
+    @torch.no_grad()
+    def evaluate(self):
+        return {"test_loss": self._loss(self.test_x).item()}
+
+    @torch.no_grad()
+    def reference_loss(self):
+        return self._loss(self.train_x).item()
+
+
+class Rosenbrock(Problem):
+    """f(x, y) = (1 - x)² + 100·(y - x²)² from (-1.2, 1); the minimum is f(1, 1) = 0."""
+
+    def __init__(self, steps_per_epoch: int, device: str):
+        self.model = _Parameters([-1.2, 1.0]).to(device)
+        self.steps_per_epoch = steps_per_epoch
+
+    def _value(self) -> Tensor:
+        x, y = self.model.theta
+        return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+    def batches(self, generator):
+        return iter(range(self.steps_per_epoch))
+
+    def loss(self, batch, generator):
+        return self._value(), 1
+
+    @torch.no_grad()
+    def evaluate(self):
+        return {"distance": torch.linalg.vector_norm(self.model.theta - 1.0).item()}
+
+    @torch.no_grad()
+    def reference_loss(self):
+        return self._value().item()
+
+
+class Reddi(Problem):
+    """Reddi, Kale & Kumar (2018): linear losses on x ∈ [-1, 1] whose optimum is x = -1.
+
+    online (Theorem 1): f_t(x) = C·x when t mod 3 = 1, else -x. stochastic (Section 5):
+    f_t(x) = 1010·x with probability 0.01, else -10·x. x starts at 0, is projected onto
+    [-1, 1] after every step, and the lr decays as α/√t, as in the theorem.
+    """
+
+    def __init__(self, form: str, C: float, steps_per_epoch: int, device: str):
+        self.form, self.C, self.steps_per_epoch = form, C, steps_per_epoch
+        self.model = _Parameters([0.0]).to(device)
+        self.t = 0
+
+    def batches(self, generator):
+        return iter(range(self.steps_per_epoch))
+
+    def _slope(self, generator: torch.Generator) -> float:
+        self.t += 1
+        if self.form == "online":
+            return self.C if self.t % 3 == 1 else -1.0
+        return 1010.0 if torch.rand((), generator=generator).item() < 0.01 else -10.0
+
+    def loss(self, batch, generator):
+        return self._slope(generator) * self.model.theta.sum(), 1
+
+    @torch.no_grad()
+    def after_step(self):
+        self.model.theta.clamp_(-1.0, 1.0)
+
+    def lr_factor(self, step):
+        return 1.0 / math.sqrt(step + 1)
+
+    def evaluate(self):
+        return {"x": self.model.theta.item()}
+
+    def reference_loss(self):
+        return 0.0  # f_t(0) = 0: the growth rule does not apply; non-finite losses still count
+
+
+Builder = Callable[[TrainingProtocol, str], Problem]
+
+
+def _classifier(make_model: Callable[[], nn.Module], load: Callable[[TrainingProtocol], data.Split],
+                pipeline: data.ImagePipeline | None = None) -> Builder:
+    def build(plan: TrainingProtocol, device: str) -> Problem:
+        return Classification(make_model().to(device), load(plan).to(device), plan.batch_size, pipeline)
+    return build
+
+
+def _images(dataset: str) -> Callable[[TrainingProtocol], data.Split]:
+    return lambda plan: data.torchvision_images(dataset, plan.data_dir, plan.download)
+
+
+IMPLEMENTATIONS: dict[str, Builder] = {
+    "digits-mlp": _classifier(lambda: models.mlp(64, 128, 10), lambda plan: data.digits()),
+    "digits-logreg": _classifier(lambda: models.mlp(64, 10), lambda plan: data.digits()),
+    "mnist1d-mlp": _classifier(lambda: models.mlp(40, 100, 100, 10), lambda plan: data.mnist1d()),
+    "mnist1d-cnn": _classifier(models.mnist1d_cnn, lambda plan: data.mnist1d()),
+    "quadratic-deep": lambda plan, device: NoisyQuadratic(plan.batch_size, device),
+    "rosenbrock": lambda plan, device: Rosenbrock(plan.task_options["steps_per_epoch"], device),
+    "reddi": lambda plan, device: Reddi(plan.task_options["form"], float(plan.task_options["C"]),
+                                        plan.task_options["steps_per_epoch"], device),
+    "mnist-mlp": _classifier(lambda: models.mlp(784, 1000, 500, 100, 10), _images("MNIST"), data.UNIT),
+    "fmnist-2c2d": _classifier(models.deepobs_2c2d, _images("FashionMNIST"), data.UNIT),
+    "cifar10-3c3d": _classifier(models.deepobs_3c3d, _images("CIFAR10"), data.CIFAR10),
+    "cifar10-resnet34": _classifier(lambda: models.cifar_resnet34(10), _images("CIFAR10"), data.CIFAR10),
+    "cifar10-densenet121": _classifier(lambda: models.cifar_densenet121(10), _images("CIFAR10"), data.CIFAR10),
+    "cifar100-resnet34": _classifier(lambda: models.cifar_resnet34(100), _images("CIFAR100"), data.CIFAR100),
 }
 
 
-def get(name: str) -> ClassificationTask:
-    return IMPLEMENTATIONS[name]
+def build(name: str, plan: TrainingProtocol, device: str) -> Problem:
+    """The problem for task ``name``; a missing dataset raises :class:`data.DatasetMissingError`."""
+    info = TASKS[name]
+    if info.dataset_files and not plan.download:
+        problem = info.missing_dataset(plan.data_dir)
+        if problem:
+            raise data.DatasetMissingError(problem)
+    return IMPLEMENTATIONS[name](plan, device)
