@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from study.catalog import TrainingProtocol
 from workers import training
@@ -30,3 +31,20 @@ def test_exploding_runs_stop_early_as_diverged(optimizer, hparams):
     *epochs, summary = records
     assert summary["status"] == "diverged"
     assert len(epochs) < 5
+
+
+@pytest.mark.parametrize("schedule,reference", [
+    ({"kind": "step", "milestones": [2, 3], "factor": 0.1},
+     lambda opt, steps: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2 * steps, 3 * steps], gamma=0.1)),
+    ({"kind": "cosine", "final_factor": 0.05},
+     lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5 * steps, eta_min=0.05)),
+])
+def test_lr_schedules_match_torchs_schedulers(schedule, reference):
+    steps_per_epoch, epochs = 7, 5
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    torch_schedule = reference(opt, steps_per_epoch)
+    for step in range(steps_per_epoch * epochs):
+        ours = training.lr_multiplier(schedule, step, steps_per_epoch, epochs)
+        assert ours == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12), step
+        opt.step()
+        torch_schedule.step()

@@ -1,0 +1,129 @@
+"""Every task trains on CPU; the torchvision tasks read small files this module writes in the real formats."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+import torchvision.transforms.functional as TF
+
+from study.catalog import TASKS, TrainingProtocol
+from workers import data, tasks, training
+
+IMAGES = 16  # per split: enough for two batches of 8
+
+
+def _cifar(root, folder, train_files, test_file, meta_file, meta_key, label_key, classes, rng):
+    (root / folder).mkdir(parents=True)
+    written = {}
+    for name in [*train_files, test_file]:
+        pixels = rng.integers(0, 256, (IMAGES, 3 * 32 * 32), dtype=np.uint8)  # rows hold R, G, B planes
+        labels = rng.integers(0, classes, IMAGES).tolist()
+        (root / folder / name).write_bytes(pickle.dumps({"data": pixels, label_key: labels}))
+        written[name] = (pixels, labels)
+    (root / folder / meta_file).write_bytes(pickle.dumps({meta_key: [f"class{i}" for i in range(classes)]}))
+    return written
+
+
+def _idx(path, array: np.ndarray):
+    """The MNIST idx format: magic (0x08 = uint8, ndim), big-endian dims, then the bytes."""
+    path.write_bytes(struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+                     + array.astype(np.uint8).tobytes())
+
+
+def _mnist(root, folder, rng):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        _idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (IMAGES, 28, 28)))
+        _idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, IMAGES))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    rng = np.random.default_rng(0)
+    batches = [f"data_batch_{i}" for i in range(1, 6)]
+    written = _cifar(root, "cifar-10-batches-py", batches, "test_batch", "batches.meta", "label_names", "labels",
+                     10, rng)
+    _cifar(root, "cifar-100-python", ["train"], "test", "meta", "fine_label_names", "fine_labels", 100, rng)
+    for folder in ("MNIST", "FashionMNIST"):
+        _mnist(root, folder, rng)
+    return root, written
+
+
+@pytest.fixture(autouse=True)
+def _small_files_pass_the_checksum(monkeypatch):
+    """torchvision's CIFAR classes compare each file's MD5 with the real dataset's; ours are small stand-ins.
+    Only the checksum is bypassed: the classes still read and decode the files."""
+    monkeypatch.setattr(torchvision.datasets.utils, "check_md5", lambda *args, **kwargs: True)
+
+
+def _protocol(name, data_root):
+    """One short epoch of batches of 8, the task's options at their defaults (5 steps where there is no data)."""
+    options = {key: option.default for key, option in TASKS[name].options.items()}
+    options |= {"steps_per_epoch": 5} if "steps_per_epoch" in options else {}
+    return TrainingProtocol(epochs=1, batch_size=8, data_dir=str(data_root), task_options=options)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_task_trains_a_few_steps_and_reports_its_metrics(name, data_dir):
+    assert set(tasks.IMPLEMENTATIONS) == set(TASKS)
+    *epochs, summary = training.train(name, "adam", {"lr": 1e-3}, seed=0, protocol=_protocol(name, data_dir[0]))
+    assert set(epochs[0]) == {"epoch", *TASKS[name].metrics}
+    assert summary["status"] == "complete" and math.isfinite(epochs[0]["train_loss"])
+
+
+def test_cifar_images_arrive_in_channel_first_layout_with_their_labels(data_dir):
+    root, written = data_dir
+    split = data.torchvision_images("CIFAR10", str(root), False)
+    pixels, labels = written["data_batch_1"]
+    assert torch.equal(split.train_x[:IMAGES], torch.as_tensor(pixels).reshape(IMAGES, 3, 32, 32))
+    assert split.train_y[:IMAGES].tolist() == labels
+    assert len(split.train_y) == 5 * IMAGES and len(split.test_y) == IMAGES
+
+
+def test_batch_augmentation_equals_torchvision_crop_and_flip():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    ours = data.CIFAR10(images, torch.Generator().manual_seed(5))
+    draws = torch.Generator().manual_seed(5)  # the same draws, in the pipeline's order: rows, columns, flips
+    dy, dx = (torch.randint(0, 9, (6,), generator=draws) for _ in range(2))
+    flips = torch.rand(6, generator=draws) < 0.5
+    for i, image in enumerate(images.float() / 255):
+        expected = TF.crop(TF.pad(image, [4]), int(dy[i]), int(dx[i]), 32, 32)
+        expected = TF.hflip(expected) if flips[i] else expected
+        expected = TF.normalize(expected, data.CIFAR10.mean, data.CIFAR10.std)
+        torch.testing.assert_close(ours[i], expected)
+    assert flips.any() and not flips.all() and (dy != 4).any()
+
+
+def test_a_missing_dataset_names_data_dir_and_the_download_flag(tmp_path):
+    with pytest.raises(data.DatasetMissingError, match=r"data_dir .*download = true"):
+        tasks.build("cifar10-resnet34", _protocol("cifar10-resnet34", tmp_path), "cpu")
+
+
+@pytest.mark.parametrize("name,batch_size,options", [
+    ("cifar10-3c3d", 8, {}), ("mnist1d-cnn", 500, {}),
+    ("reddi", 1, {"form": "stochastic", "C": 3.0, "steps_per_epoch": 50})])
+def test_same_seed_same_curve_on_cpu(name, batch_size, options, data_dir):
+    plan = TrainingProtocol(epochs=2, batch_size=batch_size, data_dir=str(data_dir[0]), task_options=options)
+    run = lambda seed: [{k: v for k, v in r.items() if k != "wall_seconds"}  # noqa: E731
+                        for r in training.train(name, "adam", {"lr": 1e-2}, seed, plan)]
+    first, again, other = run(1), run(1), run(2)
+    assert first == again
+    assert first != other
+
+
+def test_the_quadratic_is_deepobs_construction():
+    hessian, train, test = tasks.deepobs_quadratic()
+    rng = np.random.RandomState(42)
+    drawn = np.sort(np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10))))
+    np.testing.assert_allclose(np.linalg.eigvalsh(hessian.double().numpy()), drawn, atol=1e-4)
+    assert not np.allclose(hessian.numpy(), np.diag(np.diag(hessian.numpy())), atol=1e-3), "must be rotated"
+    np.testing.assert_allclose(train.numpy(), np.random.RandomState(42).normal(0.0, 0.6, (1000, 100)), rtol=1e-6)
+    np.testing.assert_allclose(test.numpy(), np.random.RandomState(43).normal(0.0, 0.6, (1000, 100)), rtol=1e-6)
