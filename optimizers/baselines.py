@@ -95,7 +95,7 @@ class RMSprop(KernelOptimizer):
             ema_(buffers["grad_avg"], grads, alpha)
             square_avg = torch._foreach_addcmul(square_avg, buffers["grad_avg"], buffers["grad_avg"], value=-1)
         denom = sqrt_plus_eps(square_avg, group["eps"])
-        if not nonzero(group["momentum"]):
+        if "momentum_buffer" not in buffers:  # momentum 0: torch's plain update
             add_quotient_(params, grads, denom, -group["lr"])
             return
         buf = buffers["momentum_buffer"]

@@ -72,7 +72,7 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
                 time.sleep(options.poll_seconds)  # cells leased by another (or a dead) driver
                 continue
             for event in pool.events(timeout=options.poll_seconds):
-                _handle(engine, log, owner, inflight, event, options)
+                _handle(engine, log, owner, inflight, event, options, study["metric"])
             if time.monotonic() - last_beat > options.lease_seconds / 4:
                 store.heartbeat(engine, owner, inflight, options.lease_seconds)
                 last_beat = time.monotonic()
@@ -81,7 +81,7 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
             store.release(engine, cell, owner, error=None, max_attempts=options.max_attempts, count_attempt=False)
 
 
-def _handle(engine, log, owner, inflight, event, options: RunOptions) -> None:
+def _handle(engine, log, owner, inflight, event, options: RunOptions, metric: str) -> None:
     cell = inflight[event.key]
     if event.kind == "epoch":
         store.record_epoch(engine, cell, event.data["epoch"],
@@ -95,7 +95,7 @@ def _handle(engine, log, owner, inflight, event, options: RunOptions) -> None:
     elif event.kind == "error":
         store.finish(engine, cell, owner, "failed", error=event.data["error"])
     elif not store.finish(engine, cell, owner, event.data["status"], final=event.data["final"],
-                          metric=study["metric"], best_test_accuracy=event.data["best_test_accuracy"],
+                          metric=metric, best_test_accuracy=event.data["best_test_accuracy"],
                           wall_seconds=event.data["wall_seconds"]):
         return  # our lease expired and another driver took the cell over: its result stands
     log.report(store.get_cell(engine, cell["id"]))

@@ -88,11 +88,13 @@ def _run_rc(*args, **kw) -> subprocess.CompletedProcess:
     (["submit", "{bad}", "--db", "{db}"], "unknown optimizer 'adm'"),
     (["status", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none"], "cannot reach the results database"),
     (["status", "--db", "not a url"], "is not a URL"),
+    (["submit", "{nodata}", "--db", "{db}"], "set download = true in the study file"),
 ])
 def test_user_errors_are_one_line_exit_2_and_write_nothing(args, needle, tmp_path, sqlite_url):
     engine = store.connect(sqlite_url)  # an existing, empty database
     bad = study_file(tmp_path, name="bad", body="[optimizers.adm]\nlr = 0.1\n")
-    result = _run_rc(*[a.format(tmp=tmp_path, db=sqlite_url, bad=bad) for a in args])
+    nodata = study_file(tmp_path, name="nodata", task="cifar10-3c3d", data_dir=str(tmp_path / "no-such-dir"))
+    result = _run_rc(*[a.format(tmp=tmp_path, db=sqlite_url, bad=bad, nodata=nodata) for a in args])
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("error: ") == 1

@@ -74,6 +74,17 @@ BASE = 'name = "s"\ntask = "digits-mlp"\nepochs = 2\nbatch_size = 8\nseeds = [0]
     (BASE, "optimizers: missing required key"),
     (BASE + "[optimizers]\n", "optimizers"),
     ("name = \n", "not valid TOML"),
+    (BASE + "[task_options]\nC = 3\n[optimizers.adam]\nlr = 0.1\n", "task digits-mlp has no such option"),
+    (BASE.replace("digits-mlp", "reddi").replace("test_accuracy", "x") + "[task_options]\nC = 1.5\n"
+     "[optimizers.adam]\nlr = 0.1\n", "task_options.C = 1.5 must be greater than 2"),
+    (BASE.replace("digits-mlp", "reddi").replace("test_accuracy", "x") + "[task_options]\nform = \"offline\"\n"
+     "[optimizers.adam]\nlr = 0.1\n", "must be one of 'online', 'stochastic'"),
+    (BASE + "[lr_schedule]\nkind = \"step\"\nmilestones = [5]\n[optimizers.adam]\nlr = 0.1\n",
+     "5 is beyond the last epoch (2)"),
+    (BASE + "[lr_schedule]\nkind = \"step\"\nmilestones = [2, 1]\n[optimizers.adam]\nlr = 0.1\n",
+     "milestones must increase"),
+    (BASE + "[lr_schedule]\nkind = \"linear\"\n[optimizers.adam]\nlr = 0.1\n", "lr_schedule"),
+    (BASE + "weight_decay = -1\n[optimizers.adam]\nlr = 0.1\n", "weight_decay"),
 ])
 def test_bad_study_files_get_one_clear_line(text, needle):
     with pytest.raises(UserError) as info:
@@ -95,3 +106,18 @@ def test_every_registered_hyperparameter_default_is_valid():
             assert hp.check(hp.default) is None, (opt.name, name)
             assert hp.check(hp.search[0]) is None and hp.check(hp.search[1]) is None
             assert hp.check(math.nan) is not None
+
+
+def test_training_keys_default_to_the_task_and_global_weight_decay_fills_in():
+    text = ('name = "s"\ntask = "quadratic-deep"\nseeds = [0]\nmetric = "test_loss"\nweight_decay = 5e-4\n'
+            "[optimizers.adam]\nlr = 0.1\n[optimizers.adamw]\nweight_decay = 0.1\n[optimizers.adagrad]\n")
+    study = spec.parse(text)
+    plan = study.protocol()
+    assert (plan.epochs, plan.batch_size, plan.lr_schedule) == (100, 128, {"kind": "constant"})
+    decay = {c.optimizer: c.hparams["weight_decay"] for c in spec.expand(study)}
+    assert decay == {"adam": 5e-4, "adamw": 0.1, "adagrad": 5e-4}
+
+
+def test_every_example_is_a_valid_study():
+    for path in sorted((ROOT / "examples").glob("*.toml")):
+        assert spec.load(path).cell_count() > 0, path
