@@ -8,7 +8,7 @@ VENV := .venv
 DB ?= sqlite:///adamscape.db
 PORT ?= 8501
 
-.PHONY: install install-test demo test browser clean
+.PHONY: install install-test demo test bench browser clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -33,6 +33,10 @@ demo: install
 
 test: install-test
 	$(VENV)/bin/python -m pytest
+
+# Optimizer step times on ResNet-18's parameters (CPU; add BENCH_ARGS="--device cuda" on a GPU).
+bench: install-test
+	$(VENV)/bin/python benchmarks/optimizer_step.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .tools $(VENV) adamscape.db adamscape.db-*

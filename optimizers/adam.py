@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from .base import KernelOptimizer
-from .pieces import (add_quotient_, bias_corrections, decay_, ema_, ema_square_, l2_penalty, per_tensor, running_max_,
-                     scale_, sqrt, sqrt_plus_eps)
+from .pieces import (add_quotient_, bias_corrections, decay_, ema_, ema_square_, foreach, l2_penalty, per_tensor,
+                     running_max_, scale_, sqrt, sqrt_plus_eps)
 
 
 def decay_or_penalty(params, grads, group, shrink):
@@ -109,8 +109,8 @@ class Adamax(KernelOptimizer):
         ema_(buffers["exp_avg"], grads, group["beta1"])
         exp_inf = buffers["exp_inf"]
         scale_(exp_inf, group["beta2"])
-        magnitudes = torch._foreach_abs(grads)
-        torch._foreach_add_(magnitudes, per_tensor(group["eps"], magnitudes))
+        magnitudes = foreach("abs", grads)
+        foreach("add_", magnitudes, per_tensor(group["eps"], magnitudes))
         running_max_(exp_inf, magnitudes)
         add_quotient_(params, buffers["exp_avg"], exp_inf, -group["lr"] / (1 - group["beta1"] ** step))
 

@@ -48,7 +48,9 @@ class KernelOptimizer(torch.optim.Optimizer):
         """Fuse the kernel with ``torch.compile`` (``options`` go to it); returns the optimizer.
 
         Hyperparameters reach the compiled kernel as 0-d tensors, so an lr
-        schedule does not recompile it. The first steps pay the compilation.
+        schedule does not recompile it; their arithmetic then runs in the
+        parameters' dtype, at least float32. The first steps pay the compilation
+        (tens of seconds for a ResNet's parameter list on CPU).
         """
         self._compiled = torch.compile(self.kernel, **options)
         return self
@@ -83,12 +85,14 @@ class KernelOptimizer(torch.optim.Optimizer):
                 if self._compiled is None:
                     self.kernel(params, grads, buffers, step, group)
                 else:
-                    self._compiled(params, grads, buffers, step, _as_tensors(group, device))
+                    self._compiled(params, grads, buffers, step, _as_tensors(group, params[0]))
         return loss
 
 
-def _as_tensors(group: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The group with its numeric hyperparameters as 0-d float64 tensors (flags stay Python bools)."""
-    return {key: torch.tensor(value, dtype=torch.float64, device=device)
+def _as_tensors(group: dict[str, Any], like: Tensor) -> dict[str, Any]:
+    """The group with its numeric hyperparameters as 0-d tensors on ``like``'s device, in its dtype but at
+    least float32 (as torch's capturable optimizers); flags stay Python bools."""
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    return {key: torch.tensor(value, dtype=dtype, device=like.device)
             if isinstance(value, (int, float)) and not isinstance(value, bool) else value
             for key, value in group.items() if key != "params"}

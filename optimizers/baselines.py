@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from .base import KernelOptimizer
-from .pieces import add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, l2_penalty, nonzero, per_tensor, \
-    scale_, sqrt_plus_eps
+from .pieces import (add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero,
+                     per_tensor, scale_, sqrt_plus_eps)
 
 
 class SGDM(KernelOptimizer):
@@ -28,7 +28,7 @@ class SGDM(KernelOptimizer):
         grads = l2_penalty(grads, params, group["weight_decay"])
         momentum, buf = group["momentum"], buffers["momentum_buffer"]
         scale_(buf, momentum)
-        torch._foreach_add_(buf, grads)
+        foreach("add_", buf, grads)
         direction = add_scaled(grads, buf, momentum) if group["nesterov"] else buf
         add_scaled_(params, direction, -group["lr"])
 
@@ -50,13 +50,13 @@ class Adagrad(KernelOptimizer):
 
     def initial_buffer(self, name, param, group):
         total = super().initial_buffer(name, param, group)
-        torch._foreach_add_([total], per_tensor(group["initial_accumulator_value"], [total]))
+        foreach("add_", [total], per_tensor(group["initial_accumulator_value"], [total]))
         return total
 
     @staticmethod
     def kernel(params, grads, buffers, step, group):
         grads = l2_penalty(grads, params, group["weight_decay"])
-        torch._foreach_addcmul_(buffers["sum"], grads, grads)
+        foreach("addcmul_", buffers["sum"], grads, grads)
         denom = sqrt_plus_eps(buffers["sum"], group["eps"])
         add_quotient_(params, grads, denom, -group["lr"] / (1 + (step - 1) * group["lr_decay"]))
 
@@ -93,7 +93,7 @@ class RMSprop(KernelOptimizer):
         ema_square_(square_avg, grads, alpha)
         if group["centered"]:
             ema_(buffers["grad_avg"], grads, alpha)
-            square_avg = torch._foreach_addcmul(square_avg, buffers["grad_avg"], buffers["grad_avg"], value=-1)
+            square_avg = foreach("addcmul", square_avg, buffers["grad_avg"], buffers["grad_avg"], value=-1)
         denom = sqrt_plus_eps(square_avg, group["eps"])
         if "momentum_buffer" not in buffers:  # momentum 0: torch's plain update
             add_quotient_(params, grads, denom, -group["lr"])

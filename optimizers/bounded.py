@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from .base import KernelOptimizer
-from .pieces import (adam_step_size, decay_, ema_, ema_square_, elementwise_rates, l2_penalty, per_tensor,
-                     running_max_, sqrt_plus_eps)
+from .pieces import (adam_step_size, decay_, ema_, ema_square_, elementwise_rates, foreach, l2_penalty,
+                     per_tensor, running_max_, sqrt_plus_eps)
 
 
 def _rates_and_momentum(params, grads, buffers, step, group):
@@ -23,8 +23,8 @@ def _rates_and_momentum(params, grads, buffers, step, group):
 
 def _apply_(params, rates, exp_avg):
     """θ ← θ - η ⊙ m (m not bias corrected; the correction lives in η)."""
-    torch._foreach_mul_(rates, exp_avg)
-    torch._foreach_sub_(params, rates)
+    foreach("mul_", rates, exp_avg)
+    foreach("sub_", params, rates)
 
 
 class AdaBound(KernelOptimizer):
@@ -73,8 +73,8 @@ class AdaBound(KernelOptimizer):
         final_lr = group["final_lr"] * group["lr"] / group["base_lr"]
         lower = final_lr * (1 - 1 / (group["gamma"] * step + 1))
         upper = final_lr * (1 + 1 / (group["gamma"] * step))
-        torch._foreach_clamp_min_(rates, per_tensor(lower, rates))
-        torch._foreach_clamp_max_(rates, per_tensor(upper, rates))
+        foreach("clamp_min_", rates, per_tensor(lower, rates))
+        foreach("clamp_max_", rates, per_tensor(upper, rates))
         _apply_(params, rates, buffers["exp_avg"])
 
     def buffer_names(self, group):
@@ -116,5 +116,5 @@ class AdaMod(KernelOptimizer):
         decay_(params, group["lr"] * group["weight_decay"])
         rates = _rates_and_momentum(params, grads, buffers, step, group)
         ema_(buffers["exp_avg_lr"], rates, group["beta3"])
-        torch._foreach_minimum_(rates, buffers["exp_avg_lr"])
+        foreach("minimum_", rates, buffers["exp_avg_lr"])
         _apply_(params, rates, buffers["exp_avg"])

@@ -19,6 +19,24 @@ from torch import Tensor
 
 Hyper = float | Tensor
 
+_PLAIN_IN_PLACE = {"maximum_": torch.maximum, "minimum_": torch.minimum}  # ops without an in-place method
+
+
+def foreach(name: str, tensors: list[Tensor], *args, **kwargs):
+    """``torch._foreach_<name>(tensors, *args, **kwargs)``; while ``torch.compile`` traces, the same op
+    applied tensor by tensor, since inductor fuses a tensor's plain ops into one loop but emits one pass
+    over memory per foreach op. List arguments pair up with ``tensors``; others are shared."""
+    if not torch.compiler.is_compiling():
+        return getattr(torch, f"_foreach_{name}")(tensors, *args, **kwargs)
+    results = []
+    for i, tensor in enumerate(tensors):
+        own = [a[i] if isinstance(a, list) else a for a in args]
+        if name in _PLAIN_IN_PLACE:
+            tensor.copy_(_PLAIN_IN_PLACE[name](tensor, *own))
+        else:
+            results.append(getattr(tensor, name)(*own, **kwargs))
+    return None if name.endswith("_") else results
+
 
 def per_tensor(h: Hyper, tensors: list[Tensor]) -> float | list[Tensor]:
     """``h`` as a foreach op takes it: the number itself, or one broadcastable copy per tensor in its dtype
@@ -47,42 +65,42 @@ def select(condition: bool | Tensor, if_true: Hyper, if_false: Hyper) -> Hyper:
 # --- y ← y + a·f(x): numbers use the fused foreach overloads, tensors broadcast through a temporary.
 
 def scale_(tensors: list[Tensor], factor: Hyper) -> None:
-    torch._foreach_mul_(tensors, per_tensor(factor, tensors))
+    foreach("mul_", tensors, per_tensor(factor, tensors))
 
 
 def add_scaled(ys: list[Tensor], xs: list[Tensor], a: Hyper) -> list[Tensor]:
     """y + a·x, out of place."""
     if isinstance(a, Tensor):
-        return torch._foreach_add(ys, torch._foreach_mul(xs, per_tensor(a, xs)))
-    return torch._foreach_add(ys, xs, alpha=a)
+        return foreach("add", ys, foreach("mul", xs, per_tensor(a, xs)))
+    return foreach("add", ys, xs, alpha=a)
 
 
 def add_scaled_(ys: list[Tensor], xs: list[Tensor], a: Hyper) -> None:
     """y ← y + a·x (nothing to do when a is the number 0)."""
     if isinstance(a, Tensor):
-        torch._foreach_add_(ys, torch._foreach_mul(xs, per_tensor(a, xs)))
+        foreach("add_", ys, foreach("mul", xs, per_tensor(a, xs)))
     elif a:
-        torch._foreach_add_(ys, xs, alpha=a)
+        foreach("add_", ys, xs, alpha=a)
 
 
 def add_product_(ys: list[Tensor], x1: list[Tensor], x2: list[Tensor], a: Hyper) -> None:
     """y ← y + a·x1·x2."""
     if isinstance(a, Tensor):
-        product = torch._foreach_mul(x1, x2)
+        product = foreach("mul", x1, x2)
         scale_(product, a)
-        torch._foreach_add_(ys, product)
+        foreach("add_", ys, product)
     elif a:
-        torch._foreach_addcmul_(ys, x1, x2, value=a)
+        foreach("addcmul_", ys, x1, x2, value=a)
 
 
 def add_quotient_(ys: list[Tensor], x1: list[Tensor], x2: list[Tensor], a: Hyper) -> None:
     """y ← y + a·x1/x2."""
     if isinstance(a, Tensor):
-        quotient = torch._foreach_div(x1, x2)
+        quotient = foreach("div", x1, x2)
         scale_(quotient, a)
-        torch._foreach_add_(ys, quotient)
+        foreach("add_", ys, quotient)
     elif a:
-        torch._foreach_addcdiv_(ys, x1, x2, value=a)
+        foreach("addcdiv_", ys, x1, x2, value=a)
 
 
 # --- the pieces optimizers are made of.
@@ -100,7 +118,7 @@ def decay_(params: list[Tensor], shrink: Hyper) -> None:
 
 def ema_(averages: list[Tensor], values: list[Tensor], beta: Hyper) -> None:
     """Exponential moving average: a ← β·a + (1-β)·x."""
-    torch._foreach_lerp_(averages, values, per_tensor(1 - beta, averages))
+    foreach("lerp_", averages, values, per_tensor(1 - beta, averages))
 
 
 def ema_square_(averages: list[Tensor], values: list[Tensor], beta: Hyper) -> None:
@@ -111,7 +129,7 @@ def ema_square_(averages: list[Tensor], values: list[Tensor], beta: Hyper) -> No
 
 def running_max_(maxima: list[Tensor], values: list[Tensor]) -> list[Tensor]:
     """AMSGrad's running maximum, taken over the values given (raw v in torch's AMSGrad)."""
-    torch._foreach_maximum_(maxima, values)
+    foreach("maximum_", maxima, values)
     return maxima
 
 
@@ -122,16 +140,16 @@ def bias_corrections(beta1: Hyper, beta2: Hyper, step: int) -> tuple[Hyper, Hype
 
 def sqrt_plus_eps(second_moments: list[Tensor], eps: Hyper, scale: Hyper = 1.0) -> list[Tensor]:
     """Denominator sqrt(v)/scale + eps (scale = sqrt(1-β2^t) gives Adam's sqrt(v̂) + eps)."""
-    denom = torch._foreach_sqrt(second_moments)
+    denom = foreach("sqrt", second_moments)
     if isinstance(scale, Tensor) or scale != 1.0:
-        torch._foreach_div_(denom, per_tensor(scale, denom))
-    torch._foreach_add_(denom, per_tensor(eps, denom))
+        foreach("div_", denom, per_tensor(scale, denom))
+    foreach("add_", denom, per_tensor(eps, denom))
     return denom
 
 
 def elementwise_rates(denominators: list[Tensor], step_size: Hyper) -> list[Tensor]:
     """Per-element learning rates η = step_size / denominator (AdaBound, AdaMod)."""
-    rates = torch._foreach_reciprocal(denominators)
+    rates = foreach("reciprocal", denominators)
     scale_(rates, step_size)
     return rates
 

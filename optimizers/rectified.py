@@ -6,8 +6,8 @@ import torch
 
 from .adam import decay_or_penalty
 from .base import KernelOptimizer
-from .pieces import (add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_, l2_penalty,
-                     per_tensor, rectification, running_max_, select, sqrt, sqrt_plus_eps)
+from .pieces import (add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_, foreach,
+                     l2_penalty, per_tensor, rectification, running_max_, select, sqrt, sqrt_plus_eps)
 
 
 def _rectified_update_(params, exp_avg, denom, lr, beta1, beta2, step, rectified, r_t, early_weight):
@@ -91,8 +91,8 @@ class AdaBelief(KernelOptimizer):
             grads = l2_penalty(grads, params, wd)
         exp_avg, exp_avg_var = buffers["exp_avg"], buffers["exp_avg_var"]
         ema_(exp_avg, grads, beta1)
-        ema_square_(exp_avg_var, torch._foreach_sub(grads, exp_avg), beta2)
-        torch._foreach_add_(exp_avg_var, per_tensor(eps, exp_avg_var))
+        ema_square_(exp_avg_var, foreach("sub", grads, exp_avg), beta2)
+        foreach("add_", exp_avg_var, per_tensor(eps, exp_avg_var))
         if group["rectify"]:
             denom = sqrt_plus_eps(exp_avg_var, eps)
             early = 1.0 if group["degenerated_to_sgd"] else 0.0
