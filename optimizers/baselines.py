@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from .base import KernelOptimizer
 from .pieces import (add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero,

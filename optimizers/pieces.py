@@ -1,7 +1,9 @@
 """Composable multi-tensor pieces the optimizer kernels are built from.
 
-Each piece works on lists of tensors with ``torch._foreach_*`` ops (one kernel
-launch per list on CUDA, a tight loop on CPU). In-place pieces end in ``_``.
+Each piece works on lists of tensors through :func:`foreach`: ``torch._foreach_*``
+ops when run eagerly (one kernel launch per list on CUDA, a tight loop on CPU),
+plain per-tensor ops while ``torch.compile`` traces (so each tensor's whole
+update fuses into one loop). In-place pieces end in ``_``.
 
 A hyperparameter (:data:`Hyper`) is a Python number or a tensor. A tensor of
 shape ``(K,)`` holds K configurations: every parameter then carries a leading

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from .adam import decay_or_penalty
 from .base import KernelOptimizer
