@@ -52,4 +52,4 @@ def test_dashboard_draws_both_lr_by_weight_decay_maps(decoupling_db, monkeypatch
         assert figure["data"][0]["type"] == "heatmap"
         assert figure["layout"]["xaxis"]["title"]["text"].startswith("lr")
         assert figure["layout"]["yaxis"]["title"]["text"] == "weight_decay"
-        assert len(figure["data"][0]["z"]) == 4 and len(figure["data"][0]["z"][0]) == 4
+        assert len(figure["data"][0]["x"]) == 4 and len(figure["data"][0]["y"]) == 4  # 4 lr × 4 weight decays

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from study import store
+from study.catalog import TrainingProtocol
 from tests.conftest import BIN, adamscape, study_file
 from workers import training
 
@@ -23,7 +24,8 @@ from workers import training
 def _direct_run(row) -> dict:
     """Train the cell in this process, independently of Ray and the database."""
     hparams = {n: row[n] for n in ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum") if pd.notna(row[n])}
-    *_, summary = training.train("digits-mlp", row["optimizer"], hparams, int(row["seed"]), epochs=2, batch_size=128)
+    *_, summary = training.train("digits-mlp", row["optimizer"], hparams, int(row["seed"]),
+                                 TrainingProtocol(epochs=2, batch_size=128))
     return summary
 
 
