@@ -48,3 +48,10 @@ def test_lr_schedules_match_torchs_schedulers(schedule, reference):
         assert ours == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12), step
         opt.step()
         torch_schedule.step()
+
+
+def test_test_metrics_every_eval_every_epochs_and_at_the_last():
+    records = list(training.train("digits-mlp", "adam", {"lr": 1e-2}, 0,
+                                  TrainingProtocol(epochs=3, batch_size=64, eval_every=2)))
+    assert ["test_accuracy" in r for r in records[:3]] == [False, True, True]
+    assert all("train_loss" in r for r in records[:3])
