@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import KernelOptimizer
-from .pieces import (add_quotient_, bias_corrections, decay_, ema_, ema_square_, foreach, l2_penalty, per_tensor,
+from .pieces import (adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, l2_penalty, per_tensor,
                      running_max_, scale_, sqrt, sqrt_plus_eps)
 
 
@@ -46,8 +46,7 @@ class Adam(KernelOptimizer):
     def kernel(params, grads, buffers, step, group):
         lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
         grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
-        ema_(buffers["exp_avg"], grads, beta1)
-        ema_square_(buffers["exp_avg_sq"], grads, beta2)
+        adam_moments_(buffers, grads, beta1, beta2)
         second = buffers["exp_avg_sq"]
         if group["amsgrad"]:
             second = running_max_(buffers["max_exp_avg_sq"], second)
@@ -142,8 +141,7 @@ class NAdam(KernelOptimizer):
     def kernel(params, grads, buffers, step, group):
         lr, beta1, beta2, psi = group["lr"], group["beta1"], group["beta2"], group["momentum_decay"]
         grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
-        ema_(buffers["exp_avg"], grads, beta1)
-        ema_square_(buffers["exp_avg_sq"], grads, beta2)
+        adam_moments_(buffers, grads, beta1, beta2)
         mu, mu_next = _nadam_mu(beta1, psi, step), _nadam_mu(beta1, psi, step + 1)
         mu_product = _nadam_mu_product(beta1, psi, step)
         denom = sqrt_plus_eps(buffers["exp_avg_sq"], group["eps"], scale=sqrt(1 - beta2**step))

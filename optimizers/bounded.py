@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 
 from .base import KernelOptimizer
-from .pieces import (adam_step_size, decay_, ema_, ema_square_, elementwise_rates, foreach, l2_penalty,
+from .pieces import (adam_moments_, adam_step_size, decay_, ema_, elementwise_rates, foreach, l2_penalty,
                      per_tensor, running_max_, sqrt_plus_eps)
 
 
 def _rates_and_momentum(params, grads, buffers, step, group):
     """Shared front half: moments, optional AMS max, and η = lr·sqrt(bc2)/bc1 / (sqrt(v) + eps)."""
     beta1, beta2 = group["beta1"], group["beta2"]
-    ema_(buffers["exp_avg"], grads, beta1)
-    ema_square_(buffers["exp_avg_sq"], grads, beta2)
+    adam_moments_(buffers, grads, beta1, beta2)
     second = buffers["exp_avg_sq"]
     if group.get("amsbound"):
         second = running_max_(buffers["max_exp_avg_sq"], second)

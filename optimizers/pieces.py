@@ -87,22 +87,25 @@ def add_scaled_(ys: list[Tensor], xs: list[Tensor], a: Hyper) -> None:
 
 def add_product_(ys: list[Tensor], x1: list[Tensor], x2: list[Tensor], a: Hyper) -> None:
     """y ← y + a·x1·x2."""
-    if isinstance(a, Tensor):
-        product = foreach("mul", x1, x2)
-        scale_(product, a)
-        foreach("add_", ys, product)
-    elif a:
-        foreach("addcmul_", ys, x1, x2, value=a)
+    _add_combined_(ys, x1, x2, a, "mul")
 
 
 def add_quotient_(ys: list[Tensor], x1: list[Tensor], x2: list[Tensor], a: Hyper) -> None:
     """y ← y + a·x1/x2."""
+    _add_combined_(ys, x1, x2, a, "div")
+
+
+_FUSED = {"mul": "addcmul_", "div": "addcdiv_"}
+
+
+def _add_combined_(ys, x1, x2, a: Hyper, combine: str) -> None:
+    """y ← y + a·(x1 combine x2): the fused foreach op for a number, a scaled temporary for a tensor."""
     if isinstance(a, Tensor):
-        quotient = foreach("div", x1, x2)
-        scale_(quotient, a)
-        foreach("add_", ys, quotient)
+        combined = foreach(combine, x1, x2)
+        scale_(combined, a)
+        foreach("add_", ys, combined)
     elif a:
-        foreach("addcdiv_", ys, x1, x2, value=a)
+        foreach(_FUSED[combine], ys, x1, x2, value=a)
 
 
 # --- the pieces optimizers are made of.
@@ -127,6 +130,12 @@ def ema_square_(averages: list[Tensor], values: list[Tensor], beta: Hyper) -> No
     """Second moment: v ← β·v + (1-β)·x²."""
     scale_(averages, beta)
     add_product_(averages, values, values, 1 - beta)
+
+
+def adam_moments_(buffers: dict[str, list[Tensor]], grads: list[Tensor], beta1: Hyper, beta2: Hyper) -> None:
+    """Adam's first and second moments, ``exp_avg`` and ``exp_avg_sq``, updated with ``grads``."""
+    ema_(buffers["exp_avg"], grads, beta1)
+    ema_square_(buffers["exp_avg_sq"], grads, beta2)
 
 
 def running_max_(maxima: list[Tensor], values: list[Tensor]) -> list[Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .adam import decay_or_penalty
 from .base import KernelOptimizer
-from .pieces import (add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_, foreach,
+from .pieces import (adam_moments_, add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_, foreach,
                      l2_penalty, per_tensor, rectification, running_max_, select, sqrt, sqrt_plus_eps)
 
 
@@ -42,8 +42,7 @@ class RAdam(KernelOptimizer):
     def kernel(params, grads, buffers, step, group):
         lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
         grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
-        ema_(buffers["exp_avg"], grads, beta1)
-        ema_square_(buffers["exp_avg_sq"], grads, beta2)
+        adam_moments_(buffers, grads, beta1, beta2)
         denom = sqrt_plus_eps(buffers["exp_avg_sq"], group["eps"])
         rho_t, r_t = rectification(beta2, step)
         _rectified_update_(params, buffers["exp_avg"], denom, lr, beta1, beta2, step, rho_t > 5, r_t, 1.0)
