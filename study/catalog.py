@@ -5,11 +5,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 Direction = Literal["maximize", "minimize"]
+
+# The largest whole number a study file may give (seeds, whole-number task options): what
+# PostgreSQL's 32-bit integer column, SQLite and torch/numpy seeding all accept.
+MAX_WHOLE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,11 @@ class Option:
     greater_than: float | None = None
 
     def check(self, value: Any) -> str | None:
-        """A sentence saying why ``value`` is invalid, or None."""
+        """A sentence saying why ``value`` is invalid, or None.
+
+        Numbers must be finite (TOML's ``inf`` and ``nan`` are refused) and whole-number
+        options must lie from 0 (or just above ``greater_than``) to :data:`MAX_WHOLE`.
+        """
         if self.choices and value not in self.choices:
             return f"must be one of {', '.join(map(repr, self.choices))}"
         if isinstance(self.default, (int, float)) and not isinstance(self.default, bool):
@@ -30,9 +39,26 @@ class Option:
                 return "must be a number"
             if isinstance(self.default, int) and not isinstance(value, int):
                 return "must be a whole number"
+            if isinstance(value, float) and not math.isfinite(value):
+                return "must be a finite number (inf and nan are not allowed)"
+            if isinstance(value, int) and not isinstance(self.default, int) and not fits_a_float(value):
+                return "is too large for a floating-point number"
             if self.greater_than is not None and not value > self.greater_than:
                 return f"must be greater than {self.greater_than:g}"
+            if isinstance(self.default, int):
+                low = 0 if self.greater_than is None else max(0, math.floor(self.greater_than) + 1)
+                if not low <= value <= MAX_WHOLE:
+                    return f"must be a whole number from {low} to {MAX_WHOLE}"
         return None
+
+
+def fits_a_float(value: int | float) -> bool:
+    """Whether ``float(value)`` works (Python integers can be beyond the float range)."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from . import store
 from .catalog import TASKS
-from .errors import UserError
+from .errors import RunAborted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter-sensitivity studies for the Adam family of optimizers.")
@@ -58,13 +59,18 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
         workers: Annotated[Optional[int], typer.Option(min=1, help="Worker actors (default: one per CPU, or per GPU share).")] = None,
         address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray).")] = None,
         gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="GPU share per worker, e.g. 0.25 for four small models per GPU.")] = 0.0,
-        lease_seconds: Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another run takes them.")] = 60.0) -> None:
+        lease_seconds: Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another run takes them.")] = 60.0,
+        stall_seconds: Annotated[float, typer.Option(min=1.0, help="A cell that reports nothing (no epoch) for this long is treated as a lost worker and retried.")] = 3600.0,
+        db_retry_seconds: Annotated[float, typer.Option(min=0.0, help="How long to keep retrying a results database that stopped answering.")] = 300.0) -> None:
     """Run the pending cells of a study on Ray workers (resumes an interrupted study)."""
+    from workers.executor import ClusterLost
+
     from .runner import RunOptions, run as run_cells
 
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
-    pool = _start_pool(address, workers, gpus_per_trial)
+    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds)
+    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds)
     total = study["total_cells"]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("running {task.fields[running]}  diverged [yellow]{task.fields[diverged]}[/]  "
@@ -78,11 +84,37 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
             progress.update(bar, completed=done, running=counts.get("running", 0),
                             diverged=counts.get("diverged", 0), failed=counts.get("failed", 0))
 
-        counts = run_cells(engine, name, pool, RunOptions(lease_seconds=lease_seconds), on_progress=show)
+        try:
+            counts = run_cells(engine, name, pool, options, on_progress=show)
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
+                      markup=False, highlight=False)
+            _leave(130)
+        except ClusterLost as exc:
+            progress.stop()
+            err.print(f"error: {exc}; the running cells were handed back, `adamscape run {name}` resumes once "
+                      "Ray is back", markup=False, highlight=False, soft_wrap=True)
+            _leave(1)
+    pool.close()
     out.print(f"study [bold]{name}[/]: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed")))
 
 
-def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float):
+def _leave(code: int) -> None:
+    """Exit without waiting on Ray: after a lost cluster its shutdown can hang for minutes."""
+    import threading
+
+    import ray
+
+    stopper = threading.Thread(target=ray.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(timeout=10)  # a local Ray we started is stopped if it still answers
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float, stall_seconds: float):
     from workers.executor import RayPool, connect
 
     try:
@@ -94,7 +126,7 @@ def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float)
         raise UserError("--gpus-per-trial was given but the Ray cluster has no GPUs; drop the option to train on CPU")
     if workers is None:
         workers = int(resources.get("GPU", 0) / gpus_per_trial) if gpus_per_trial else int(resources.get("CPU", 1))
-    return RayPool(max(1, workers), gpus_per_trial=gpus_per_trial)
+    return RayPool(max(1, workers), gpus_per_trial=gpus_per_trial, stall_seconds=stall_seconds)
 
 
 @app.command()
@@ -169,8 +201,17 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("adamscape").addHandler(handler)
+    logging.getLogger("adamscape").setLevel(logging.WARNING)
     try:
         app()
     except UserError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print("[red]error:[/] ", end="", highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except RunAborted as exc:
+        err.print("[red]error:[/] ", end="", highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)

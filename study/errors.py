@@ -1,5 +1,9 @@
-"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+"""Errors the CLI turns into one line on stderr."""
 
 
 class UserError(Exception):
-    """A problem in what the user asked for, with a message that names the fix."""
+    """A problem in what the user asked for, with a message that names the fix (exit code 2)."""
+
+
+class RunAborted(Exception):
+    """A run stopped by something outside the user's input (its cells handed back; exit code 1)."""

@@ -4,39 +4,69 @@ Only this loop writes results. Every cell ends exactly once: complete or
 diverged (a result), or failed (its error recorded) after a trial crash or
 after ``max_attempts`` worker deaths. A driver that dies leaves leases that
 expire after ``lease_seconds``; the next ``run`` takes those cells over.
+
+Each pass drains whatever the pool has ready and writes it in one
+transaction; a database that stops answering is retried with bounded backoff
+while the results wait in memory (and in the workers' streams). Every write is
+conditional on this driver's lease: a cell taken over by another driver is
+dropped here (its worker stopped), and a study replaced under a running driver
+stops the driver with a clear error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
 from optimizers import HPARAM_NAMES
 from . import store
+from .errors import RunAborted
 from .optuna_log import OptunaLog
 from .spec import StudySpec
 
+log = logging.getLogger("adamscape")
+T = TypeVar("T")
+
+
+class Event(Protocol):
+    key: Any  # what the driver dispatched the payload under
+    kind: str  # "epoch" | "done" | "error" | "lost"
+    data: dict[str, Any]
+
 
 class Pool(Protocol):
-    """What the driver needs from an executor (workers.executor.RayPool)."""
+    """What the driver needs from an executor (workers.executor.RayPool; tests script a fake one).
+
+    ``events`` returns what the running cells reported within ``timeout`` seconds (possibly
+    nothing) and is also where the pool notices dead or stalled workers (a ``lost`` event) or
+    a cluster that is gone (it raises). ``cancel`` stops a cell whose lease this driver lost.
+    """
 
     def free_slots(self) -> list[int]: ...
     def dispatch(self, slot: int, key: Any, payload: dict[str, Any]) -> None: ...
-    def events(self, timeout: float) -> list[Any]: ...
+    def events(self, timeout: float) -> list[Event]: ...
+    def cancel(self, key: Any) -> None: ...
 
 
 @dataclass
 class RunOptions:
     lease_seconds: float = 60.0
-    max_attempts: int = 3
+    max_attempts: int = 3  # worker deaths on one cell before it fails
     poll_seconds: float = 0.5
+    db_retry_seconds: float = 300.0  # how long an unreachable database is retried before the driver gives up
+    counts_every: float = 1.0  # seconds between status-count queries for the progress bar
+
+
+class StudyReplaced(RunAborted):
+    pass
 
 
 def new_owner() -> str:
@@ -52,50 +82,142 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
         on_progress: Callable[[dict[str, int]], None] = lambda counts: None) -> dict[str, int]:
     """Run every cell of study ``name`` that is not finished; return the final status counts."""
     study = store.get_study(engine, name)
-    protocol = asdict(StudySpec.model_validate(study["spec"]).protocol())
-    log = OptunaLog(engine, study)
-    log.reconcile()
-    owner, inflight = new_owner(), {}
-    last_beat = time.monotonic()
-    try:
+    return _Driver(engine, study, pool, options, on_progress).run()
+
+
+class _Driver:
+    def __init__(self, engine: Engine, study: dict[str, Any], pool: Pool, options: RunOptions,
+                 on_progress: Callable[[dict[str, int]], None]):
+        self.engine, self.study, self.pool, self.options, self.on_progress = engine, study, pool, options, on_progress
+        self.protocol = asdict(StudySpec.model_validate(study["spec"]).protocol())
+        self.owner = new_owner()
+        self.inflight: dict[int, dict[str, Any]] = {}  # cell id -> the cell row as leased
+        self.optuna = OptunaLog(engine, study)
+
+    def db(self, call: Callable[[], T]) -> T:
+        return store.retrying(call, self.options.db_retry_seconds)
+
+    def run(self) -> dict[str, int]:
+        self.db(self.optuna.open)
+        self.db(self.optuna.reconcile)
+        try:
+            counts = self._loop()
+        finally:
+            self._hand_back()
+            self.optuna.close()
+        return counts
+
+    def _loop(self) -> dict[str, int]:
+        last_beat = last_counts = time.monotonic()
         while True:
-            free = pool.free_slots()
-            if free:
-                for slot, cell in zip(free, store.claim(engine, study["id"], owner, len(free), options.lease_seconds)):
-                    inflight[cell["id"]] = cell
-                    pool.dispatch(slot, cell["id"], payload(study, protocol, cell))
-            counts = store.status_counts(engine, study["id"])
-            on_progress(counts)
-            if not inflight:
+            claimed = self._claim()
+            events = self.pool.events(timeout=self.options.poll_seconds if self.inflight else 0.0)
+            if events:
+                self._write(events)
+            now = time.monotonic()
+            if self.inflight and now - last_beat > self.options.lease_seconds / 4:
+                self._heartbeat()
+                last_beat = now
+            if not self.inflight and not claimed:
+                counts = self.db(lambda: store.status_counts(self.engine, self.study["id"]))
+                self.on_progress(counts)
                 if counts.get("pending", 0) + counts.get("running", 0) == 0:
+                    self.db(self.optuna.reconcile)  # cells other drivers finished but left unreported
                     return counts
-                time.sleep(options.poll_seconds)  # cells leased by another (or a dead) driver
-                continue
-            for event in pool.events(timeout=options.poll_seconds):
-                _handle(engine, log, owner, inflight, event, options, study["metric"])
-            if time.monotonic() - last_beat > options.lease_seconds / 4:
-                store.heartbeat(engine, owner, inflight, options.lease_seconds)
-                last_beat = time.monotonic()
-    finally:
-        for cell in inflight.values():  # interrupted: hand the cells back untouched
-            store.release(engine, cell, owner, error=None, max_attempts=options.max_attempts, count_attempt=False)
+                self._check_study()
+                time.sleep(self.options.poll_seconds)  # cells leased by another (or a dead) driver
+            elif now - last_counts > self.options.counts_every:
+                self.on_progress(self.db(lambda: store.status_counts(self.engine, self.study["id"])))
+                last_counts = now
 
+    def _claim(self) -> int:
+        free = self.pool.free_slots()
+        if not free:
+            return 0
+        leased = self.db(lambda: store.claim(self.engine, self.study, self.owner, len(free),
+                                             self.options.lease_seconds))
+        for slot, cell in zip(free, leased):
+            self.inflight[cell["id"]] = cell
+            self.pool.dispatch(slot, cell["id"], payload(self.study, self.protocol, cell))
+        return len(leased)
 
-def _handle(engine, log, owner, inflight, event, options: RunOptions, metric: str) -> None:
-    cell = inflight[event.key]
-    if event.kind == "epoch":
-        store.record_epoch(engine, cell, event.data["epoch"],
-                           {k: v for k, v in event.data.items() if k != "epoch"})
-        return
-    del inflight[event.key]
-    if event.kind == "lost":
-        store.release(engine, cell, owner, error=event.data["error"], max_attempts=options.max_attempts)
-        if cell["attempts"] < options.max_attempts:
+    def _write(self, events: list[Event]) -> None:
+        """Everything received in one transaction (retried whole); then each finished cell's trial."""
+        mine = [e for e in events if e.key in self.inflight]  # late events of a cell we dropped are stale
+        if not mine:
             return
-    elif event.kind == "error":
-        store.finish(engine, cell, owner, "failed", error=event.data["error"])
-    elif not store.finish(engine, cell, owner, event.data["status"], final=event.data["final"],
-                          metric=metric, best_test_accuracy=event.data["best_test_accuracy"],
-                          wall_seconds=event.data["wall_seconds"]):
-        return  # our lease expired and another driver took the cell over: its result stands
-    log.report(store.get_cell(engine, cell["id"]))
+        outcomes = self.db(lambda: self._write_once(mine))
+        lost_lease = False
+        for cell_id, held in outcomes.items():
+            del self.inflight[cell_id]
+            if held == "reported":
+                try:
+                    self.db(lambda: self.optuna.report(cell_id))
+                except KeyError:  # its Optuna study was deleted: by a `submit --replace`, we check below
+                    lost_lease = True
+            elif held is None:
+                lost_lease = True  # another driver took it over (our lease expired): its result stands
+        if lost_lease:
+            self._check_study()
+
+    def _write_once(self, events: list[Event]) -> dict[int, str | None]:
+        """Returns, per cell that left flight: "reported" (finished here: report it), "pending"
+        (handed back to be retried), or None (this driver no longer held its lease)."""
+        outcomes: dict[int, str | None] = {}
+        metric, options = self.study["metric"], self.options
+        with self.engine.begin() as conn:
+            for event in events:
+                cell = self.inflight[event.key]
+                if event.key in outcomes:
+                    continue  # nothing after a cell's last event counts
+                if event.kind == "epoch":
+                    store.record_epoch(conn, cell, self.owner, event.data["epoch"],
+                                       {k: v for k, v in event.data.items() if k != "epoch"})
+                elif event.kind == "lost":
+                    status = store.release(conn, cell, self.owner, lost=event.data["error"],
+                                           max_attempts=options.max_attempts)
+                    outcomes[event.key] = "reported" if status == "failed" else status
+                elif event.kind == "error":
+                    held = store.finish(conn, cell, self.owner, "failed", error=event.data["error"])
+                    outcomes[event.key] = "reported" if held else None
+                else:
+                    held = store.finish(conn, cell, self.owner, event.data["status"], final=event.data["final"],
+                                        metric=metric, best_test_accuracy=event.data["best_test_accuracy"],
+                                        wall_seconds=event.data["wall_seconds"])
+                    outcomes[event.key] = "reported" if held else None
+        return outcomes
+
+    def _heartbeat(self) -> None:
+        held = self.db(lambda: store.heartbeat(self.engine, self.owner, self.inflight, self.options.lease_seconds))
+        taken = [cell_id for cell_id in self.inflight if cell_id not in held]
+        for cell_id in taken:
+            log.warning("cell %d was taken over by another driver (this driver's lease expired); dropped here",
+                        self.inflight[cell_id]["cell_index"])
+            self.pool.cancel(cell_id)
+            del self.inflight[cell_id]
+        if taken:
+            self._check_study()
+
+    def _check_study(self) -> None:
+        if not self.db(lambda: store.study_is_current(self.engine, self.study)):
+            raise StudyReplaced(f"study {self.study['name']!r} was replaced or deleted while this driver ran it "
+                                f"(`submit --replace`); stopped. Run `adamscape run {self.study['name']}` "
+                                "for the new one")
+
+    def _hand_back(self) -> None:
+        """Interrupted or aborted: give every leased cell back at once (pending, no attempt lost)."""
+        if not self.inflight:
+            return
+        cells = list(self.inflight.values())
+
+        def release_all() -> None:
+            with self.engine.begin() as conn:
+                for cell in cells:
+                    store.release(conn, cell, self.owner)
+
+        try:
+            store.retrying(release_all, min(30.0, self.options.db_retry_seconds))
+            self.inflight.clear()
+        except Exception as exc:  # the database is gone too: the leases expire on their own
+            log.warning("could not hand %d cells back (%s); their leases expire in %g s", len(cells),
+                        str(exc).splitlines()[0][:160], self.options.lease_seconds)

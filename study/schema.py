@@ -38,9 +38,10 @@ cells = Table(
     Column("seed", Integer, nullable=False),
     *[Column(name, Float) for name in HPARAM_NAMES],
     Column("status", String(16), nullable=False, default="pending"),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("lease_owner", String(64)),
-    Column("lease_expires", Float),
+    Column("attempts", Integer, nullable=False, default=0),  # leases taken; only grows (curves are keyed by it)
+    Column("losses", Integer, nullable=False, default=0),  # workers that died on it (max_attempts counts these)
+    Column("lease_owner", String(255)),  # host:pid:uuid of the driver holding it
+    Column("lease_expires", Float),  # unix seconds on the database's clock
     *[Column(name, Float) for name in RESULT_COLUMNS],
     Column("score", Float),  # the final value of the study's metric
     Column("final_metrics", JSON),

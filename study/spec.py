@@ -21,51 +21,90 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import optimizers
-from .catalog import TASKS, TrainingProtocol
+from .catalog import MAX_WHOLE, TASKS, TrainingProtocol, fits_a_float
 from .errors import UserError
 
 MAX_CELLS = 100_000  # beyond this a grid is almost certainly a typo (num = 1e5 …)
 MAX_AXIS_POINTS = 1_000
+MAX_SEED = MAX_WHOLE  # seeds: 0 … 2**31 - 1, what PostgreSQL's integer column and torch/numpy seeding accept
+FINITE = "must be a finite number (inf and nan are not allowed)"
 
 
 AXIS_FORMS = "a number, a list of numbers, { log = [lo, hi], num = n } or { linear = [lo, hi], num = n }"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``value`` as a study file writes it, cut short (a 400-digit integer fits no message)."""
+    text = {True: "true", False: "false"}[value] if isinstance(value, bool) else \
+        f"{value:g}" if isinstance(value, float) else repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _as_float(value: int | float) -> float:
+    """``float(value)``, with a ValueError naming the value where an integer is beyond the float range."""
+    if not fits_a_float(value):
+        raise ValueError(f"{_shown(value)} is too large for a floating-point number")
+    return float(value)
+
+
 def axis_values(axis: Any) -> list[float]:
-    """The values one hyperparameter entry of a study file stands for (ValueError if malformed)."""
+    """The values one hyperparameter entry of a study file stands for (ValueError if malformed).
+
+    Explicit values may come back non-finite (the hyperparameter's check refuses them);
+    range bounds must be finite numbers.
+    """
     if isinstance(axis, bool) or isinstance(axis, str):
         raise ValueError(f"expected {AXIS_FORMS}")
     if isinstance(axis, (int, float)):
-        return [float(axis)]
+        return [_as_float(axis)]
     if isinstance(axis, list):
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis):
+        if not all(_is_number(v) for v in axis):
             raise ValueError(f"expected {AXIS_FORMS}")
-        return [float(v) for v in axis]
+        return [_as_float(v) for v in axis]
     if isinstance(axis, dict) and set(axis) in ({"log", "num"}, {"linear", "num"}):
         kind = "log" if "log" in axis else "linear"
         bounds, num = axis[kind], axis["num"]
         if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
             raise ValueError(f"{kind} must be [lo, hi]")
-        if not isinstance(num, int) or not 1 <= num <= MAX_AXIS_POINTS:
+        if not all(_is_number(b) and fits_a_float(b) and math.isfinite(b) for b in bounds):
+            raise ValueError(f"range bounds must be finite numbers (got [{', '.join(map(_shown, bounds))}])")
+        if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_AXIS_POINTS:
             raise ValueError(f"num must be a whole number from 1 to {MAX_AXIS_POINTS}")
         return _spaced(float(bounds[0]), float(bounds[1]), num, log=kind == "log")
     raise ValueError(f"expected {AXIS_FORMS}")
 
 
 def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
-    """num points from low to high, both ends included, evenly spaced (in log10 when log)."""
+    """num points from low to high, both ends included, evenly spaced (in log10 when log).
+
+    ``low`` and ``high`` are finite; a range numpy cannot space without overflowing is a ValueError.
+    """
     if not low <= high:
         raise ValueError(f"range start must not exceed its end (got [{low:g}, {high:g}])")
     if num > 1 and low == high:
         raise ValueError(f"range [{low:g}, {high:g}] is a single point; use a scalar or num = 1")
     if log and low <= 0:
         raise ValueError(f"log range [{low:g}, {high:g}] must be positive")
-    points = np.logspace(np.log10(low), np.log10(high), num) if log else np.linspace(low, high, num)
-    return [float(f"{x:.12g}") for x in points]  # 1e-3, not 0.0010000000000000002
+    too_wide = ValueError(f"range [{low:g}, {high:g}] is too wide to space {num} points in; narrow it")
+    if not math.isfinite(high - low):
+        raise too_wide
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            points = np.logspace(np.log10(low), np.log10(high), num) if log else np.linspace(low, high, num)
+    except FloatingPointError:
+        raise too_wide from None
+    values = [float(f"{x:.12g}") for x in points]  # 1e-3, not 0.0010000000000000002
+    if not all(math.isfinite(v) for v in values):
+        raise too_wide
+    return values
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # TOML's inf and nan break runs and storage
 
 
 class ConstantSchedule(_Strict):
@@ -109,7 +148,7 @@ class StudySpec(_Strict):
     optimizers: Annotated[dict[str, dict[str, Any]], Field(min_length=1)]
     lr_schedule: Schedule = ConstantSchedule(kind="constant")
     weight_decay: Annotated[float | None, Field(ge=0)] = None  # every optimizer's, unless its grid sets one
-    eval_every: Annotated[int, Field(ge=1)] = 1
+    eval_every: Annotated[int, Field(ge=1, le=MAX_WHOLE)] = 1
     divergence_factor: Annotated[float, Field(ge=0)] = 100.0
     data_dir: str = "data"
     download: bool = False
@@ -129,6 +168,22 @@ class StudySpec(_Strict):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)} (see `adamscape tasks`)")
         return task
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_in_range(cls, seeds: Any) -> Any:
+        for seed in seeds if isinstance(seeds, list) else ():
+            whole = isinstance(seed, int) or (isinstance(seed, float) and seed.is_integer())
+            if isinstance(seed, bool) or not whole or not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"each seed must be a whole number from 0 to {MAX_SEED} (got {_shown(seed)})")
+        return seeds
+
+    @field_validator("divergence_factor", mode="before")
+    @classmethod
+    def _divergence_factor_finite(cls, factor: Any) -> Any:
+        if isinstance(factor, float) and not math.isfinite(factor):
+            raise ValueError(f"{FINITE}; use 0 to stop only on a non-finite loss")
+        return factor
 
     @field_validator("seeds")
     @classmethod
@@ -150,7 +205,7 @@ class StudySpec(_Strict):
                 raise ValueError(f"task_options.{key}: task {self.task} has no such option (it takes: {known})")
             problem = info.options[key].check(value)
             if problem:
-                raise ValueError(f"task_options.{key} = {value!r} {problem}")
+                raise ValueError(f"task_options.{key} = {_shown(value)} {problem}")
         if isinstance(self.lr_schedule, StepSchedule) and self.lr_schedule.milestones[-1] > self.total_epochs:
             raise ValueError(f"lr_schedule.milestones: {self.lr_schedule.milestones[-1]} is beyond the last epoch "
                              f"({self.total_epochs})")
@@ -223,12 +278,12 @@ def _check_optimizer(key: str, axes: dict[str, Any]) -> None:
             raise ValueError(f"optimizers.{key}.{name}: {exc}") from None
         if not values:
             raise ValueError(f"optimizers.{key}.{name}: empty list of values")
-        if len(set(values)) != len(values):
-            raise ValueError(f"optimizers.{key}.{name}: values repeat")
-        for value in values:
+        for value in values:  # before the repeat check: [nan, nan] is not finite rather than "repeating"
             problem = opt.hparams[name].check(value)
             if problem:
                 raise ValueError(f"optimizers.{key}.{name} = {value:g} {problem}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"optimizers.{key}.{name}: values repeat")
 
 
 def expand(spec: StudySpec) -> list[Cell]:
@@ -249,12 +304,19 @@ def expand(spec: StudySpec) -> list[Cell]:
 
 def _format_validation_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "union")))
+    loc = list(first["loc"])
+    if len(loc) > 1 and loc[0] == "lr_schedule" and loc[1] in ("constant", "step", "cosine"):
+        del loc[1]  # the kind pydantic puts in the path: lr_schedule.factor, not lr_schedule.step.factor
+    where = ".".join(str(p) for p in loc if not str(p).startswith(("function-", "union")))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         message = "missing required key"
     elif first["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see README 'The study file')"
+    elif first["type"] == "finite_number":
+        message = FINITE
+    elif first["type"] == "float_type" and _is_number(first.get("input")):
+        message = f"{_shown(first['input'])} is too large for a floating-point number"
     return f"{source}: {where + ': ' if where else ''}{message}"
 
 
@@ -264,6 +326,8 @@ def parse(text: str, source: str = "<study>") -> StudySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: not valid TOML: {exc}") from None
+    except ValueError:  # Python refuses to read an integer of more than 4300 digits
+        raise UserError(f"{source}: not valid TOML: a number has too many digits to read") from None
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:

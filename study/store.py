@@ -1,31 +1,46 @@
-"""The results database: engine factory, migrations, and every query adamscape makes.
+"""The results database: engine factory, migrations, locks, and every query adamscape makes.
 
 Only the driver (CLI) and the dashboard open it; workers never do.
+
+Exactly-once rules kept here: a cell is leased by a conditional UPDATE; leases
+expire on the *database's* clock, never a client's; ``attempts`` only grows
+(each lease is a new attempt, and curves are keyed by it); every write a driver
+makes about a cell is conditional on still holding its lease, so a driver whose
+lease was taken over, or whose study was replaced, changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, text, update
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (Connection, Engine, Float, and_, case, cast, create_engine, delete, event, exists, func,
+                        insert, literal, or_, select, text, update)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from optimizers import HPARAM_NAMES
 from .errors import UserError
-from .schema import FINISHED, cells, curves, studies
+from .schema import FINISHED, VERSION_TABLE, cells, curves, studies
 from .spec import Cell, StudySpec, expand
 
 DEFAULT_DB = "sqlite:///adamscape.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("adamscape")
+T = TypeVar("T")
 
 
 def _describe(url: str) -> str:
@@ -62,7 +77,9 @@ def connect(url: str, must_exist: bool = False) -> Engine:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise UserError(f"cannot reach the results database {_describe(url)} ({reason}); start it or fix "
                         "--db / ADAMSCAPE_DB") from None
-    migrate(engine)
+    if not _at_head(engine):
+        with exclusive(engine, "migrate"):  # two processes on one new database: one migrates, one waits
+            migrate(engine)
     return engine
 
 
@@ -74,25 +91,132 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (tests step through older ones)."""
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _at_head(engine: Engine) -> bool:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    return current == head
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (tests step through older ones)."""
+    config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
 
+# --- cross-process locks and the database's clock -------------------------------------------------
+
+@contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[None]:
+    """Hold the lock ``name`` on this database against every other process using it.
+
+    PostgreSQL: a session advisory lock (released by the server if this process dies).
+    SQLite: an flock on ``<database>.lock`` beside the file (the SQLite file itself must not
+    be flocked: closing any descriptor of it drops SQLite's own locks).
+    """
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"adamscape:{name}".encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(select(func.pg_advisory_lock(key)))
+            conn.commit()
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(select(func.pg_advisory_unlock(key)))
+                    conn.commit()
+                except DBAPIError:
+                    conn.invalidate()  # the server is gone, and so is the lock
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        with nullcontext():
+            yield
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{database}.lock"):
+        yield
+
+
+def db_now(conn: Connection):
+    """Now, in unix seconds, on the database server's clock (leases never trust a client's clock)."""
+    if conn.dialect.name == "postgresql":
+        return cast(func.extract("epoch", func.clock_timestamp()), Float)
+    return (func.julianday("now") - 2440587.5) * 86400.0  # SQLite runs on the one machine that uses it
+
+
+# --- bounded retries of a database that stopped answering -----------------------------------------
+
+def transient(exc: BaseException) -> bool:
+    """A database error that a retry may cure: connection lost, server restarting, SQLite busy."""
+    if isinstance(exc, IntegrityError):
+        return False
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    try:
+        from optuna.exceptions import StorageInternalError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, StorageInternalError)
+
+
+def retrying(call: Callable[[], T], seconds: float, what: str = "the results database") -> T:
+    """``call()``, retried with exponential backoff (0.5 s … 10 s) for up to ``seconds`` while the
+    database is unreachable; each retry is logged. Other errors, and the last one, propagate."""
+
+    def warn(state) -> None:
+        exc = state.outcome.exception()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:160]
+        log.warning("%s unavailable (%s); retry %d in %.1f s", what, reason, state.attempt_number,
+                    state.next_action.sleep)
+
+    for attempt in Retrying(retry=retry_if_exception(transient), wait=wait_exponential(multiplier=0.5, max=10),
+                            stop=stop_after_delay(seconds), before_sleep=warn, reraise=True):
+        with attempt:
+            return call()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- Optuna's storage beside ours --------------------------------------------------------------------
+
 def optuna_storage(engine: Engine):
+    """Optuna's storage on our database (created under a lock: Optuna's first use creates its tables,
+    which two processes must not do at once)."""
     import optuna
 
-    return optuna.storages.RDBStorage(engine.url.render_as_string(hide_password=False),
-                                      engine_kwargs={"connect_args": {"timeout": 60}}
-                                      if engine.dialect.name == "sqlite" else {"pool_pre_ping": True})
+    with exclusive(engine, "optuna-schema"):
+        return optuna.storages.RDBStorage(engine.url.render_as_string(hide_password=False),
+                                          engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if engine.dialect.name == "sqlite" else {"pool_pre_ping": True})
 
 
-def optuna_study_name(name: str) -> str:
-    return f"adamscape/{name}"
+def optuna_study_name(name: str, optimizer: str) -> str:
+    """One Optuna study per (study, optimizer): its distributions are that optimizer's."""
+    return f"adamscape/{name}/{optimizer}"
+
+
+def delete_optuna_studies(engine: Engine, name: str) -> None:
+    """Drop every Optuna study that belongs to study ``name`` (the per-optimizer ones and the legacy one)."""
+    storage = optuna_storage(engine)
+    prefix = f"adamscape/{name}/"
+    for summary in storage.get_all_studies():
+        if summary.study_name.startswith(prefix) or summary.study_name == f"adamscape/{name}":
+            try:
+                storage.delete_study(summary._study_id)
+            except KeyError:  # another process deleted it first
+                pass
+    storage.engine.dispose()
 
 
 # --- studies -------------------------------------------------------------------------------------
@@ -101,6 +225,16 @@ def find_study(engine: Engine, name: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
     return dict(row) if row else None
+
+
+def _is_current(study: dict[str, Any]):
+    """The registered study is still this one (SQLite reuses the id of a replaced study; its fingerprint differs)."""
+    return exists().where(studies.c.id == study["id"], studies.c.fingerprint == study["fingerprint"])
+
+
+def study_is_current(engine: Engine, study: dict[str, Any]) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(select(_is_current(study))).scalar())
 
 
 def get_study(engine: Engine, name: str) -> dict[str, Any]:
@@ -121,78 +255,74 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False) -> tuple[st
     """Create the study and its cells; returns ("created" | "unchanged" | "replaced", number of cells).
 
     Same file again: nothing happens. A changed file under an existing name is
-    refused unless ``replace``, which discards the old study's results.
+    refused unless ``replace``, which discards the old study's results. Atomic: one
+    transaction, under a lock so that concurrent submits of one file agree; Optuna's
+    studies are created by the first run, so a failed submit leaves nothing behind.
     """
-    import optuna
-
-    existing = find_study(engine, spec.name)
-    if existing and existing["fingerprint"] == spec.fingerprint():
-        return "unchanged", existing["total_cells"]
-    if existing and not replace:
-        raise UserError(f"a different study named {spec.name!r} is already in this database; give the file a new "
-                        "`name`, or resubmit with --replace to discard the old study and its results")
     all_cells = expand(spec)
-    storage = optuna_storage(engine)
-    if existing:
-        _delete_optuna_study(storage, spec.name)
-    # Optuna commits on its own connection: create its study before ours holds SQLite's write lock.
-    optuna.create_study(study_name=optuna_study_name(spec.name), storage=storage, direction=spec.direction,
-                        load_if_exists=True)
-    with engine.begin() as conn:
-        if existing:
-            conn.execute(delete(studies).where(studies.c.id == existing["id"]))
-        study_id = conn.execute(insert(studies).values(
-            name=spec.name, task=spec.task, metric=spec.metric, direction=spec.direction,
-            fingerprint=spec.fingerprint(), spec=spec.model_dump(mode="json"), total_cells=len(all_cells),
-            created_at=time.time())).inserted_primary_key[0]
-        conn.execute(insert(cells), [_cell_row(study_id, cell) for cell in all_cells])
+    with exclusive(engine, f"study:{spec.name}"):
+        existing = find_study(engine, spec.name)
+        if existing and existing["fingerprint"] == spec.fingerprint():
+            return "unchanged", existing["total_cells"]
+        if existing and not replace:
+            raise UserError(f"a different study named {spec.name!r} is already in this database; give the file a "
+                            "new `name`, or resubmit with --replace to discard the old study and its results")
+        with engine.begin() as conn:
+            if existing:
+                conn.execute(delete(studies).where(studies.c.id == existing["id"]))
+            study_id = conn.execute(insert(studies).values(
+                name=spec.name, task=spec.task, metric=spec.metric, direction=spec.direction,
+                fingerprint=spec.fingerprint(), spec=spec.model_dump(mode="json"), total_cells=len(all_cells),
+                created_at=db_now(conn))).inserted_primary_key[0]
+            conn.execute(insert(cells), [_cell_row(study_id, cell) for cell in all_cells])
+    if existing:  # after the commit: a failure here leaves stale Optuna studies, which the next run discards
+        delete_optuna_studies(engine, spec.name)
     return ("replaced" if existing else "created"), len(all_cells)
-
-
-def _delete_optuna_study(storage, name: str) -> None:
-    import optuna
-
-    try:
-        optuna.delete_study(study_name=optuna_study_name(name), storage=storage)
-    except KeyError:
-        pass
 
 
 def _cell_row(study_id: int, cell: Cell) -> dict[str, Any]:
     return {"study_id": study_id, "cell_index": cell.index, "optimizer": cell.optimizer, "seed": cell.seed,
-            "status": "pending", "attempts": 0,
+            "status": "pending", "attempts": 0, "losses": 0,
             **{name: cell.hparams.get(name) for name in HPARAM_NAMES}}
 
 
 # --- the driver's cell lifecycle ------------------------------------------------------------------
 
-def claim(engine: Engine, study_id: int, owner: str, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Lease up to ``limit`` cells (pending, or running under an expired lease) in cell order.
+def claim(engine: Engine, study: dict[str, Any], owner: str, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+    """Lease up to ``limit`` cells (pending, or running under an expired lease) of ``study`` in cell order.
 
-    Each lease is a conditional UPDATE, so two drivers never get the same cell.
+    Each lease is a conditional UPDATE, so two drivers never get the same cell; each starts a
+    new attempt. Nothing is leased once the study was replaced.
     """
-    now = time.time()
-    claimable = or_(cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now))
     claimed = []
     with engine.begin() as conn:
-        candidates = conn.execute(select(cells.c.id).where(cells.c.study_id == study_id, claimable)
+        now = db_now(conn)
+        claimable = or_(cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now))
+        candidates = conn.execute(select(cells.c.id).where(cells.c.study_id == study["id"], claimable,
+                                                           _is_current(study))
                                   .order_by(cells.c.cell_index).limit(limit)).scalars().all()
         for cell_id in candidates:
-            won = conn.execute(update(cells).where(cells.c.id == cell_id, claimable).values(
+            row = conn.execute(update(cells).where(cells.c.id == cell_id, claimable).values(
                 status="running", lease_owner=owner, lease_expires=now + lease_seconds,
-                attempts=cells.c.attempts + 1)).rowcount
-            if won:
-                claimed.append(dict(conn.execute(select(cells).where(cells.c.id == cell_id)).mappings().one()))
+                attempts=cells.c.attempts + 1).returning(*cells.c)).mappings().first()
+            if row:
+                claimed.append(dict(row))
     return claimed
 
 
-def heartbeat(engine: Engine, owner: str, cell_ids: Iterable[int], lease_seconds: float) -> None:
+def heartbeat(engine: Engine, owner: str, cell_ids: Iterable[int], lease_seconds: float) -> set[int]:
+    """Extend this driver's leases; returns the ids it still holds (the others were taken over)."""
     ids = list(cell_ids)
-    if ids:
-        with engine.begin() as conn:
-            conn.execute(update(cells).where(cells.c.id.in_(ids), cells.c.lease_owner == owner,
-                                             cells.c.status == "running")
-                         .values(lease_expires=time.time() + lease_seconds))
+    if not ids:
+        return set()
+    with engine.begin() as conn:
+        held = conn.execute(update(cells).where(cells.c.id.in_(ids), _held(owner))
+                            .values(lease_expires=db_now(conn) + lease_seconds).returning(cells.c.id)).scalars()
+        return set(held)
+
+
+def _held(owner: str):
+    return and_(cells.c.lease_owner == owner, cells.c.status == "running")
 
 
 def _finite(value: Any) -> float | None:
@@ -203,55 +333,62 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def record_epoch(engine: Engine, cell: dict[str, Any], epoch: int, metrics: dict[str, float]) -> None:
+def record_epoch(conn: Connection, cell: dict[str, Any], owner: str, epoch: int, metrics: dict[str, float]) -> bool:
+    """Store one epoch of the cell's current attempt, only while ``owner`` holds its lease (False otherwise).
+
+    Written at most once: a transaction retried after a dropped connection cannot duplicate it."""
     clean = {name: _finite(value) for name, value in metrics.items()}
-    with engine.begin() as conn:
-        conn.execute(insert(curves).values(
-            cell_id=cell["id"], attempt=cell["attempts"], epoch=epoch, train_loss=clean.get("train_loss"),
-            test_loss=clean.get("test_loss"), test_accuracy=clean.get("test_accuracy"), metrics=clean))
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    row = {"cell_id": cell["id"], "attempt": cell["attempts"], "epoch": epoch, "train_loss": clean.get("train_loss"),
+           "test_loss": clean.get("test_loss"), "test_accuracy": clean.get("test_accuracy")}
+    values = [literal(value, curves.c[name].type).label(name) for name, value in row.items()]
+    values.append(literal(clean, curves.c.metrics.type).label("metrics"))
+    statement = dialect_insert(curves).from_select(
+        [*row, "metrics"], select(*values).where(exists().where(cells.c.id == cell["id"], _held(owner))))
+    return bool(conn.execute(statement.on_conflict_do_nothing()).rowcount)
 
 
-def finish(engine: Engine, cell: dict[str, Any], owner: str, status: str, *, final: dict[str, float] | None = None,
+def finish(conn: Connection, cell: dict[str, Any], owner: str, status: str, *, final: dict[str, float] | None = None,
            metric: str | None = None, best_test_accuracy: float | None = None, wall_seconds: float | None = None,
            error: str | None = None) -> bool:
     """Record a finished cell, its ``score`` being the final value of the study's ``metric``;
     False if this driver no longer holds its lease (the result is dropped)."""
     assert status in FINISHED
     final = {name: _finite(value) for name, value in (final or {}).items()}
-    with engine.begin() as conn:
-        return bool(conn.execute(update(cells).where(
-            cells.c.id == cell["id"], cells.c.lease_owner == owner, cells.c.status == "running").values(
-            status=status, lease_owner=None, lease_expires=None, final_metrics=final,
-            final_train_loss=final.get("train_loss"), final_test_loss=final.get("test_loss"),
-            final_test_accuracy=final.get("test_accuracy"), best_test_accuracy=_finite(best_test_accuracy),
-            score=final.get(metric) if metric else None,
-            diverged=status == "diverged", wall_seconds=wall_seconds, error=error,
-            finished_at=time.time())).rowcount)
+    return bool(conn.execute(update(cells).where(cells.c.id == cell["id"], _held(owner)).values(
+        status=status, lease_owner=None, lease_expires=None, final_metrics=final,
+        final_train_loss=final.get("train_loss"), final_test_loss=final.get("test_loss"),
+        final_test_accuracy=final.get("test_accuracy"), best_test_accuracy=_finite(best_test_accuracy),
+        score=final.get(metric) if metric else None,
+        diverged=status == "diverged", wall_seconds=wall_seconds, error=error,
+        finished_at=db_now(conn))).rowcount)
 
 
-def release(engine: Engine, cell: dict[str, Any], owner: str, error: str | None, max_attempts: int,
-            count_attempt: bool = True) -> str:
-    """Give a leased cell back: pending again, or failed once its worker died ``max_attempts`` times.
+def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | None = None,
+            max_attempts: int = 3) -> str | None:
+    """Give a leased cell back; returns its new status, or None if ``owner`` no longer held it.
 
-    ``count_attempt=False`` (the driver was interrupted) does not count this attempt.
+    ``lost`` (the worker died, with this cause): counted; the cell fails once ``max_attempts``
+    workers died on it. Otherwise (the driver stopped) the cell just becomes pending again.
+    Either way ``attempts`` stays: the next lease is a new attempt with its own curve.
     """
-    status = "failed" if count_attempt and cell["attempts"] >= max_attempts else "pending"
-    values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires": None}
-    if error is not None:
-        values["error"] = error
-    if status == "failed":
-        values.update(diverged=False, finished_at=time.time())
-    if not count_attempt:
-        values["attempts"] = cells.c.attempts - 1
-    with engine.begin() as conn:
-        conn.execute(update(cells).where(cells.c.id == cell["id"], cells.c.lease_owner == owner,
-                                         cells.c.status == "running").values(**values))
-    return status
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires": None}
+    if lost is None:
+        values["status"] = "pending"
+    else:
+        gives_up = cells.c.losses + 1 >= max_attempts
+        values.update(losses=cells.c.losses + 1, error=lost,
+                      status=case((gives_up, "failed"), else_="pending"),
+                      diverged=case((gives_up, False), else_=None),
+                      finished_at=case((gives_up, db_now(conn)), else_=None))
+    return conn.execute(update(cells).where(cells.c.id == cell["id"], _held(owner)).values(**values)
+                        .returning(cells.c.status)).scalar()
 
 
-def get_cell(engine: Engine, cell_id: int) -> dict[str, Any]:
+def get_cell(engine: Engine, cell_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        return dict(conn.execute(select(cells).where(cells.c.id == cell_id)).mappings().one())
+        row = conn.execute(select(cells).where(cells.c.id == cell_id)).mappings().first()
+    return dict(row) if row else None
 
 
 def set_optuna_trial(engine: Engine, cell_id: int, number: int) -> None:
@@ -259,15 +396,24 @@ def set_optuna_trial(engine: Engine, cell_id: int, number: int) -> None:
         conn.execute(update(cells).where(cells.c.id == cell_id).values(optuna_trial=number))
 
 
+def forget_optuna_trials(engine: Engine, study_id: int, optimizer: str | None = None) -> None:
+    """Mark the study's cells unreported (their Optuna study was rebuilt)."""
+    condition = [cells.c.study_id == study_id] + ([cells.c.optimizer == optimizer] if optimizer else [])
+    with engine.begin() as conn:
+        conn.execute(update(cells).where(*condition).values(optuna_trial=None))
+
+
 def unreported_cells(engine: Engine, study_id: int) -> list[dict[str, Any]]:
     """Finished cells whose Optuna trial has not been recorded (e.g. the driver died in between)."""
     with engine.connect() as conn:
         rows = conn.execute(select(cells).where(cells.c.study_id == study_id, cells.c.status.in_(FINISHED),
-                                                cells.c.optuna_trial.is_(None))).mappings().all()
+                                                cells.c.optuna_trial.is_(None))
+                            .order_by(cells.c.cell_index)).mappings().all()
     return [dict(r) for r in rows]
 
 
 def curve(engine: Engine, cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-epoch metrics of the cell's last attempt."""
     with engine.connect() as conn:
         rows = conn.execute(select(curves.c.epoch, curves.c.metrics).where(
             curves.c.cell_id == cell["id"], curves.c.attempt == cell["attempts"]).order_by(curves.c.epoch))

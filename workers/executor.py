@@ -1,20 +1,33 @@
 """Long-lived Ray actors that train cells and stream their metrics back to the driver.
 
 The pool never touches the database: it takes cell payloads and returns events.
+Nothing waits forever: a worker or a node that dies, or a cell that reports
+nothing for ``stall_seconds``, becomes a ``lost`` event (the cell is retried on a
+fresh actor, placed by Ray on a surviving node); a cluster that is gone (its head
+or the driver's own node) raises :class:`ClusterLost` within seconds.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
+from ray.exceptions import (ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError,
+                            WorkerCrashedError)
 
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
+log = logging.getLogger("adamscape")
+
+
+class ClusterLost(RuntimeError):
+    """The Ray cluster (or this driver's node of it) is gone, or no worker can start on it."""
 
 
 @ray.remote
@@ -26,6 +39,10 @@ class CellWorker:
 
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+    def node(self) -> str:
+        """The Ray node this actor runs on (answered once it is up)."""
+        return ray.get_runtime_context().get_node_id()
 
     def train(self, payload: dict[str, Any]):
         from .training import train
@@ -43,56 +60,190 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Slot:
+    actor: Any
+    starting: Any  # the actor's node() call until it answers, then None
+    spawned: float
+    node: str | None = None
+    key: Any = None
+    stream: Any = None
+    last_progress: float = 0.0
+
+
 class RayPool:
-    """``size`` CellWorker actors, each training one cell at a time."""
+    """``size`` CellWorker actors, each training one cell at a time.
 
-    def __init__(self, size: int, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0):
+    ``stall_seconds``: a running cell that reports nothing for this long is treated as a lost
+    worker. ``start_seconds``: if no actor at all has come up for this long, the cluster
+    cannot hold a worker and :class:`ClusterLost` is raised.
+    """
+
+    def __init__(self, size: int, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
+                 stall_seconds: float = 3600.0, start_seconds: float = 300.0, health_seconds: float = 1.0,
+                 unreachable_seconds: float = 10.0):
         self.size, self.gpus, self.cpus = size, gpus_per_trial, cpus_per_trial
-        self.actors: list[Any] = [self._spawn() for _ in range(size)]
-        self.running: dict[int, tuple[Any, Any]] = {}  # slot -> (key, streaming generator)
+        self.stall_seconds, self.start_seconds = stall_seconds, start_seconds
+        self.health_seconds, self.unreachable_seconds = health_seconds, unreachable_seconds
+        context = ray.get_runtime_context()
+        self.own_node, self.gcs_address = context.get_node_id(), context.gcs_address
+        self.slots = [self._spawn() for _ in range(size)]
+        self.last_health = self.last_answer = self.last_ready = time.monotonic()
+        self.start_failures = 0
+        self.probe = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ray-health")
 
-    def _spawn(self):
-        return CellWorker.options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0).remote(
+    def _spawn(self) -> _Slot:
+        actor = CellWorker.options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0).remote(
             max(1, int(self.cpus)))
+        return _Slot(actor, actor.node.remote(), time.monotonic())
+
+    def _respawn(self, index: int) -> None:
+        try:
+            ray.kill(self.slots[index].actor, no_restart=True)
+        except Exception:  # already gone with its node
+            pass
+        self.slots[index] = self._spawn()
+
+    # --- what the driver calls ---------------------------------------------------------------------
 
     def free_slots(self) -> list[int]:
-        return [slot for slot in range(self.size) if slot not in self.running]
+        self._poll_starting()
+        return [i for i, slot in enumerate(self.slots) if slot.starting is None and slot.key is None]
 
-    def dispatch(self, slot: int, key: Any, payload: dict[str, Any]) -> None:
-        stream = self.actors[slot].train.options(num_returns="streaming").remote(payload)
-        self.running[slot] = (key, stream)
+    def dispatch(self, index: int, key: Any, payload: dict[str, Any]) -> None:
+        slot = self.slots[index]
+        slot.key, slot.last_progress = key, time.monotonic()
+        slot.stream = slot.actor.train.options(num_returns="streaming").remote(payload)
+
+    def cancel(self, key: Any) -> None:
+        """Stop the cell ``key`` (its lease went to another driver): its actor is replaced."""
+        for index, slot in enumerate(self.slots):
+            if slot.key == key:
+                self._respawn(index)
 
     def events(self, timeout: float) -> list[Event]:
-        """Whatever the running cells reported within ``timeout`` seconds."""
-        if not self.running:
-            return []
-        slot_of = {id(stream): slot for slot, (_, stream) in self.running.items()}
-        ready, _ = ray.wait([stream for _, stream in self.running.values()], num_returns=len(self.running),
-                            timeout=timeout)
-        return [self._next_event(slot_of[id(stream)]) for stream in ready]
+        """Everything the running cells have reported, waiting up to ``timeout`` seconds for the first."""
+        found: list[Event] = []
+        running = self._running()
+        if running:
+            ready = ray.wait(list(running.values()), num_returns=1, timeout=timeout)[0]
+            while ready and len(found) < 10_000:  # drain: every stream that has something, all it has
+                index_of = {id(stream): index for index, stream in running.items()}
+                found.extend(self._next_event(index_of[id(stream)]) for stream in ready)
+                running = self._running()
+                streams = list(running.values())
+                ready = ray.wait(streams, num_returns=len(streams), timeout=0)[0] if streams else []
+        elif timeout:
+            time.sleep(timeout)
+        return found + self._check_health()
 
-    def _next_event(self, slot: int) -> Event:
-        key, stream = self.running[slot]
+    def _running(self) -> dict[int, Any]:
+        return {index: slot.stream for index, slot in enumerate(self.slots) if slot.key is not None}
+
+    def close(self) -> None:
+        self.probe.shutdown(wait=False, cancel_futures=True)
+        for slot in self.slots:
+            try:
+                ray.kill(slot.actor)
+            except Exception:
+                pass
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _next_event(self, index: int) -> Event:
+        slot = self.slots[index]
+        key = slot.key
+        slot.last_progress = time.monotonic()
         try:
-            item = ray.get(next(stream))
+            item = ray.get(next(slot.stream))
         except StopIteration:
-            del self.running[slot]
+            self._respawn(index)
             return Event(key, "lost", {"error": "worker stream ended without a result"})
         except ACTOR_LOST as exc:
-            del self.running[slot]
-            self.actors[slot] = self._spawn()
-            return Event(key, "lost", {"error": f"worker died: {type(exc).__name__}: {str(exc).splitlines()[0]}"})
+            self._respawn(index)
+            return Event(key, "lost", {"error": f"worker died: {type(exc).__name__}: {_first_line(exc)}"})
         except RayTaskError as exc:
-            del self.running[slot]
+            slot.key = slot.stream = None
             return Event(key, "error", {"error": str(exc)})
         if "epoch" in item:
             return Event(key, "epoch", item)
-        del self.running[slot]
+        slot.key = slot.stream = None
         return Event(key, "error" if "error" in item else "done", item)
 
-    def close(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+    def _poll_starting(self) -> None:
+        starting = {id(slot.starting): i for i, slot in enumerate(self.slots) if slot.starting is not None}
+        if not starting:
+            return
+        refs = [self.slots[i].starting for i in starting.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            index = starting[id(ref)]
+            try:
+                self.slots[index].node = ray.get(ref)
+                self.slots[index].starting = None
+                self.last_ready = time.monotonic()
+            except ACTOR_LOST + (RayTaskError,) as exc:
+                self.start_failures += 1
+                if self.start_failures > 3 * self.size:
+                    raise ClusterLost(f"worker actors keep failing to start: {_first_line(exc)}") from None
+                self._respawn(index)
+
+    def _check_health(self) -> list[Event]:
+        """Every ``health_seconds``: is the cluster there, which nodes are alive, which cells stalled."""
+        now = time.monotonic()
+        if now - self.last_health < self.health_seconds:
+            return []
+        self.last_health = now
+        alive = self._alive_nodes()
+        if alive is None:
+            if now - self.last_answer > self.unreachable_seconds:
+                raise ClusterLost(f"the Ray cluster at {self.gcs_address} stopped answering for "
+                                  f"{self.unreachable_seconds:g} s (its head is gone)")
+            return []
+        self.last_answer = now
+        if self.own_node not in alive:
+            raise ClusterLost("the Ray node this driver runs on died (its raylet is gone)")
+        lost = []
+        for index, slot in enumerate(self.slots):
+            if slot.node is not None and slot.node not in alive:
+                if slot.key is not None:
+                    lost.append(Event(slot.key, "lost", {"error": f"worker node {slot.node[:12]} died"}))
+                self._respawn(index)
+            elif slot.key is not None and now - slot.last_progress > self.stall_seconds:
+                lost.append(Event(slot.key, "lost", {"error": f"no progress for {self.stall_seconds:g} s: worker "
+                                                              "presumed lost"}))
+                self._respawn(index)
+        if any(slot.starting is None for slot in self.slots):
+            self.last_ready = now
+        elif now - self.last_ready > self.start_seconds:
+            raise ClusterLost(f"no worker could start in {self.start_seconds:g} s: the cluster has no room for an "
+                              f"actor with num_cpus={self.cpus:g}, num_gpus={self.gpus:g}")
+        return lost
+
+    def _alive_nodes(self) -> set[str] | None:
+        """Ids of the alive nodes, or None when the cluster does not answer (checked without
+        blocking the driver: a dead head makes Ray's own calls hang)."""
+        if not _answers(self.gcs_address):
+            return None
+        future = self.probe.submit(lambda: {n["NodeID"] for n in ray.nodes() if n["Alive"]})
+        try:
+            return future.result(timeout=5)
+        except (concurrent.futures.TimeoutError, Exception):
+            return None
+
+
+def _answers(address: str, timeout: float = 2.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_reachable(address: str) -> None:

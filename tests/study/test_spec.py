@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -92,6 +94,112 @@ def test_bad_study_files_get_one_clear_line(text, needle):
     message = str(info.value)
     assert needle in message
     assert message.startswith("study.toml") and "\n" not in message
+
+
+REDDI = BASE.replace("digits-mlp", "reddi").replace("test_accuracy", "x")
+ADAM = "[optimizers.adam]\nlr = 0.1\n"
+HUGE = "1" + "0" * 400  # a TOML integer beyond the float range
+FINITE = "must be a finite number (inf and nan are not allowed)"
+SEEDS = "seeds: each seed must be a whole number from 0 to 2147483647"
+
+# Numbers that passed validation (or crashed it, or warned) and then broke storage or every run.
+BAD_NUMBERS = [
+    (BASE.replace("[0]", "[9223372036854775808]") + ADAM, SEEDS),  # 2**63: OverflowError on SQLite
+    (BASE.replace("[0]", "[9223372036854775807]") + ADAM, SEEDS),  # 2**63 - 1: accepted, crashed later
+    (BASE.replace("[0]", "[0, 2147483648]") + ADAM, SEEDS),  # 2**31: out of PostgreSQL's integer range
+    (BASE.replace("[0]", "[-1]") + ADAM, SEEDS),
+    (BASE.replace("[0]", "[true]") + ADAM, SEEDS),
+    (BASE.replace("[0]", '["3"]') + ADAM, SEEDS),
+    (BASE.replace("[0]", "[" + "1" * 5000 + "]") + ADAM, "not valid TOML: a number has too many digits"),
+    (BASE + "weight_decay = inf\n" + ADAM, f"weight_decay: {FINITE}"),
+    (BASE + "weight_decay = nan\n" + ADAM, f"weight_decay: {FINITE}"),
+    (BASE + f"weight_decay = {HUGE}\n" + ADAM, "weight_decay: 1000"),
+    (BASE.replace("epochs = 2", "epochs = inf") + ADAM, f"epochs: {FINITE}"),
+    (BASE + "eval_every = 9223372036854775808\n" + ADAM,
+     "eval_every: Input should be less than or equal to 2147483647"),
+    (BASE + "divergence_factor = inf\n" + ADAM, f"divergence_factor: {FINITE}; use 0 to stop only on a non-finite loss"),
+    (BASE + "divergence_factor = -inf\n" + ADAM, "divergence_factor: must be a finite number"),
+    (BASE + '[lr_schedule]\nkind = "step"\nmilestones = [1]\nfactor = nan\n' + ADAM, f"lr_schedule.factor: {FINITE}"),
+    (BASE + '[lr_schedule]\nkind = "cosine"\nfinal_factor = nan\n' + ADAM, f"lr_schedule.final_factor: {FINITE}"),
+    (REDDI + "[task_options]\nC = inf\n" + ADAM, f"task_options.C = inf {FINITE}"),  # stored as null
+    (REDDI + "[task_options]\nC = -inf\n" + ADAM, f"task_options.C = -inf {FINITE}"),
+    (REDDI + f"[task_options]\nC = {HUGE}\n" + ADAM, "is too large for a floating-point number"),
+    (REDDI + "[task_options]\nsteps_per_epoch = 9223372036854775808\n" + ADAM,
+     "task_options.steps_per_epoch = 9223372036854775808 must be a whole number from 1 to 2147483647"),
+    (BASE + "[optimizers.adam]\nlr = { log = [1e-4, inf], num = 3 }\n",
+     "optimizers.adam.lr: range bounds must be finite numbers (got [0.0001, inf])"),  # numpy warned
+    (BASE + "[optimizers.adam]\nlr = { log = [-inf, 1e-1], num = 3 }\n",
+     "optimizers.adam.lr: range bounds must be finite"),
+    (BASE + "[optimizers.adam]\nbeta1 = { linear = [0, nan], num = 3 }\n",
+     "optimizers.adam.beta1: range bounds must be finite numbers (got [0, nan])"),
+    (BASE + "[optimizers.adam]\nlr = { log = [true, 10], num = 3 }\n",
+     "optimizers.adam.lr: range bounds must be finite numbers (got [true, 10])"),
+    (BASE + f"[optimizers.adam]\nlr = {{ log = [1e-4, {HUGE}], num = 3 }}\n",
+     "optimizers.adam.lr: range bounds must be finite"),  # OverflowError traceback
+    (BASE + "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = true }\n",
+     "optimizers.adam.lr: num must be a whole number"),
+    (BASE + "[optimizers.adam]\nlr = { linear = [-1e308, 1e308], num = 3 }\n",
+     "optimizers.adam.lr: range [-1e+308, 1e+308] is too wide"),  # numpy warned
+    (BASE + "[optimizers.adam]\nlr = [inf, inf]\n", "optimizers.adam.lr = inf must be a finite number"),  # "values repeat"
+    (BASE + f"[optimizers.adam]\nlr = {HUGE}\n", "optimizers.adam.lr: 1000"),  # OverflowError traceback
+    (BASE + f"[optimizers.adam]\nlr = [0.1, {HUGE}]\n", "is too large for a floating-point number"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BAD_NUMBERS, ids=[f"bad{i}" for i in range(len(BAD_NUMBERS))])
+def test_out_of_range_numbers_are_refused_on_one_line_without_warnings(text, needle):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow / invalid-value warnings fail the test
+        with pytest.raises(UserError) as info:
+            spec.parse(text, "study.toml")
+    message = str(info.value)
+    assert needle in message
+    assert message.startswith("study.toml: ") and "\n" not in message and len(message) < 300
+
+
+def test_seeds_run_from_0_to_2_31_minus_1():
+    study = spec.parse(BASE.replace("[0]", "[0, 2147483647, 5.0]") + ADAM)
+    assert study.seeds == [0, 2147483647, 5]
+    assert {c.seed for c in spec.expand(study)} == {0, 2147483647, 5}
+    for seed in ("-1", "2147483648", "0.5"):
+        with pytest.raises(UserError, match=SEEDS):
+            spec.parse(BASE.replace("[0]", f"[{seed}]") + ADAM)
+
+
+def test_whole_number_task_options_stop_at_2_31_minus_1():
+    top = spec.parse(REDDI + "[task_options]\nsteps_per_epoch = 2147483647\n" + ADAM)
+    assert top.protocol().task_options["steps_per_epoch"] == 2147483647
+    with pytest.raises(UserError, match="from 1 to 2147483647"):
+        spec.parse(REDDI + "[task_options]\nsteps_per_epoch = 2147483648\n" + ADAM)
+
+
+ODD_BUT_VALID = [
+    BASE.replace("[0]", "[0, 2147483647]") + "[optimizers.adam]\nlr = [1e-300, 1e-3, 1e300]\neps = 5e-324\n",
+    BASE + "weight_decay = 1e300\ndivergence_factor = 0\n[optimizers.adam]\nlr = { log = [1e-300, 1e300], num = 7 }\n",
+    BASE + "divergence_factor = 1e300\n[optimizers.adam]\nlr = 1\nbeta1 = { linear = [0, 0.99], num = 4 }\n",
+    BASE + '[lr_schedule]\nkind = "step"\nmilestones = [1, 2]\nfactor = 1e-300\n[optimizers.sgdm]\nlr = [1, 2, 3]\n',
+    BASE + '[lr_schedule]\nkind = "cosine"\nfinal_factor = 5e-324\n' + ADAM,
+    REDDI + "[task_options]\nC = 1e300\nsteps_per_epoch = 2147483647\n" + ADAM,
+    QUICKSTART.read_text(),
+]
+
+
+@pytest.mark.parametrize("text", ODD_BUT_VALID + [text for text, _ in BAD_NUMBERS],
+                         ids=[f"odd{i}" for i in range(len(ODD_BUT_VALID))]
+                         + [f"bad{i}" for i in range(len(BAD_NUMBERS))])
+def test_what_parse_accepts_survives_the_database_round_trip(text):
+    """The store keeps ``model_dump(mode="json")`` as JSON and reads it back: nothing may change on the way."""
+    try:
+        study = spec.parse(text)
+    except UserError:
+        assert text not in ODD_BUT_VALID
+        return
+    stored = json.dumps(study.model_dump(mode="json"), allow_nan=False)  # PostgreSQL's JSON has no inf or nan
+    back = spec.StudySpec.model_validate(json.loads(stored))
+    assert back.fingerprint() == study.fingerprint()
+    assert back.canonical_json() == study.canonical_json()
+    assert spec.expand(back) == spec.expand(study)
+    assert back.protocol() == study.protocol()
 
 
 def test_missing_file_is_a_user_error(tmp_path):

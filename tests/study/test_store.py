@@ -6,6 +6,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from study import spec, store
+from study.optuna_log import OptunaLog
 from study.errors import UserError
 from tests.conftest import study_file
 
@@ -20,6 +21,7 @@ VIEW_COLUMNS = ["study", "optimizer", "seed", "status", "lr", "beta1", "beta2", 
 def test_schema_lives_beside_optunas_without_collisions(db_url, tmp_path):
     engine = store.connect(db_url)
     store.register(engine, spec.load(study_file(tmp_path)))
+    OptunaLog(engine, store.get_study(engine, "tiny")).open()  # the first run creates Optuna's studies
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
     assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's, created in the same database
@@ -47,7 +49,7 @@ def test_register_is_idempotent_and_refuses_a_changed_file(db_url, tmp_path):
 def test_two_drivers_never_lease_the_same_cell(db_url, tmp_path):
     engine = store.connect(db_url)
     store.register(engine, spec.load(study_file(tmp_path)))
-    study_id = store.get_study(engine, "tiny")["id"]
+    study_id = store.get_study(engine, "tiny")  # the study row: leases check it is still the registered one
     first = store.claim(engine, study_id, "driver-a", 6, lease_seconds=60)
     second = store.claim(engine, study_id, "driver-b", 6, lease_seconds=60)
     assert len(first) == 6 and len(second) == 4
@@ -59,8 +61,9 @@ def test_two_drivers_never_lease_the_same_cell(db_url, tmp_path):
     taken = store.claim(engine, study_id, "driver-c", 10, lease_seconds=60)
     assert {c["id"] for c in taken} == {c["id"] for c in first}
     assert all(c["attempts"] == 2 for c in taken)
-    assert not store.finish(engine, first[0], "driver-a", "complete", final={"test_accuracy": 0.5})
-    assert store.finish(engine, taken[0], "driver-c", "complete", final={"test_accuracy": float("nan")})
+    with engine.begin() as conn:
+        assert not store.finish(conn, first[0], "driver-a", "complete", final={"test_accuracy": 0.5})
+        assert store.finish(conn, taken[0], "driver-c", "complete", final={"test_accuracy": float("nan")})
     row = store.results("tiny", engine).set_index("cell").loc[taken[0]["cell_index"]]
     assert row["status"] == "complete" and pd.isna(row["final_test_accuracy"])  # NaN is stored as NULL
 

@@ -1,0 +1,324 @@
+"""The driver loop against a scripted pool: every event sequence ends with each cell finished once.
+
+No Ray here: ``ScriptedPool`` plays the workers (epochs, results, errors, lost workers, stale events,
+in any interleaving) while the database, the leases and Optuna's storage are real.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from study import spec, store
+from study.optuna_log import distributions
+from study.runner import RunOptions, StudyReplaced, run
+from tests.conftest import study_file
+
+import optimizers
+
+FAST = RunOptions(lease_seconds=30, poll_seconds=0.01, db_retry_seconds=30, counts_every=0.05)
+
+
+@dataclass
+class Event:
+    key: Any
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def healthy(key, payload, epochs: int = 2):
+    """What a worker streams for a cell that trains normally: its lr decides its accuracy."""
+    for epoch in range(1, epochs + 1):
+        yield Event(key, "epoch", {"epoch": epoch, "train_loss": 1.0 / epoch, "test_accuracy": 0.1 * epoch})
+    accuracy = 0.5 + 0.01 * math.log10(payload["hparams"].get("lr", 1.0))
+    yield Event(key, "done", {"final": {"train_loss": 0.5, "test_accuracy": accuracy}, "status": "complete",
+                              "best_test_accuracy": accuracy, "wall_seconds": 0.01})
+
+
+class ScriptedPool:
+    """``size`` slots; each dispatched cell streams what ``behave(key, payload, attempt)`` yields,
+    one item per running cell per ``events`` call, so cells interleave (None: nothing this call)."""
+
+    def __init__(self, size: int = 2, behave=None, before_events=None):
+        self.size, self.behave, self.before_events = size, behave, before_events
+        self.running: dict[int, tuple[Any, Any]] = {}
+        self.dispatched: list[tuple[Any, dict]] = []
+        self.cancelled: list[Any] = []
+        self.calls = 0
+
+    def free_slots(self) -> list[int]:
+        return [slot for slot in range(self.size) if slot not in self.running]
+
+    def dispatch(self, slot, key, payload) -> None:
+        attempt = sum(1 for k, _ in self.dispatched if k == key) + 1
+        self.dispatched.append((key, payload))
+        script = self.behave(key, payload, attempt) if self.behave else healthy(key, payload)
+        self.running[slot] = (key, iter(script))
+
+    def events(self, timeout: float) -> list[Event]:
+        self.calls += 1
+        found = list(self.before_events(self) or []) if self.before_events else []
+        for slot, (key, script) in list(self.running.items()):
+            event = next(script, "ended")
+            if event == "ended" or event is not None and event.kind in ("done", "error", "lost"):
+                del self.running[slot]
+            if isinstance(event, Event):
+                found.append(event)
+        return found
+
+    def cancel(self, key) -> None:
+        self.cancelled.append(key)
+        self.running = {s: (k, it) for s, (k, it) in self.running.items() if k != key}
+
+
+def _setup(url: str, tmp_path, body: str | None = None, **top):
+    engine = store.connect(url)
+    study = spec.load(study_file(tmp_path, body=body, **top))
+    store.register(engine, study)
+    return engine, study
+
+
+def _cells(engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text("SELECT * FROM sweep_cells ORDER BY cell_index")).mappings()]
+
+
+def _trials(url: str, name: str, optimizer: str) -> list:
+    return optuna.load_study(study_name=store.optuna_study_name(name, optimizer), storage=url).trials
+
+
+def _assert_exactly_once(engine, url: str, study: spec.StudySpec) -> list[dict]:
+    """The invariant: every cell finished once, one Optuna trial each, the last attempt's curve complete."""
+    rows = _cells(engine)
+    assert len(rows) == study.cell_count()
+    assert all(r["status"] in ("complete", "diverged", "failed") for r in rows), [r["status"] for r in rows]
+    assert all(r["lease_owner"] is None for r in rows)
+    for key in study.optimizers:
+        trials = _trials(url, study.name, key)
+        mine = [r for r in rows if r["optimizer"] == key]
+        assert sorted(t.user_attrs["cell"] for t in trials) == [r["cell_index"] for r in mine]
+        assert {t.user_attrs["cell"]: t.number for t in trials} == {r["cell_index"]: r["optuna_trial"] for r in mine}
+    with engine.connect() as conn:
+        epochs = dict(conn.execute(sa.text(
+            "SELECT c.id, COUNT(*) FROM sweep_curves k JOIN sweep_cells c ON c.id = k.cell_id "
+            "AND k.attempt = c.attempts GROUP BY c.id")).all())
+    for row in rows:
+        if row["status"] == "complete":
+            assert epochs.get(row["id"]) == study.total_epochs, row
+    return rows
+
+
+def test_every_cell_once_with_its_trial_in_its_optimizers_study(db_url, tmp_path):
+    engine, study = _setup(db_url, tmp_path)
+    pool = ScriptedPool(size=3)
+    counts = run(engine, "tiny", pool, FAST)
+    assert counts == {"complete": 10}
+    rows = _assert_exactly_once(engine, db_url, study)
+    assert len(pool.dispatched) == 10 and all(r["attempts"] == 1 for r in rows)
+    adam = _trials(db_url, "tiny", "adam")
+    assert sorted({t.params["lr"] for t in adam}) == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert all(t.intermediate_values == {1: 0.1, 2: 0.2} for t in adam)
+    assert {t.user_attrs["seed"] for t in adam} == {0, 1}
+
+
+def test_different_ranges_per_optimizer_defaults_scalars_and_all_registered_optimizers(sqlite_url, tmp_path):
+    """On main: one distribution per hyperparameter across optimizers, so adam's default lr 1e-3 fell
+    outside sgdm's [0.01, 0.1] and every run crashed in Optuna."""
+    body = "[optimizers.adam]\nbeta1 = [0.5, 0.9]\n\n[optimizers.sgdm]\nlr = [0.01, 0.1]\nmomentum = 0.5\n"
+    body += "".join(f"\n[optimizers.{name}]\n" for name in optimizers.names() if name not in ("adam", "sgdm"))
+    engine, study = _setup(sqlite_url, tmp_path, body=body, seeds=[0])
+    counts = run(engine, "tiny", ScriptedPool(size=4), FAST)
+    assert counts == {"complete": 2 + 2 + len(optimizers.names()) - 2}
+    _assert_exactly_once(engine, sqlite_url, study)
+    adam = _trials(sqlite_url, "tiny", "adam")
+    assert {t.params["lr"] for t in adam} == {1e-3} and {t.params["beta1"] for t in adam} == {0.5, 0.9}
+    lr = adam[0].distributions["lr"]
+    assert lr.log and lr.low <= 1e-5 and lr.high >= 1e-1  # the registry's search range, joined with the values
+    assert not adam[0].distributions["beta1"].log  # betas are never log-scaled
+    assert {t.params["momentum"] for t in _trials(sqlite_url, "tiny", "sgdm")} == {0.5}
+
+
+def test_distributions_follow_the_registry_and_contain_every_value(tmp_path):
+    study = spec.load(study_file(tmp_path, body="[optimizers.adamw]\nlr = [1e-7, 3.0]\nweight_decay = [0.0, 0.1]\n"))
+    dists = distributions(study)["adamw"]
+    assert dists["lr"].low == 1e-7 and dists["lr"].high == 3.0 and dists["lr"].log
+    assert dists["weight_decay"].low == 0.0 and not dists["weight_decay"].log  # log is impossible from 0
+    assert set(dists) == set(optimizers.spec("adamw").hparams)
+
+
+def test_a_lost_worker_is_retried_and_fails_with_its_cause_after_max_attempts(sqlite_url, tmp_path):
+    engine, study = _setup(sqlite_url, tmp_path)
+
+    def behave(key, payload, attempt):
+        if payload["optimizer"] == "adam" and payload["hparams"]["lr"] == pytest.approx(1e-2) and payload["seed"] == 0:
+            yield Event(key, "epoch", {"epoch": 1, "train_loss": 1.0, "test_accuracy": 0.1})
+            yield Event(key, "lost", {"error": f"worker died: node gone ({attempt})"})
+        elif payload["optimizer"] == "sgdm" and payload["seed"] == 1 and attempt == 1:
+            yield Event(key, "lost", {"error": "worker died once"})
+        else:
+            yield from healthy(key, payload)
+
+    run(engine, "tiny", ScriptedPool(size=2, behave=behave), FAST)
+    rows = _assert_exactly_once(engine, sqlite_url, study)
+    doomed = [r for r in rows if r["status"] == "failed"]
+    assert len(doomed) == 1 and doomed[0]["attempts"] == 3 and doomed[0]["losses"] == 3
+    assert "worker died: node gone (3)" in doomed[0]["error"]
+    retried = [r for r in rows if r["optimizer"] == "sgdm" and r["seed"] == 1]
+    assert all(r["status"] == "complete" and r["attempts"] == 2 and r["losses"] == 1 for r in retried)
+    with engine.connect() as conn:  # one curve per attempt, never overwritten
+        attempts = conn.execute(sa.text("SELECT attempt, epoch FROM sweep_curves WHERE cell_id = :id "
+                                        "ORDER BY attempt"), {"id": doomed[0]["id"]}).all()
+    assert attempts == [(1, 1), (2, 1), (3, 1)]
+    trial = next(t for t in _trials(sqlite_url, "tiny", "adam") if t.user_attrs["cell"] == doomed[0]["cell_index"])
+    assert trial.state == optuna.trial.TrialState.FAIL and "node gone" in trial.user_attrs["error"]
+
+
+def test_a_crashed_trial_fails_once_and_stale_events_are_ignored(sqlite_url, tmp_path):
+    engine, study = _setup(sqlite_url, tmp_path)
+    first_key = []
+
+    def behave(key, payload, attempt):
+        first_key.append(key)
+        if len(first_key) == 1:
+            yield Event(key, "error", {"error": "Traceback: ValueError: boom"})
+        else:
+            yield from healthy(key, payload)
+
+    def stale(pool):  # late events of a cell that already ended, and of a cell never dispatched
+        return [Event(first_key[0], "epoch", {"epoch": 9, "train_loss": 0.0}),
+                Event(first_key[0], "done", {"final": {"test_accuracy": 1.0}, "status": "complete",
+                                             "best_test_accuracy": 1.0, "wall_seconds": 0.0}),
+                Event(10**9, "epoch", {"epoch": 1})] if pool.calls > 3 else []
+
+    run(engine, "tiny", ScriptedPool(size=2, behave=behave, before_events=stale), FAST)
+    rows = _assert_exactly_once(engine, sqlite_url, study)
+    crashed = next(r for r in rows if r["id"] == first_key[0])
+    assert crashed["status"] == "failed" and "boom" in crashed["error"] and crashed["attempts"] == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM sweep_curves WHERE cell_id = :id"),
+                            {"id": crashed["id"]}).scalar() == 0
+
+
+def test_a_lease_lost_mid_cell_drops_the_cell_here_and_keeps_the_other_drivers_result(sqlite_url, tmp_path):
+    engine, study = _setup(sqlite_url, tmp_path)
+    taken = {}
+
+    def steal(pool):
+        """Another driver takes over one running cell (as after an expired lease) and finishes it."""
+        if not taken and pool.running:
+            key = next(iter(pool.running.values()))[0]
+            taken["key"] = key
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE sweep_cells SET lease_owner = 'other', attempts = attempts + 1 "
+                                     "WHERE id = :id"), {"id": key})
+        elif taken and "done" not in taken and pool.calls > 10:
+            taken["done"] = True
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE sweep_cells SET status = 'complete', lease_owner = NULL, "
+                                     "score = 0.25, final_metrics = '{\"test_accuracy\": 0.25}' WHERE id = :id"),
+                             {"id": taken["key"]})
+                for epoch in (1, 2):
+                    conn.execute(sa.text("INSERT INTO sweep_curves (cell_id, attempt, epoch, metrics) "
+                                         "VALUES (:id, 2, :epoch, '{}')"), {"id": taken["key"], "epoch": epoch})
+        return []
+
+    def slow(key, payload, attempt):
+        for _ in range(30):  # long enough for a heartbeat to notice
+            time.sleep(0.005)
+            yield None
+        yield from healthy(key, payload)
+
+    pool = ScriptedPool(size=2, behave=slow, before_events=steal)
+    run(engine, "tiny", pool, RunOptions(lease_seconds=0.2, poll_seconds=0.01, db_retry_seconds=30))
+    assert pool.cancelled == [taken["key"]]
+    rows = _assert_exactly_once(engine, sqlite_url, study)
+    stolen = next(r for r in rows if r["id"] == taken["key"])
+    assert stolen["score"] == 0.25 and stolen["attempts"] == 2  # the other driver's result stands
+    with engine.connect() as conn:  # nothing of ours was written under the other driver's attempt
+        assert conn.execute(sa.text("SELECT metrics FROM sweep_curves WHERE cell_id = :id AND attempt = 2"),
+                            {"id": taken["key"]}).scalars().all() == ["{}", "{}"]
+
+
+def test_database_errors_are_retried_and_nothing_is_lost_or_doubled(db_url, tmp_path):
+    """The connection drops three times while epochs are written: the batch is written once, later."""
+    engine, study = _setup(db_url, tmp_path)
+    failures = {"left": 3}
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def drop_connection(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO SWEEP_CURVES") and failures["left"]:
+            failures["left"] -= 1
+            raise sa.exc.OperationalError(statement, parameters, Exception("server closed the connection"))
+
+    run(engine, "tiny", ScriptedPool(size=2), RunOptions(lease_seconds=30, poll_seconds=0.01, db_retry_seconds=30))
+    assert failures["left"] == 0
+    _assert_exactly_once(engine, db_url, study)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM sweep_curves")).scalar() == 20
+
+
+def test_interrupt_hands_cells_back_and_the_next_run_uses_new_attempts(sqlite_url, tmp_path):
+    """On main a Ctrl-C decremented ``attempts``: the next claim reused the attempt number and
+    inserting its first epoch violated (cell_id, attempt, epoch) on every later run."""
+    engine, study = _setup(sqlite_url, tmp_path)
+
+    def interrupt(pool):
+        if pool.calls == 3:
+            raise KeyboardInterrupt
+        return []
+
+    with pytest.raises(KeyboardInterrupt):
+        run(engine, "tiny", ScriptedPool(size=2, before_events=interrupt), FAST)
+    rows = _cells(engine)
+    handed_back = [r for r in rows if r["attempts"] == 1 and r["status"] == "pending"]
+    assert len(handed_back) == 2 and all(r["lease_owner"] is None for r in handed_back)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM sweep_curves")).scalar() >= 2  # epochs were recorded
+    run(engine, "tiny", ScriptedPool(size=2), FAST)
+    rows = _assert_exactly_once(engine, sqlite_url, study)
+    assert {r["attempts"] for r in rows if r["id"] in {h["id"] for h in handed_back}} == {2}
+    assert all(r["losses"] == 0 for r in rows)  # an interrupt is not a worker death
+
+
+def test_a_study_replaced_under_a_running_driver_stops_it_cleanly(sqlite_url, tmp_path):
+    engine, study = _setup(sqlite_url, tmp_path)
+
+    def replace(pool):
+        if pool.calls == 4:
+            store.register(engine, spec.load(study_file(tmp_path, epochs=3)), replace=True)
+        return []
+
+    with pytest.raises(StudyReplaced, match="replaced"):
+        run(engine, "tiny", ScriptedPool(size=2, before_events=replace), FAST)
+    rows = _cells(engine)
+    assert all(r["status"] == "pending" and r["attempts"] == 0 for r in rows)  # the new study is untouched
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM sweep_curves")).scalar() == 0
+
+
+def test_two_drivers_racing_on_one_database_run_and_report_each_cell_once(db_url, tmp_path):
+    body = "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 6 }\n\n[optimizers.sgdm]\nlr = [0.1, 0.2, 0.3]\n"
+    engine, study = _setup(db_url, tmp_path, body=body, seeds=[0, 1, 2])
+    errors = []
+
+    def driver():
+        try:
+            run(store.connect(db_url), "tiny", ScriptedPool(size=2), FAST)
+        except Exception as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=driver) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    rows = _assert_exactly_once(engine, db_url, study)
+    assert all(r["attempts"] == 1 for r in rows)
