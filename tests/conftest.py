@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -26,25 +29,80 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class RayNode:
+    """One Ray node started with ``ray start --block`` (head or worker) and stopped by the test alone:
+    SIGTERM to its own ``ray start`` process, never ``ray stop``, which ends every Ray on the machine."""
+
+    def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1):
+        self.port = head_port
+        role = [f"--head", f"--port={head_port}", "--include-dashboard=false"] if head_port else [f"--address={address}"]
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        self.process = subprocess.Popen(
+            [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", "--num-gpus=0",
+             "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        seen = []
+        for line in self.process.stdout:  # --block prints this once every process of the node is up
+            seen.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            raise RuntimeError("ray start failed:\n" + "".join(seen[-20:]))
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()  # keep its pipe drained
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def processes(self, name: str) -> list[psutil.Process]:
+        """This node's processes whose command line mentions ``name`` (raylet, gcs_server, DashboardAgent …)."""
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for child in children:
+            try:
+                if name in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                pass
+        return found
+
+    def kill(self, name: str = "raylet") -> None:
+        """SIGKILL one of this node's processes: the raylet takes the whole node with it."""
+        targets = self.processes(name)
+        assert targets, f"no {name} process under this node"
+        for proc in targets:
+            proc.kill()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the node outlived its ray start
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    """A real Ray head (2 CPUs) shared by every test that runs cells; torn down at the end."""
-    port = _free_port()
+def ray_address():
+    """A real Ray head (2 CPUs) shared by every test that runs cells; only it is stopped at the end."""
     # a loopback-only test cluster: no token needed by the drivers the tests start
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                    "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
-                   capture_output=True)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True)
+    head = RayNode(head_port=_free_port(), num_cpus=2)
+    yield head.address
+    head.stop()
 
 
 @pytest.fixture(scope="session")
 def pg_url():
     """A fresh PostgreSQL database on the local server; fails (not skips) under CI=true if unreachable."""
-    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # survives a restart
     try:
         with admin.connect():
             pass

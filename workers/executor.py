@@ -263,6 +263,7 @@ def connect(address: str | None) -> dict[str, float]:
         _check_reachable(address)
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
+        # "local": a new Ray of our own, never the cluster Ray's ray_current_cluster file names (it may be dead)
+        kwargs: dict[str, Any] = {"address": address} if address else {"address": "local", "include_dashboard": False}
         ray.init(logging_level="ERROR", log_to_driver=False, configure_logging=True, **kwargs)
     return ray.cluster_resources()

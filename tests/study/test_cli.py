@@ -68,8 +68,9 @@ def test_submit_run_results_end_to_end(db_url, ray_address, tmp_path):
     assert counts == {"complete": 8, "diverged": 2}
     assert epochs == 8 * 2 + sum(1 for _ in range(2))  # 2 epochs per healthy cell, 1 per diverged cell
 
-    # one Optuna trial per cell
-    trials = optuna.load_study(study_name="adamscape/tiny", storage=db_url).trials
+    # one Optuna trial per cell, in its optimizer's Optuna study
+    trials = [t for key in ("adam", "sgdm")
+              for t in optuna.load_study(study_name=f"adamscape/tiny/{key}", storage=db_url).trials]
     assert sorted(t.user_attrs["cell"] for t in trials) == list(range(10))
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) == 2
 
@@ -150,7 +151,7 @@ def test_killed_driver_and_killed_worker_lose_nothing(ray_address, tmp_path, sql
 
     frame = store.results("faults", sqlite_url)
     assert len(frame) == 32 and set(frame.status) <= {"complete", "diverged"}
-    trials = optuna.load_study(study_name="adamscape/faults", storage=sqlite_url).trials
+    trials = optuna.load_study(study_name="adamscape/faults/adam", storage=sqlite_url).trials
     assert sorted(t.user_attrs["cell"] for t in trials) == list(range(32))  # each cell reported exactly once
     engine = sa.create_engine(sqlite_url)
     with engine.connect() as conn:
