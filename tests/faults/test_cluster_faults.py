@@ -1,0 +1,169 @@
+"""Kill things mid-study on a three-node Ray cluster, then check the invariant (not just the exit code).
+
+The tests share one cluster and run in file order; the last one kills the cluster's head.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import optimizers
+from study import spec, store
+from tests.faults.conftest import (assert_exactly_once, cells_where, driver, epochs_recorded, finished, pg_restart,
+                                   snapshot, wait_for, write_study)
+
+# every registered optimizer in one file: different ranges per optimizer, scalars, default-only ones
+EVERY_OPTIMIZER = """
+[optimizers.adam]
+lr = [1e-3, 1e-2]
+beta1 = [0.5, 0.9]
+
+[optimizers.sgdm]
+lr = [0.01, 0.1]
+momentum = 0.5
+
+[optimizers.adabound]
+final_lr = [0.01, 0.1]
+""" + "".join(f"\n[optimizers.{name}]\n" for name in optimizers.names() if name not in ("adam", "sgdm", "adabound"))
+
+SMALL = """
+[optimizers.adam]
+lr = { log = [1e-3, 1e-1], num = 4 }
+
+[optimizers.sgdm]
+lr = [0.05, 1000.0]
+"""
+
+
+def submit(path, db: str, replace: bool = False) -> str:
+    """What `adamscape submit` does (in this process: the console script's start-up is not under test here)."""
+    return store.register(store.connect(db), spec.load(path), replace=replace)[0]
+
+
+def _exit(process, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def test_killed_training_process_and_killed_worker_node(cluster, pg_url, tmp_path):
+    """A training process SIGKILLed mid-cell, then a whole worker node (its raylet): the driver
+    respawns on the surviving node and every cell of all 13 optimizers finishes once."""
+    db = pg_url
+    submit(write_study(tmp_path / "every.toml", "every", EVERY_OPTIMIZER, epochs=8), db)
+    run = driver("run", "every", "--db", db, "--address", cluster.address)
+    wait_for(lambda: finished(db, "every") >= 2, what="two finished cells")
+    before = snapshot(db, "every")
+    trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
+    assert trainers, "no training process found"
+    trainers[0].kill()
+    wait_for(lambda: finished(db, "every") >= len(before) + 3, what="progress after the worker kill")
+    victim = cluster.workers.pop()
+    victim.kill("raylet")
+    killed_at = time.monotonic()
+    code, out, err = _exit(run)
+    assert code == 0, err
+    assert "Traceback" not in err
+    rows = assert_exactly_once(db, "every", untouched=before)
+    assert len(rows) == 4 + 2 + 2 + len(optimizers.names()) - 3
+    lost = cells_where(db, "every", "losses > 0")[0]
+    assert lost >= 1  # the killed process's cell (and the dead node's) ran again
+    assert {r.status for r in rows} == {"complete"}
+    print(f"study finished {time.monotonic() - killed_at:.1f} s after the node kill")
+    victim.stop()
+    cluster.workers.append(cluster.add_worker())  # the next tests have two worker nodes again
+
+
+def test_killed_driver_then_ctrl_c_then_resume(cluster, sqlite_url, tmp_path):
+    db = sqlite_url
+    submit(write_study(tmp_path / "s.toml", "resume", SMALL, epochs=6, seeds="[0, 1]"), db)
+    common = ["--db", db, "--address", cluster.address, "--lease-seconds", "3"]
+    first = driver("run", "resume", *common)
+    wait_for(lambda: finished(db, "resume") >= 3, what="three finished cells")
+    first.send_signal(signal.SIGKILL)  # no clean-up: its leases must expire
+    first.wait()
+    done = snapshot(db, "resume")
+    assert 3 <= len(done) < 12
+
+    recorded = epochs_recorded(db, "resume")
+    second = driver("run", "resume", *common)
+    wait_for(lambda: epochs_recorded(db, "resume") >= recorded + 3, what="epochs from the second driver")
+    second.send_signal(signal.SIGINT)  # a real Ctrl-C
+    code, out, err = _exit(second, timeout=60)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert cells_where(db, "resume", "status = 'running' AND lease_expires > "
+                                     "(julianday('now') - 2440587.5) * 86400.0")[0] == 0  # handed back, not leased
+    done = snapshot(db, "resume")
+
+    code, out, err = _exit(driver("run", "resume", *common))
+    assert code == 0, err
+    rows = assert_exactly_once(db, "resume", untouched=done)
+    assert cells_where(db, "resume", "TRUE", "MAX(attempts)")[0] >= 2  # the killed driver's cells ran again
+    assert {r.status for r in rows} == {"complete", "diverged"}
+
+
+def test_two_drivers_on_one_postgres_study_through_a_server_restart(cluster, pg_url, tmp_path):
+    """Two drivers at once; PostgreSQL restarted while both run: both finish, each cell once."""
+    db = pg_url
+    body = "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 6 }\n\n[optimizers.amsgrad]\nlr = [1e-3, 1e-2]\n"
+    submit(write_study(tmp_path / "two.toml", "two", body, epochs=8, seeds="[0, 1]"), db)
+    drivers = [driver("run", "two", "--db", db, "--address", cluster.address, "--workers", "1") for _ in range(2)]
+    wait_for(lambda: finished(db, "two") >= 3, what="three finished cells")
+    before = snapshot(db, "two")
+    pg_restart()
+    results = [_exit(d) for d in drivers]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    assert all("Traceback" not in err for _, _, err in results)
+    assert any("unavailable" in err for _, _, err in results)  # the retries were logged
+    assert_exactly_once(db, "two", untouched=before)
+    assert cells_where(db, "two", "TRUE", "MAX(attempts)")[0] == 1  # no cell ran twice
+
+
+def test_replace_under_a_running_driver_stops_it_with_one_line(cluster, sqlite_url, tmp_path):
+    db = sqlite_url
+    submit(write_study(tmp_path / "r.toml", "swap", SMALL, epochs=30, seeds="[0, 1]"), db)
+    run = driver("run", "swap", "--db", db, "--address", cluster.address)
+    wait_for(lambda: finished(db, "swap") >= 2, what="two finished cells")
+    changed = write_study(tmp_path / "r.toml", "swap", "[optimizers.adam]\nlr = [1e-3, 1e-2]\n", epochs=2)
+    assert submit(changed, db, replace=True) == "replaced"
+    code, out, err = _exit(run, timeout=120)
+    assert code == 1 and "Traceback" not in err, err
+    assert "replaced" in err and err.count("error: ") == 1
+    assert tuple(cells_where(db, "swap", "TRUE", "COUNT(*), SUM(attempts)")) == (2, 0)  # the new study untouched
+    code, out, err = _exit(driver("run", "swap", "--db", db, "--address", cluster.address))
+    assert code == 0, err
+    assert_exactly_once(db, "swap")
+
+
+def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resumes(cluster, sqlite_url, tmp_path):
+    """Last in the file: it kills the shared cluster's head. A driver attached to it exits within
+    60 s with one line; the resumed run (a local Ray) loses its node too (its DashboardAgent
+    SIGKILLed, which takes the raylet) and exits the same way; the third run finishes."""
+    db = sqlite_url
+    submit(write_study(tmp_path / "h.toml", "head", SMALL, epochs=20, seeds="[0, 1, 2]"), db)
+    run = driver("run", "head", "--db", db, "--address", cluster.address)
+    wait_for(lambda: finished(db, "head") >= 2, what="two finished cells")
+    cluster.head.kill("gcs_server")
+    cluster.head.kill("raylet")
+    killed = time.monotonic()
+    code, out, err = _exit(run, timeout=90)
+    assert time.monotonic() - killed < 60
+    assert code == 1 and "Traceback" not in err and "error: " in err and "Ray" in err, err
+    done = snapshot(db, "head")
+    assert cells_where(db, "head", "status = 'running'")[0] == 0  # handed back
+
+    local = driver("run", "head", "--db", db, "--workers", "2")  # no address: a local Ray of its own
+    wait_for(lambda: finished(db, "head") >= len(done) + 2, timeout=180, what="progress on the local Ray")
+    agents = [p for p in __import__("psutil").Process(local.pid).children(recursive=True)
+              if "DashboardAgent" in " ".join(p.cmdline())]
+    assert agents, "the local Ray has no DashboardAgent"
+    agents[0].kill()
+    killed = time.monotonic()
+    code, out, err = _exit(local, timeout=90)
+    assert time.monotonic() - killed < 60
+    assert code == 1 and "Traceback" not in err and "died" in err, err
+    done = snapshot(db, "head")
+
+    code, out, err = _exit(driver("run", "head", "--db", db, "--workers", "2"))
+    assert code == 0, err
+    assert_exactly_once(db, "head", untouched=done)
