@@ -15,10 +15,10 @@ $(UV):
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 install: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 install-test: $(UV) browser
-	$(UV) sync --frozen --extra test
+	$(UV) sync --frozen --extra test --compile-bytecode
 
 # Debian's chromium for the real-browser test (playwright cannot download its own here).
 browser:

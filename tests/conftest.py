@@ -76,11 +76,11 @@ class RayNode:
         for proc in targets:
             proc.kill()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
         try:

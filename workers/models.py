@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 
@@ -46,6 +45,8 @@ def deepobs_3c3d(classes: int = 10) -> nn.Module:
 
 def cifar_resnet34(classes: int) -> nn.Module:
     """torchvision's ResNet-34 with the CIFAR stem of the AdaBound demo: 3x3 stride-1 conv, no max-pool."""
+    import torchvision  # imported here: it costs seconds (torch._dynamo) that the small tasks never need
+
     model = torchvision.models.resnet34(num_classes=classes)
     model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -54,6 +55,8 @@ def cifar_resnet34(classes: int) -> nn.Module:
 
 def cifar_densenet121(classes: int) -> nn.Module:
     """torchvision's DenseNet-121 (growth 32, blocks 6-12-24-16) with a CIFAR stem: 3x3 conv, no max-pool."""
+    import torchvision
+
     model = torchvision.models.densenet121(num_classes=classes)
     model.features.conv0 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     model.features.pool0 = nn.Identity()

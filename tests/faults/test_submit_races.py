@@ -86,7 +86,7 @@ def test_an_optuna_study_left_behind_is_rebuilt_not_reused(db_url, tmp_path):
     orphan.add_trial(optuna.trial.create_trial(value=1.0))
     engine = store.connect(db_url)
     store.register(engine, spec.load(write_study(tmp_path / "o.toml", "orphan", BODY, epochs=2,
-                                                 metric="test_loss")))
+                                                 task="digits-mlp", metric="test_loss")))
     run(engine, "orphan", ScriptedPool(size=2), FAST)
     rebuilt = optuna.load_study(study_name=store.optuna_study_name("orphan", "adam"), storage=db_url)
     assert rebuilt.direction == optuna.study.StudyDirection.MINIMIZE
