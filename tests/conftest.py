@@ -35,7 +35,7 @@ class RayNode:
 
     def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1):
         self.port = head_port
-        role = [f"--head", f"--port={head_port}", "--include-dashboard=false"] if head_port else [f"--address={address}"]
+        role = ["--head", f"--port={head_port}", "--include-dashboard=false"] if head_port else [f"--address={address}"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.process = subprocess.Popen(
             [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", "--num-gpus=0",

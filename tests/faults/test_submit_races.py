@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 
 import optuna
 import pytest
@@ -20,23 +19,10 @@ from tests.study.test_runner import FAST, ScriptedPool
 BODY = "[optimizers.adam]\nlr = [1e-3, 1e-2]\n"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db(request, tmp_path):
-    """A database nobody has used yet: no tables at all."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'new.db'}"
-    base = request.getfixturevalue("pg_url")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"empty_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-
-
-def test_concurrent_submits_of_one_file_on_an_empty_database(empty_db, tmp_path):
-    """Three processes migrate the empty database and register one new file at once: one registers,
-    the others find it registered; no traceback."""
+def test_concurrent_submits_of_one_file_on_an_empty_database(db_url, tmp_path):
+    """Three processes migrate the empty database (``db_url`` is a new one, no tables at all) and
+    register one new file at once: one registers, the others find it registered; no traceback."""
+    empty_db = db_url
     path = write_study(tmp_path / "race.toml", "race", BODY, epochs=1)
     processes = [subprocess.Popen([str(BIN / "adamscape"), "submit", str(path), "--db", empty_db],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
