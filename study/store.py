@@ -178,7 +178,7 @@ def retrying(call: Callable[[], T], seconds: float, what: str = "the results dat
     def warn(state) -> None:
         exc = state.outcome.exception()
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:160]
-        log.warning("%s unavailable (%s); retry %d in %.1f s", what, reason, state.attempt_number,
+        log.warning("%s is unavailable (%s); retry %d in %.1f s", what, reason, state.attempt_number,
                     state.next_action.sleep)
 
     for attempt in Retrying(retry=retry_if_exception(transient), wait=wait_exponential(multiplier=0.5, max=10),
