@@ -93,8 +93,7 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
             _leave(130)
         except ClusterLost as exc:
             progress.stop()
-            err.print(f"error: {exc}; the running cells were handed back, `adamscape run {name}` resumes once "
-                      "Ray is back", markup=False, highlight=False, soft_wrap=True)
+            _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray is back")
             _leave(1)
     pool.close()
     out.print(f"study [bold]{name}[/]: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed")))
@@ -207,11 +206,12 @@ def main() -> None:
     logging.getLogger("adamscape").setLevel(logging.WARNING)
     try:
         app()
-    except UserError as exc:
-        err.print("[red]error:[/] ", end="", highlight=False)
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except RunAborted as exc:
-        err.print("[red]error:[/] ", end="", highlight=False)
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)
+    except (UserError, RunAborted) as exc:
+        _print_error(str(exc))
+        sys.exit(2 if isinstance(exc, UserError) else 1)
+
+
+def _print_error(message: str) -> None:
+    """One ``error:`` line on stderr; the message is printed as is (user text is never read as markup)."""
+    err.print("[red]error:[/] ", end="", highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)

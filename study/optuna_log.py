@@ -63,9 +63,9 @@ class OptunaLog:
         """Create (or check) each optimizer's Optuna study; one left by a replaced study, a failed
         submit or a database older than per-optimizer studies is rebuilt from the cells."""
         with self._lock():
-            legacy = f"adamscape/{self.study['name']}"
-            if self._find(legacy) is not None:
-                self.storage.delete_study(self._find(legacy))
+            legacy = self._find(store.legacy_optuna_study_name(self.study["name"]))
+            if legacy is not None:
+                self.storage.delete_study(legacy)
                 store.forget_optuna_trials(self.engine, self.study["id"])
             for key in self.spec.optimizers:
                 name = store.optuna_study_name(self.study["name"], key)

@@ -148,14 +148,14 @@ class _Driver:
             return
         outcomes = self.db(lambda: self._write_once(mine))
         lost_lease = False
-        for cell_id, held in outcomes.items():
+        for cell_id, outcome in outcomes.items():
             del self.inflight[cell_id]
-            if held == "reported":
+            if outcome == "reported":
                 try:
                     self.db(lambda: self.optuna.report(cell_id))
                 except KeyError:  # its Optuna study was deleted: by a `submit --replace`, we check below
                     lost_lease = True
-            elif held is None:
+            elif outcome is None:
                 lost_lease = True  # another driver took it over (our lease expired): its result stands
         if lost_lease:
             self._check_study()

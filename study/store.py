@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -137,9 +137,8 @@ def exclusive(engine: Engine, name: str) -> Iterator[None]:
                     conn.invalidate()  # the server is gone, and so is the lock
         return
     database = engine.url.database
-    if not database or database == ":memory:":
-        with nullcontext():
-            yield
+    if not database or database == ":memory:":  # one process only: nothing to exclude
+        yield
         return
     from filelock import FileLock
 
@@ -206,12 +205,17 @@ def optuna_study_name(name: str, optimizer: str) -> str:
     return f"adamscape/{name}/{optimizer}"
 
 
+def legacy_optuna_study_name(name: str) -> str:
+    """The single Optuna study of every optimizer that databases before migration 0004 hold."""
+    return f"adamscape/{name}"
+
+
 def delete_optuna_studies(engine: Engine, name: str) -> None:
     """Drop every Optuna study that belongs to study ``name`` (the per-optimizer ones and the legacy one)."""
     storage = optuna_storage(engine)
     prefix = f"adamscape/{name}/"
     for summary in storage.get_all_studies():
-        if summary.study_name.startswith(prefix) or summary.study_name == f"adamscape/{name}":
+        if summary.study_name.startswith(prefix) or summary.study_name == legacy_optuna_study_name(name):
             try:
                 storage.delete_study(summary._study_id)
             except KeyError:  # another process deleted it first

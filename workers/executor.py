@@ -223,7 +223,7 @@ class RayPool:
     def _alive_nodes(self) -> set[str] | None:
         """Ids of the alive nodes, or None when the cluster does not answer (checked without
         blocking the driver: a dead head makes Ray's own calls hang)."""
-        if not _answers(self.gcs_address):
+        if _unreachable(self.gcs_address, timeout=2.0):
             return None
         future = self.probe.submit(lambda: {n["NodeID"] for n in ray.nodes() if n["Alive"]})
         try:
@@ -232,13 +232,14 @@ class RayPool:
             return None
 
 
-def _answers(address: str, timeout: float = 2.0) -> bool:
+def _unreachable(address: str, timeout: float) -> str | None:
+    """Why nothing accepts a TCP connection at host:port ``address``, or None when something does."""
     host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
-        return True
-    except (OSError, ValueError):
-        return False
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -248,13 +249,11 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_reachable(address: str) -> None:
     """Fail fast on a host:port nobody answers at (ray.init would retry for minutes)."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not port.isdigit():
+    if "://" in address or not address.rpartition(":")[2].isdigit():
         return
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
+    reason = _unreachable(address, timeout=5)
+    if reason:
+        raise ConnectionError(f"nothing answers at {address} ({reason})")
 
 
 def connect(address: str | None) -> dict[str, float]:

@@ -3,6 +3,7 @@ worker nodes) with the real PostgreSQL and SQLite; each test ends with the exact
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,7 +108,7 @@ def assert_exactly_once(url: str, name: str, untouched: dict[int, tuple] | None 
     epochs = dict(query(url, "SELECT k.cell_id, COUNT(*) FROM sweep_curves k JOIN sweep_cells c "
                              "ON c.id = k.cell_id AND k.attempt = c.attempts WHERE c.study_id = :s "
                              "GROUP BY k.cell_id", s=study_id))
-    total_epochs = (spec if isinstance(spec, dict) else __import__("json").loads(spec))["epochs"]
+    total_epochs = (spec if isinstance(spec, dict) else json.loads(spec))["epochs"]
     for row in rows:
         if row.status == "complete":
             assert epochs.get(row.id) == total_epochs, row

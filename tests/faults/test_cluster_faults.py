@@ -8,6 +8,8 @@ from __future__ import annotations
 import signal
 import time
 
+import psutil
+
 import optimizers
 from study import spec, store
 from tests.faults.conftest import (assert_exactly_once, cells_where, driver, epochs_recorded, finished, pg_restart,
@@ -154,7 +156,7 @@ def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resume
 
     local = driver("run", "head", "--db", db, "--workers", "2")  # no address: a local Ray of its own
     wait_for(lambda: finished(db, "head") >= len(done) + 2, timeout=180, what="progress on the local Ray")
-    agents = [p for p in __import__("psutil").Process(local.pid).children(recursive=True)
+    agents = [p for p in psutil.Process(local.pid).children(recursive=True)
               if "DashboardAgent" in " ".join(p.cmdline())]
     assert agents, "the local Ray has no DashboardAgent"
     agents[0].kill()
