@@ -1,11 +1,48 @@
-"""The Adam family as ``torch.optim.Optimizer`` classes over functional multi-tensor kernels."""
+"""The Adam family as ``torch.optim.Optimizer`` classes over functional multi-tensor kernels.
 
-from .adam import Adam, Adamax, AdamW, AMSGrad, NAdam
-from .baselines import SGDM, Adagrad, RMSprop
-from .bounded import AdaBound, AdaMod, AMSBound
-from .rectified import AdaBelief, RAdam
-from .registry import HPARAM_NAMES, REGISTRY, HParam, OptimizerSpec, create, names, spec
+``import optimizers`` is torch-free: the hyperparameter metadata below is
+imported eagerly, while ``create`` and the optimizer classes are imported on
+first access (PEP 562), so the CLI and the driver never pay for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .hparams import HPARAM_NAMES, REGISTRY, HParam, OptimizerSpec, UnknownOptimizerError, names, spec
+
+if TYPE_CHECKING:
+    from .adam import Adam, Adamax, AdamW, AMSGrad, NAdam
+    from .base import KernelOptimizer
+    from .baselines import SGDM, Adagrad, RMSprop
+    from .bounded import AdaBound, AdaMod, AMSBound
+    from .rectified import AdaBelief, RAdam
+    from .registry import create
+
+# Attribute → submodule that defines it; importing any of these imports torch.
+_LAZY = {
+    **dict.fromkeys(("Adam", "AdamW", "AMSGrad", "Adamax", "NAdam"), "adam"),
+    **dict.fromkeys(("SGDM", "Adagrad", "RMSprop"), "baselines"),
+    **dict.fromkeys(("AdaBound", "AMSBound", "AdaMod"), "bounded"),
+    **dict.fromkeys(("RAdam", "AdaBelief"), "rectified"),
+    "KernelOptimizer": "base",
+    "create": "registry",
+}
 
 __all__ = ["Adam", "AdamW", "AMSGrad", "Adamax", "NAdam", "RAdam", "AdaBelief", "AdaBound", "AMSBound", "AdaMod",
-           "SGDM", "Adagrad", "RMSprop", "HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerSpec", "create", "names",
-           "spec"]
+           "SGDM", "Adagrad", "RMSprop", "HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerSpec", "UnknownOptimizerError",
+           "create", "names", "spec"]
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{submodule}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

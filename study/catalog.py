@@ -25,6 +25,7 @@ class Option:
     description: str
     choices: tuple = ()
     greater_than: float | None = None
+    at_least: float | None = None
 
     def check(self, value: Any) -> str | None:
         """A sentence saying why ``value`` is invalid, or None.
@@ -45,6 +46,8 @@ class Option:
                 return "is too large for a floating-point number"
             if self.greater_than is not None and not value > self.greater_than:
                 return f"must be greater than {self.greater_than:g}"
+            if self.at_least is not None and not value >= self.at_least:
+                return f"must be at least {self.at_least:g}"
             if isinstance(self.default, int):
                 low = 0 if self.greater_than is None else max(0, math.floor(self.greater_than) + 1)
                 if not low <= value <= MAX_WHOLE:
@@ -71,6 +74,7 @@ class TaskInfo:
     options: dict[str, Option] = field(default_factory=dict)
     dataset_files: tuple[str, ...] = ()  # under data_dir; empty for data generated in memory
     dataset: str = ""  # the torchvision dataset, for messages
+    listed: bool = True  # False: accepted in study files but not shown by `adamscape tasks` (measuring tools)
 
     def missing_dataset(self, data_dir: str) -> str | None:
         """Why the dataset is not usable from ``data_dir`` (None if it is there or needs none)."""
@@ -131,6 +135,10 @@ TASKS: dict[str, TaskInfo] = {
                                          choices=("online", "stochastic")),
                           "C": Option(3.0, "the online form's C (> 2)", greater_than=2.0),
                           "steps_per_epoch": Option(1000, _STEPS_PER_EPOCH.description, greater_than=0)}),
+        TaskInfo("noop", "does no training: each epoch waits `seconds` and reports a zero loss (measures the driver: "
+                 "benchmarks/driver_overhead.py)", {"train_loss": "minimize"}, default_epochs=1, default_batch_size=1,
+                 options={"seconds": Option(0.0, "how long each epoch takes (a stand-in for training)",
+                                            at_least=0.0)}, listed=False),
         TaskInfo("mnist-mlp", "MNIST, DeepOBS mnist_mlp: 784-1000-500-100-10 ReLU MLP (torchvision MNIST files)",
                  _CLASSIFICATION, default_epochs=100, default_batch_size=128,
                  dataset_files=_mnist_files("MNIST"), dataset="MNIST"),

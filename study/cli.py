@@ -61,16 +61,18 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
         gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="GPU share per worker, e.g. 0.25 for four small models per GPU.")] = 0.0,
         lease_seconds: Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another run takes them.")] = 60.0,
         stall_seconds: Annotated[float, typer.Option(min=1.0, help="A cell that reports nothing (no epoch) for this long is treated as a lost worker and retried.")] = 3600.0,
-        db_retry_seconds: Annotated[float, typer.Option(min=0.0, help="How long to keep retrying a results database that stopped answering.")] = 300.0) -> None:
+        db_retry_seconds: Annotated[float, typer.Option(min=0.0, help="How long to keep retrying a results database that stopped answering.")] = 300.0,
+        population: Annotated[str, typer.Option(help="Configs trained together as one stacked model per worker pass: auto (as many as fit, up to 64), or K; 1 trains one cell at a time.")] = "auto") -> None:
     """Run the pending cells of a study on Ray workers (resumes an interrupted study)."""
     from workers.executor import ClusterLost
 
     from .runner import RunOptions, run as run_cells
 
+    population_size = _population(population)
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
     pool = _start_pool(address, workers, gpus_per_trial, stall_seconds)
-    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds)
+    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
     total = study["total_cells"]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("running {task.fields[running]}  diverged [yellow]{task.fields[diverged]}[/]  "
@@ -97,6 +99,15 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
             _leave(1)
     pool.close()
     out.print(f"study [bold]{name}[/]: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed")))
+
+
+def _population(value: str) -> int | None:
+    """``--population``: None for auto, else a whole number ≥ 1."""
+    if value.strip().lower() == "auto":
+        return None
+    if value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    raise UserError(f"--population must be auto or a whole number ≥ 1 (got {value!r})")
 
 
 def _leave(code: int) -> None:
@@ -162,7 +173,7 @@ def results(name: str, db: DbOption = store.DEFAULT_DB,
 def tasks() -> None:
     """The tasks a study can name, with their metrics, defaults and [task_options]."""
     table = Table("task", "description", "metrics", "epochs", "batch size", "task_options")
-    for info in TASKS.values():
+    for info in (info for info in TASKS.values() if info.listed):
         table.add_row(info.name, info.description,
                       ", ".join(f"{m} ({'↑' if d == 'maximize' else '↓'})" for m, d in info.metrics.items()),
                       str(info.default_epochs), str(info.default_batch_size),

@@ -101,12 +101,12 @@ class OptunaLog:
                 else:
                     store.set_optuna_trial(self.engine, cell["id"], number)
 
-    def report(self, cell_id: int) -> None:
-        """Add the finished cell's trial unless it has one (another driver may have reported it)."""
+    def report(self, cell_ids: list[int]) -> None:
+        """Add each finished cell's trial unless it has one (another driver may have reported it)."""
         with self._lock():
-            cell = store.get_cell(self.engine, cell_id)
-            if cell is not None and cell["status"] in _STATES and cell["optuna_trial"] is None:
-                self._create_trial(cell)
+            for cell in store.get_cells(self.engine, cell_ids):
+                if cell["status"] in _STATES and cell["optuna_trial"] is None:
+                    self._create_trial(cell)
 
     def _create_trial(self, cell: dict[str, Any]) -> None:
         metric = self.study["metric"]

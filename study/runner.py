@@ -5,7 +5,10 @@ diverged (a result), or failed (its error recorded) after a trial crash or
 after ``max_attempts`` worker deaths. A driver that dies leaves leases that
 expire after ``lease_seconds``; the next ``run`` takes those cells over.
 
-Each pass drains whatever the pool has ready and writes it in one
+Each worker is sent a batch of consecutive cells (those sharing optimizer and
+seed train as one population, ``workers.population``); its K leases are taken,
+heart-beaten and handed back together, and each cell's result is written on its
+own. Each pass drains whatever the pool has ready and writes it in one
 transaction; a database that stops answering is retried with bounded backoff
 while the results wait in memory (and in the workers' streams). Every write is
 conditional on this driver's lease: a cell taken over by another driver is
@@ -16,6 +19,7 @@ stops the driver with a clear error.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -45,15 +49,20 @@ class Event(Protocol):
 class Pool(Protocol):
     """What the driver needs from an executor (workers.executor.RayPool; tests script a fake one).
 
-    ``events`` returns what the running cells reported within ``timeout`` seconds (possibly
-    nothing) and is also where the pool notices dead or stalled workers (a ``lost`` event) or
-    a cluster that is gone (it raises). ``cancel`` stops a cell whose lease this driver lost.
+    ``dispatch`` starts a payload (see :func:`payload`) on an idle worker; every event carries
+    the ``key`` of one of its cells. ``events`` returns what the running cells reported within
+    ``timeout`` seconds (possibly nothing) and is also where the pool notices dead or stalled
+    workers (a ``lost`` event for each of their unfinished cells) or a cluster that is gone (it
+    raises). ``cancel`` stops a cell whose lease this driver lost and returns the other
+    unfinished cells stopped with it.
     """
 
+    size: int  # workers
+
     def free_slots(self) -> list[int]: ...
-    def dispatch(self, slot: int, key: Any, payload: dict[str, Any]) -> None: ...
+    def dispatch(self, slot: int, payload: dict[str, Any]) -> None: ...
     def events(self, timeout: float) -> list[Event]: ...
-    def cancel(self, key: Any) -> None: ...
+    def cancel(self, key: Any) -> list[Any]: ...
 
 
 @dataclass
@@ -62,7 +71,11 @@ class RunOptions:
     max_attempts: int = 3  # worker deaths on one cell before it fails
     poll_seconds: float = 0.5
     db_retry_seconds: float = 300.0  # how long an unreachable database is retried before the driver gives up
-    counts_every: float = 1.0  # seconds between status-count queries for the progress bar
+    counts_every: float = 5.0  # seconds between status-count queries (other drivers' progress); in memory between
+    population: int | None = None  # cells per worker pass: K, or None for auto (up to AUTO_POPULATION, as memory allows)
+
+
+AUTO_POPULATION = 64
 
 
 class StudyReplaced(RunAborted):
@@ -73,9 +86,13 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def payload(study: dict[str, Any], protocol: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
-    return {"task": study["task"], "optimizer": cell["optimizer"], "seed": cell["seed"], "protocol": protocol,
-            "hparams": {n: cell[n] for n in HPARAM_NAMES if cell[n] is not None}}
+def payload(study: dict[str, Any], protocol: dict[str, Any], cells: list[dict[str, Any]],
+            population: int | None) -> dict[str, Any]:
+    """What a worker trains in one pass: ``cells`` of one study (keyed by cell id), in populations of at
+    most ``population`` configs (None: as many as fit its device)."""
+    return {"task": study["task"], "protocol": protocol, "population": population,
+            "cells": [{"key": cell["id"], "optimizer": cell["optimizer"], "seed": cell["seed"],
+                       "hparams": {n: cell[n] for n in HPARAM_NAMES if cell[n] is not None}} for cell in cells]}
 
 
 def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(),
@@ -93,6 +110,8 @@ class _Driver:
         self.owner = new_owner()
         self.inflight: dict[int, dict[str, Any]] = {}  # cell id -> the cell row as leased
         self.optuna = OptunaLog(engine, study)
+        self.counts: dict[str, int] = {}
+        self.counted_at = 0.0
 
     def db(self, call: Callable[[], T]) -> T:
         return store.retrying(call, self.options.db_retry_seconds)
@@ -108,37 +127,58 @@ class _Driver:
         return counts
 
     def _loop(self) -> dict[str, int]:
-        last_beat = last_counts = time.monotonic()
+        last_beat = time.monotonic()
+        self._refresh_counts()
         while True:
             claimed = self._claim()
             events = self.pool.events(timeout=self.options.poll_seconds if self.inflight else 0.0)
             if events:
                 self._write(events)
+                self.on_progress(self.counts)
             now = time.monotonic()
             if self.inflight and now - last_beat > self.options.lease_seconds / 4:
                 self._heartbeat()
                 last_beat = now
             if not self.inflight and not claimed:
-                counts = self.db(lambda: store.status_counts(self.engine, self.study["id"]))
-                self.on_progress(counts)
+                counts = self._refresh_counts()
                 if counts.get("pending", 0) + counts.get("running", 0) == 0:
                     self.db(self.optuna.reconcile)  # cells other drivers finished but left unreported
                     return counts
                 self._check_study()
                 time.sleep(self.options.poll_seconds)  # cells leased by another (or a dead) driver
-            elif now - last_counts > self.options.counts_every:
-                self.on_progress(self.db(lambda: store.status_counts(self.engine, self.study["id"])))
-                last_counts = now
+            elif now - self.counted_at > self.options.counts_every:
+                self._refresh_counts()
+
+    def _refresh_counts(self) -> dict[str, int]:
+        """Status counts from the database (what other drivers did too); kept in memory in between."""
+        self.counts = self.db(lambda: store.status_counts(self.engine, self.study["id"]))
+        self.counted_at = time.monotonic()
+        self.on_progress(self.counts)
+        return self.counts
+
+    def _count(self, before: str, after: str) -> None:
+        self.counts[before] = max(0, self.counts.get(before, 0) - 1)
+        self.counts[after] = self.counts.get(after, 0) + 1
+
+    def _batch_size(self) -> int:
+        """Cells per worker pass: the population cap, shrunk so every worker gets a share of what is left."""
+        cap = self.options.population or AUTO_POPULATION
+        share = math.ceil(self.counts.get("pending", 0) / max(1, self.pool.size))
+        return max(1, min(cap, share))
 
     def _claim(self) -> int:
         free = self.pool.free_slots()
         if not free:
             return 0
-        leased = self.db(lambda: store.claim(self.engine, self.study, self.owner, len(free),
+        size = self._batch_size()
+        leased = self.db(lambda: store.claim(self.engine, self.study, self.owner, len(free) * size,
                                              self.options.lease_seconds))
-        for slot, cell in zip(free, leased):
-            self.inflight[cell["id"]] = cell
-            self.pool.dispatch(slot, cell["id"], payload(self.study, self.protocol, cell))
+        for start, slot in zip(range(0, len(leased), size), free):
+            batch = leased[start:start + size]
+            for cell in batch:
+                self.inflight[cell["id"]] = cell
+                self._count("pending", "running")
+            self.pool.dispatch(slot, payload(self.study, self.protocol, batch, self.options.population))
         return len(leased)
 
     def _write(self, events: list[Event]) -> None:
@@ -147,23 +187,25 @@ class _Driver:
         if not mine:
             return
         outcomes = self.db(lambda: self._write_once(mine))
-        lost_lease = False
-        for cell_id, outcome in outcomes.items():
+        for cell_id, status, _ in outcomes:
             del self.inflight[cell_id]
-            if outcome == "reported":
-                try:
-                    self.db(lambda: self.optuna.report(cell_id))
-                except KeyError:  # its Optuna study was deleted: by a `submit --replace`, we check below
-                    lost_lease = True
-            elif outcome is None:
-                lost_lease = True  # another driver took it over (our lease expired): its result stands
+            self._count("running", status)
+        # a cell whose lease went to another driver: its result stands there
+        lost_lease = any(action is None for _, _, action in outcomes)
+        finished = [cell_id for cell_id, _, action in outcomes if action == "reported"]
+        if finished:
+            try:
+                self.db(lambda: self.optuna.report(finished))
+            except KeyError:  # an Optuna study was deleted: by a `submit --replace`, checked below
+                lost_lease = True
         if lost_lease:
             self._check_study()
 
-    def _write_once(self, events: list[Event]) -> dict[int, str | None]:
-        """Returns, per cell that left flight: "reported" (finished here: report it), "pending"
-        (handed back to be retried), or None (this driver no longer held its lease)."""
-        outcomes: dict[int, str | None] = {}
+    def _write_once(self, events: list[Event]) -> list[tuple[int, str, str | None]]:
+        """Returns, per cell that left flight, its id, new status and what to do: "reported" (finished
+        here: report it), "pending" (handed back to be retried), or None (this driver no longer held its
+        lease)."""
+        outcomes: dict[int, tuple[str, str | None]] = {}
         metric, options = self.study["metric"], self.options
         with self.engine.begin() as conn:
             for event in events:
@@ -176,25 +218,28 @@ class _Driver:
                 elif event.kind == "lost":
                     status = store.release(conn, cell, self.owner, lost=event.data["error"],
                                            max_attempts=options.max_attempts)
-                    outcomes[event.key] = "reported" if status == "failed" else status
+                    outcomes[event.key] = (status or "running", "reported" if status == "failed" else status)
                 elif event.kind == "error":
                     held = store.finish(conn, cell, self.owner, "failed", error=event.data["error"])
-                    outcomes[event.key] = "reported" if held else None
+                    outcomes[event.key] = ("failed", "reported") if held else ("running", None)
                 else:
                     held = store.finish(conn, cell, self.owner, event.data["status"], final=event.data["final"],
                                         metric=metric, best_test_accuracy=event.data["best_test_accuracy"],
                                         wall_seconds=event.data["wall_seconds"])
-                    outcomes[event.key] = "reported" if held else None
-        return outcomes
+                    outcomes[event.key] = (event.data["status"], "reported") if held else ("running", None)
+        return [(key, status, action) for key, (status, action) in outcomes.items()]
 
     def _heartbeat(self) -> None:
         held = self.db(lambda: store.heartbeat(self.engine, self.owner, self.inflight, self.options.lease_seconds))
         taken = [cell_id for cell_id in self.inflight if cell_id not in held]
+        stopped = []
         for cell_id in taken:
             log.warning("cell %d was taken over by another driver (this driver's lease expired); dropped here",
                         self.inflight[cell_id]["cell_index"])
-            self.pool.cancel(cell_id)
+            stopped += [key for key in self.pool.cancel(cell_id) if key in self.inflight and key not in taken]
             del self.inflight[cell_id]
+        if stopped:  # cells that shared the stopped worker: back to pending (no attempt lost)
+            self._release([self.inflight.pop(key) for key in stopped], retry_seconds=self.options.db_retry_seconds)
         if taken:
             self._check_study()
 
@@ -209,15 +254,20 @@ class _Driver:
         if not self.inflight:
             return
         cells = list(self.inflight.values())
+        self.inflight.clear()
+        self._release(cells, retry_seconds=min(30.0, self.options.db_retry_seconds))
 
+    def _release(self, cells: list[dict[str, Any]], retry_seconds: float) -> None:
+        """Hand ``cells`` back as pending, in one transaction; if the database is gone too, their leases
+        expire on their own."""
         def release_all() -> None:
             with self.engine.begin() as conn:
                 for cell in cells:
-                    store.release(conn, cell, self.owner)
+                    if store.release(conn, cell, self.owner) == "pending":
+                        self._count("running", "pending")
 
         try:
-            store.retrying(release_all, min(30.0, self.options.db_retry_seconds))
-            self.inflight.clear()
-        except Exception as exc:  # the database is gone too: the leases expire on their own
+            store.retrying(release_all, retry_seconds)
+        except Exception as exc:
             log.warning("could not hand %d cells back (%s); their leases expire in %g s", len(cells),
                         str(exc).splitlines()[0][:160], self.options.lease_seconds)

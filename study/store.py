@@ -389,10 +389,11 @@ def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | N
                         .returning(cells.c.status)).scalar()
 
 
-def get_cell(engine: Engine, cell_id: int) -> dict[str, Any] | None:
+def get_cells(engine: Engine, cell_ids: list[int]) -> list[dict[str, Any]]:
+    """The rows of the cells ``cell_ids`` that exist, in cell order."""
     with engine.connect() as conn:
-        row = conn.execute(select(cells).where(cells.c.id == cell_id)).mappings().first()
-    return dict(row) if row else None
+        rows = conn.execute(select(cells).where(cells.c.id.in_(cell_ids)).order_by(cells.c.cell_index)).mappings()
+        return [dict(row) for row in rows]
 
 
 def set_optuna_trial(engine: Engine, cell_id: int, number: int) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,9 +37,39 @@ def _split(train_x, train_y, test_x, test_y, x_dtype=torch.float32) -> Split:
     return Split(as_x(train_x), as_y(train_y), as_x(test_x), as_y(test_y))
 
 
+def cache_dir() -> Path:
+    """Where generated splits are kept between processes: ``ADAMSCAPE_CACHE``, else ~/.cache/adamscape."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adamscape"
+    return Path(os.environ.get("ADAMSCAPE_CACHE") or default)
+
+
+def _cached(name: str, package: str, build: Callable[[], Split]) -> Split:
+    """``build()``, kept on disk under the generating package's version: a fresh worker process reads
+    the file (milliseconds) instead of importing scikit-learn or regenerating MNIST-1D (seconds).
+    An unreadable file is rebuilt; an unwritable cache only costs the time."""
+    path = cache_dir() / f"{name}-{package}-{version(package)}.pt"
+    try:
+        return Split(*torch.load(path, weights_only=True))
+    except Exception:  # absent, partial or from another torch: build it again
+        pass
+    split = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        torch.save((split.train_x, split.train_y, split.test_x, split.test_y), partial)
+        os.replace(partial, path)  # atomic: a concurrent reader sees the old state or the whole file
+    except OSError:
+        pass
+    return split
+
+
 @functools.cache
 def digits() -> Split:
     """scikit-learn's bundled digits: a fixed stratified 75/25 split, features scaled to [0, 1]."""
+    return _cached("digits", "scikit-learn", _digits)
+
+
+def _digits() -> Split:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -47,6 +81,10 @@ def digits() -> Split:
 @functools.cache
 def mnist1d() -> Split:
     """MNIST-1D from the package's own generator with its default arguments (seed 42): 4000 train, 1000 test."""
+    return _cached("mnist1d", "mnist1d", _mnist1d)
+
+
+def _mnist1d() -> Split:
     from mnist1d.data import get_dataset_args, make_dataset
 
     state = np.random.get_state()  # the generator reseeds numpy's global RNG; leave it as it was

@@ -45,12 +45,26 @@ class CellWorker:
         return ray.get_runtime_context().get_node_id()
 
     def train(self, payload: dict[str, Any]):
-        from .training import train
+        """Train ``payload["cells"]`` (each ``{"key", "optimizer", "seed", "hparams"}``), those sharing
+        optimizer and seed as populations; yield each record with its cell's ``key``."""
+        from .population import train_cells
 
-        try:
-            yield from train(**payload, device=self.device)
-        except Exception:  # a crashed trial is a result to record, not a reason to lose the worker
-            yield {"error": traceback.format_exc(limit=8)}
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for cell in payload["cells"]:
+            groups.setdefault((cell["optimizer"], cell["seed"]), []).append(cell)
+        for (optimizer, seed), cells in groups.items():
+            finished: set[int] = set()
+            try:
+                for index, record in train_cells(payload["task"], optimizer, seed, [c["hparams"] for c in cells],
+                                                 payload["protocol"], self.device, payload.get("population")):
+                    if "epoch" not in record:
+                        finished.add(index)
+                    yield {"key": cells[index]["key"], **record}
+            except Exception:  # a crashed trial is a result to record, not a reason to lose the worker
+                error = traceback.format_exc(limit=8)
+                for index, cell in enumerate(cells):
+                    if index not in finished:
+                        yield {"key": cell["key"], "error": error}
 
 
 @dataclass
@@ -66,13 +80,17 @@ class _Slot:
     starting: Any  # the actor's node() call until it answers, then None
     spawned: float
     node: str | None = None
-    key: Any = None
+    keys: list = field(default_factory=list)  # the dispatched cells that have not ended yet
     stream: Any = None
     last_progress: float = 0.0
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.keys)
+
 
 class RayPool:
-    """``size`` CellWorker actors, each training one cell at a time.
+    """``size`` CellWorker actors, each training one batch of cells at a time (a population, or one by one).
 
     ``stall_seconds``: a running cell that reports nothing for this long is treated as a lost
     worker. ``start_seconds``: if no actor at all has come up for this long, the cluster
@@ -108,18 +126,23 @@ class RayPool:
 
     def free_slots(self) -> list[int]:
         self._poll_starting()
-        return [i for i, slot in enumerate(self.slots) if slot.starting is None and slot.key is None]
+        return [i for i, slot in enumerate(self.slots) if slot.starting is None and not slot.busy]
 
-    def dispatch(self, index: int, key: Any, payload: dict[str, Any]) -> None:
+    def dispatch(self, index: int, payload: dict[str, Any]) -> None:
+        """Start ``payload["cells"]`` on worker ``index``; their events come back under each cell's ``key``."""
         slot = self.slots[index]
-        slot.key, slot.last_progress = key, time.monotonic()
+        slot.keys, slot.last_progress = [cell["key"] for cell in payload["cells"]], time.monotonic()
         slot.stream = slot.actor.train.options(num_returns="streaming").remote(payload)
 
-    def cancel(self, key: Any) -> None:
-        """Stop the cell ``key`` (its lease went to another driver): its actor is replaced."""
+    def cancel(self, key: Any) -> list[Any]:
+        """Stop the cell ``key`` (its lease went to another driver): its actor is replaced. Returns the
+        other unfinished cells that actor was training, stopped with it (the caller hands them back)."""
         for index, slot in enumerate(self.slots):
-            if slot.key == key:
+            if key in slot.keys:
+                others = [k for k in slot.keys if k != key]
                 self._respawn(index)
+                return others
+        return []
 
     def events(self, timeout: float) -> list[Event]:
         """Everything the running cells have reported, waiting up to ``timeout`` seconds for the first."""
@@ -129,7 +152,8 @@ class RayPool:
             ready = ray.wait(list(running.values()), num_returns=1, timeout=timeout)[0]
             while ready and len(found) < 10_000:  # drain: every stream that has something, all it has
                 index_of = {id(stream): index for index, stream in running.items()}
-                found.extend(self._next_event(index_of[id(stream)]) for stream in ready)
+                for stream in ready:
+                    found.extend(self._next_events(index_of[id(stream)]))
                 running = self._running()
                 streams = list(running.values())
                 ready = ray.wait(streams, num_returns=len(streams), timeout=0)[0] if streams else []
@@ -138,7 +162,7 @@ class RayPool:
         return found + self._check_health()
 
     def _running(self) -> dict[int, Any]:
-        return {index: slot.stream for index, slot in enumerate(self.slots) if slot.key is not None}
+        return {index: slot.stream for index, slot in enumerate(self.slots) if slot.busy}
 
     def close(self) -> None:
         self.probe.shutdown(wait=False, cancel_futures=True)
@@ -150,25 +174,34 @@ class RayPool:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _next_event(self, index: int) -> Event:
+    def _next_events(self, index: int) -> list[Event]:
+        """The stream's next record as an event; every unfinished cell of the worker when it failed."""
         slot = self.slots[index]
-        key = slot.key
         slot.last_progress = time.monotonic()
         try:
             item = ray.get(next(slot.stream))
         except StopIteration:
-            self._respawn(index)
-            return Event(key, "lost", {"error": "worker stream ended without a result"})
+            return self._end(index, "lost", "worker stream ended without a result")
         except ACTOR_LOST as exc:
-            self._respawn(index)
-            return Event(key, "lost", {"error": f"worker died: {type(exc).__name__}: {_first_line(exc)}"})
+            return self._end(index, "lost", f"worker died: {type(exc).__name__}: {_first_line(exc)}")
         except RayTaskError as exc:
-            slot.key = slot.stream = None
-            return Event(key, "error", {"error": str(exc)})
+            return self._end(index, "error", str(exc))
+        key = item.pop("key")
         if "epoch" in item:
-            return Event(key, "epoch", item)
-        slot.key = slot.stream = None
-        return Event(key, "error" if "error" in item else "done", item)
+            return [Event(key, "epoch", item)]
+        slot.keys.remove(key)
+        if not slot.keys:
+            slot.stream = None
+        return [Event(key, "error" if "error" in item else "done", item)]
+
+    def _end(self, index: int, kind: Literal["lost", "error"], error: str) -> list[Event]:
+        """Every unfinished cell of worker ``index`` ends as ``kind``; a lost worker is replaced."""
+        keys = self.slots[index].keys
+        if kind == "lost":
+            self._respawn(index)
+        else:
+            self.slots[index].keys, self.slots[index].stream = [], None
+        return [Event(key, kind, {"error": error}) for key in keys]
 
     def _poll_starting(self) -> None:
         starting = {id(slot.starting): i for i, slot in enumerate(self.slots) if slot.starting is not None}
@@ -206,13 +239,9 @@ class RayPool:
         lost = []
         for index, slot in enumerate(self.slots):
             if slot.node is not None and slot.node not in alive:
-                if slot.key is not None:
-                    lost.append(Event(slot.key, "lost", {"error": f"worker node {slot.node[:12]} died"}))
-                self._respawn(index)
-            elif slot.key is not None and now - slot.last_progress > self.stall_seconds:
-                lost.append(Event(slot.key, "lost", {"error": f"no progress for {self.stall_seconds:g} s: worker "
-                                                              "presumed lost"}))
-                self._respawn(index)
+                lost += self._end(index, "lost", f"worker node {slot.node[:12]} died")
+            elif slot.busy and now - slot.last_progress > self.stall_seconds:
+                lost += self._end(index, "lost", f"no progress for {self.stall_seconds:g} s: worker presumed lost")
         if any(slot.starting is None for slot in self.slots):
             self.last_ready = now
         elif now - self.last_ready > self.start_seconds:

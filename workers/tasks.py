@@ -2,21 +2,26 @@
 
 ``IMPLEMENTATIONS`` is keyed by the names in ``study.catalog``; a test checks the two agree.
 
-Contract of a Problem, which ``workers.training`` relies on:
+Contract of a Problem, which ``workers.training`` and ``workers.population`` rely on:
 
 * ``model`` holds the parameters to optimise; it is built after the caller seeded torch.
 * ``batches(generator)`` yields one epoch of batches, drawing all randomness from ``generator``.
-* ``loss(batch, generator)`` is the mean training loss on a batch and the batch's weight (its size).
+* ``prepare(batch, generator)`` turns a batch into the step's data and its weight (its size), drawing any
+  randomness of the step (augmentation, sampling) from ``generator``; ``objective(data)`` is the mean
+  training loss on that data, a pure function of ``model``'s parameters (so a population evaluates it
+  under ``torch.func.vmap`` with stacked parameters; every config sees the same data).
 * ``evaluate()`` returns the task's non-training metrics (``study.catalog`` names them).
 * ``reference_loss()`` is the loss before training, the yardstick of the divergence rule.
-* ``after_step()`` runs after each optimizer step (a projection); ``lr_factor(step)`` scales the lr
-  (a problem whose theory prescribes a decay).
+* ``after_step(parameters)`` projects the named parameter tensors in place after each optimizer step
+  (each may carry a leading population dimension); ``lr_factor(step)`` scales the lr (a problem whose
+  theory prescribes a decay).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,7 +44,14 @@ class Problem(ABC):
     def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
 
     @abstractmethod
-    def loss(self, batch: Any, generator: torch.Generator) -> tuple[Tensor, int]: ...
+    def prepare(self, batch: Any, generator: torch.Generator) -> tuple[Any, int]: ...
+
+    @abstractmethod
+    def objective(self, data: Any) -> Tensor: ...
+
+    def loss(self, batch: Any, generator: torch.Generator) -> tuple[Tensor, int]:
+        data, weight = self.prepare(batch, generator)
+        return self.objective(data), weight
 
     @abstractmethod
     def evaluate(self) -> dict[str, float]: ...
@@ -47,7 +59,7 @@ class Problem(ABC):
     @abstractmethod
     def reference_loss(self) -> float: ...
 
-    def after_step(self) -> None:
+    def after_step(self, parameters: dict[str, Tensor]) -> None:
         pass
 
     def lr_factor(self, step: int) -> float:
@@ -67,9 +79,12 @@ class Classification(Problem):
         order = torch.randperm(len(self.split.train_y), generator=generator)
         return iter(order.to(self.split.train_y.device).split(self.batch_size))
 
-    def loss(self, batch, generator):
-        inputs = self.pipeline(self.split.train_x[batch], generator)
-        return nn.functional.cross_entropy(self.model(inputs), self.split.train_y[batch]), len(batch)
+    def prepare(self, batch, generator):
+        return (self.pipeline(self.split.train_x[batch], generator), self.split.train_y[batch]), len(batch)
+
+    def objective(self, data):
+        inputs, targets = data
+        return nn.functional.cross_entropy(self.model(inputs), targets)
 
     @torch.no_grad()
     def _mean_loss_and_accuracy(self, x: Tensor, y: Tensor) -> tuple[float, float]:
@@ -145,8 +160,11 @@ class NoisyQuadratic(Problem):
         order = torch.randperm(len(self.train_x), generator=generator)[:self.steps_per_epoch * self.batch_size]
         return iter(order.to(self.train_x.device).split(self.batch_size))
 
-    def loss(self, batch, generator):
-        return self._loss(self.train_x[batch]), len(batch)
+    def prepare(self, batch, generator):
+        return self.train_x[batch], len(batch)
+
+    def objective(self, data):
+        return self._loss(data)
 
     @torch.no_grad()
     def evaluate(self):
@@ -165,14 +183,17 @@ class Rosenbrock(Problem):
         self.steps_per_epoch = steps_per_epoch
 
     def _value(self) -> Tensor:
-        x, y = self.model.theta
+        x, y = self.model.theta.unbind(-1)
         return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
     def batches(self, generator):
         return iter(range(self.steps_per_epoch))
 
-    def loss(self, batch, generator):
-        return self._value(), 1
+    def prepare(self, batch, generator):
+        return None, 1
+
+    def objective(self, data):
+        return self._value()
 
     @torch.no_grad()
     def evaluate(self):
@@ -205,12 +226,15 @@ class Reddi(Problem):
             return self.C if self.t % 3 == 1 else -1.0
         return 1010.0 if torch.rand((), generator=generator).item() < 0.01 else -10.0
 
-    def loss(self, batch, generator):
-        return self._slope(generator) * self.model.theta.sum(), 1
+    def prepare(self, batch, generator):
+        return self._slope(generator), 1
+
+    def objective(self, data):
+        return data * self.model.theta.sum()
 
     @torch.no_grad()
-    def after_step(self):
-        self.model.theta.clamp_(-1.0, 1.0)
+    def after_step(self, parameters):
+        parameters["theta"].clamp_(-1.0, 1.0)
 
     def lr_factor(self, step):
         return 1.0 / math.sqrt(step + 1)
@@ -220,6 +244,31 @@ class Reddi(Problem):
 
     def reference_loss(self):
         return 0.0  # f_t(0) = 0: the growth rule does not apply; non-finite losses still count
+
+
+class Noop(Problem):
+    """No training: each epoch is one step of a zero loss after ``seconds`` of waiting (measures the driver)."""
+
+    def __init__(self, seconds: float, device: str):
+        self.model = _Parameters([0.0]).to(device)
+        self.seconds, self.steps_per_epoch = seconds, 1
+
+    def batches(self, generator):
+        if self.seconds:
+            time.sleep(self.seconds)
+        return iter(range(1))
+
+    def prepare(self, batch, generator):
+        return None, 1
+
+    def objective(self, data):
+        return 0.0 * self.model.theta.sum()
+
+    def evaluate(self):
+        return {}
+
+    def reference_loss(self):
+        return 0.0
 
 
 Builder = Callable[[TrainingProtocol, str], Problem]
@@ -245,6 +294,7 @@ IMPLEMENTATIONS: dict[str, Builder] = {
     "rosenbrock": lambda plan, device: Rosenbrock(plan.task_options["steps_per_epoch"], device),
     "reddi": lambda plan, device: Reddi(plan.task_options["form"], float(plan.task_options["C"]),
                                         plan.task_options["steps_per_epoch"], device),
+    "noop": lambda plan, device: Noop(float(plan.task_options["seconds"]), device),
     "mnist-mlp": _classifier(lambda: models.mlp(784, 1000, 500, 100, 10), _images("MNIST"), data.UNIT),
     "fmnist-2c2d": _classifier(models.deepobs_2c2d, _images("FashionMNIST"), data.UNIT),
     "cifar10-3c3d": _classifier(models.deepobs_3c3d, _images("CIFAR10"), data.CIFAR10),

@@ -38,17 +38,16 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
     diverged; so does one above ``divergence_factor`` × the loss before training (when
     that is positive and the factor is not 0).
     """
-    plan = protocol if isinstance(protocol, TrainingProtocol) else TrainingProtocol(**protocol)
+    plan = plan_of(protocol)
     started = time.perf_counter()
     torch.manual_seed(seed)
     problem = tasks.build(task, plan, device)
-    opt = optimizers.create(optimizer, problem.model.parameters(), **hparams)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: problem.lr_factor(step) * lr_multiplier(
-        plan.lr_schedule, step, problem.steps_per_epoch, plan.epochs))
+    parameters = dict(problem.model.named_parameters())
+    opt = optimizers.create(optimizer, parameters.values(), **hparams)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(problem, plan, step))
     generator = torch.Generator().manual_seed(seed)
     reference = problem.reference_loss()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if plan.amp and device.startswith("cuda")
-                else contextlib.nullcontext())
+    autocast = autocast_for(plan, device)
 
     diverged, best_accuracy, metrics = False, -math.inf, {}
     for epoch in range(1, plan.epochs + 1):
@@ -59,20 +58,47 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            problem.after_step()
+            problem.after_step(parameters)
             schedule.step()
             total += loss.detach().float() * size  # summed on the device: no sync per step
             weight += size
         metrics = {"train_loss": total.item() / weight}
-        diverged = not math.isfinite(metrics["train_loss"]) or (
-            plan.divergence_factor > 0 and reference > 0 and metrics["train_loss"] > plan.divergence_factor * reference)
+        diverged = is_diverged(metrics["train_loss"], reference, plan)
         if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
             metrics |= problem.evaluate()
         best_accuracy = max(best_accuracy, metrics.get("test_accuracy", -math.inf))
         yield {"epoch": epoch, **metrics}
         if diverged:
             break
-    yield {"final": metrics, "status": "diverged" if diverged else "complete",
-           "best_test_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
-           "wall_seconds": time.perf_counter() - started}
+    yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started)
+
+
+def autocast_for(plan: TrainingProtocol, device: str):
+    """bfloat16 autocast where the study asks for it and the device is CUDA; nothing otherwise."""
+    if plan.amp and device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def is_diverged(train_loss: float, reference: float, plan: TrainingProtocol) -> bool:
+    """The divergence rule: a non-finite epoch loss, or one above ``divergence_factor`` × the loss before
+    training (when that is positive and the factor is not 0)."""
+    return not math.isfinite(train_loss) or (
+        plan.divergence_factor > 0 and reference > 0 and train_loss > plan.divergence_factor * reference)
+
+
+def summary(metrics: dict[str, float], diverged: bool, best_accuracy: float, wall_seconds: float) -> dict[str, Any]:
+    """The last record of a cell: its final metrics, status, best test accuracy and wall time."""
+    return {"final": metrics, "status": "diverged" if diverged else "complete",
+            "best_test_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
+            "wall_seconds": wall_seconds}
+
+
+def plan_of(protocol: TrainingProtocol | dict) -> TrainingProtocol:
+    return protocol if isinstance(protocol, TrainingProtocol) else TrainingProtocol(**protocol)
+
+
+def schedule_factor(problem: tasks.Problem, plan: TrainingProtocol, step: int) -> float:
+    """The lr multiplier at optimizer step ``step``: the problem's own decay times the study's schedule."""
+    return problem.lr_factor(step) * lr_multiplier(plan.lr_schedule, step, problem.steps_per_epoch, plan.epochs)
 

@@ -6,6 +6,7 @@ in any interleaving) while the database, the leases and Optuna's storage are rea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -43,39 +44,52 @@ def healthy(key, payload, epochs: int = 2):
 
 
 class ScriptedPool:
-    """``size`` slots; each dispatched cell streams what ``behave(key, payload, attempt)`` yields,
-    one item per running cell per ``events`` call, so cells interleave (None: nothing this call)."""
+    """``size`` slots; each dispatched batch of cells streams, for each cell, what
+    ``behave(key, cell, attempt)`` yields (``cell``: its optimizer, seed and hparams), one item per
+    running cell per ``events`` call, so cells and batches interleave (None: nothing this call)."""
 
     def __init__(self, size: int = 2, behave=None, before_events=None):
         self.size, self.behave, self.before_events = size, behave, before_events
-        self.running: dict[int, tuple[Any, Any]] = {}
+        self.running: dict[int, dict[Any, Any]] = {}  # slot -> {key: script} of its unfinished cells
         self.dispatched: list[tuple[Any, dict]] = []
+        self.batches: list[list[Any]] = []
         self.cancelled: list[Any] = []
         self.calls = 0
 
     def free_slots(self) -> list[int]:
         return [slot for slot in range(self.size) if slot not in self.running]
 
-    def dispatch(self, slot, key, payload) -> None:
-        attempt = sum(1 for k, _ in self.dispatched if k == key) + 1
-        self.dispatched.append((key, payload))
-        script = self.behave(key, payload, attempt) if self.behave else healthy(key, payload)
-        self.running[slot] = (key, iter(script))
+    def dispatch(self, slot, payload) -> None:
+        scripts = {}
+        for cell in payload["cells"]:
+            key = cell["key"]
+            attempt = sum(1 for k, _ in self.dispatched if k == key) + 1
+            self.dispatched.append((key, cell))
+            scripts[key] = iter(self.behave(key, cell, attempt) if self.behave else healthy(key, cell))
+        self.batches.append(list(scripts))
+        self.running[slot] = scripts
 
     def events(self, timeout: float) -> list[Event]:
         self.calls += 1
         found = list(self.before_events(self) or []) if self.before_events else []
-        for slot, (key, script) in list(self.running.items()):
-            event = next(script, "ended")
-            if event == "ended" or event is not None and event.kind in ("done", "error", "lost"):
+        for slot, scripts in list(self.running.items()):
+            for key, script in list(scripts.items()):
+                event = next(script, "ended")
+                if event == "ended" or event is not None and event.kind in ("done", "error", "lost"):
+                    del scripts[key]
+                if isinstance(event, Event):
+                    found.append(event)
+            if not scripts:
                 del self.running[slot]
-            if isinstance(event, Event):
-                found.append(event)
         return found
 
-    def cancel(self, key) -> None:
+    def cancel(self, key) -> list:
         self.cancelled.append(key)
-        self.running = {s: (k, it) for s, (k, it) in self.running.items() if k != key}
+        for slot, scripts in list(self.running.items()):
+            if key in scripts:
+                del self.running[slot]
+                return [k for k in scripts if k != key]
+        return []
 
 
 def _setup(url: str, tmp_path, body: str | None = None, **top):
@@ -126,6 +140,19 @@ def test_every_cell_once_with_its_trial_in_its_optimizers_study(db_url, tmp_path
     assert sorted({t.params["lr"] for t in adam}) == pytest.approx([1e-3, 1e-2, 1e-1])
     assert all(t.intermediate_values == {1: 0.1, 2: 0.2} for t in adam)
     assert {t.user_attrs["seed"] for t in adam} == {0, 1}
+
+
+@pytest.mark.parametrize("population,sizes", [(None, [5, 5]), (3, [3, 3, 2, 2]), (1, [1] * 10)])
+def test_workers_get_consecutive_cells_in_batches_balanced_across_workers(sqlite_url, tmp_path, population, sizes):
+    """auto: up to 64 per batch, shrunk so both workers get a share of the 10 cells; K: at most K."""
+    engine, study = _setup(sqlite_url, tmp_path)
+    pool = ScriptedPool(size=2)
+    run(engine, "tiny", pool, dataclasses.replace(FAST, population=population))
+    _assert_exactly_once(engine, sqlite_url, study)
+    index = {r["id"]: r["cell_index"] for r in _cells(engine)}
+    assert [len(batch) for batch in pool.batches] == sizes
+    for batch in pool.batches:
+        assert [index[key] for key in batch] == list(range(index[batch[0]], index[batch[0]] + len(batch)))
 
 
 def test_different_ranges_per_optimizer_defaults_scalars_and_all_registered_optimizers(sqlite_url, tmp_path):
@@ -213,7 +240,7 @@ def test_a_lease_lost_mid_cell_drops_the_cell_here_and_keeps_the_other_drivers_r
     def steal(pool):
         """Another driver takes over one running cell (as after an expired lease) and finishes it."""
         if not taken and pool.running:
-            key = next(iter(pool.running.values()))[0]
+            key = next(iter(next(iter(pool.running.values()))))
             taken["key"] = key
             with engine.begin() as conn:
                 conn.execute(sa.text("UPDATE sweep_cells SET lease_owner = 'other', attempts = attempts + 1 "
@@ -241,6 +268,10 @@ def test_a_lease_lost_mid_cell_drops_the_cell_here_and_keeps_the_other_drivers_r
     rows = _assert_exactly_once(engine, sqlite_url, study)
     stolen = next(r for r in rows if r["id"] == taken["key"])
     assert stolen["score"] == 0.25 and stolen["attempts"] == 2  # the other driver's result stands
+    siblings = [r for r in rows if r["id"] != taken["key"] and r["id"] in next(b for b in pool.batches
+                                                                             if taken["key"] in b)]
+    assert siblings and all(r["status"] == "complete" and r["attempts"] == 2 for r in siblings)  # handed back, rerun
+    assert all(r["losses"] == 0 for r in rows)  # stopping them was not a worker death
     with engine.connect() as conn:  # nothing of ours was written under the other driver's attempt
         assert conn.execute(sa.text("SELECT metrics FROM sweep_curves WHERE cell_id = :id AND attempt = 2"),
                             {"id": taken["key"]}).scalars().all() == ["{}", "{}"]
@@ -274,11 +305,13 @@ def test_interrupt_hands_cells_back_and_the_next_run_uses_new_attempts(sqlite_ur
             raise KeyboardInterrupt
         return []
 
+    interrupted = ScriptedPool(size=2, before_events=interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run(engine, "tiny", ScriptedPool(size=2, before_events=interrupt), FAST)
+        run(engine, "tiny", interrupted, FAST)
     rows = _cells(engine)
     handed_back = [r for r in rows if r["attempts"] == 1 and r["status"] == "pending"]
-    assert len(handed_back) == 2 and all(r["lease_owner"] is None for r in handed_back)
+    assert {r["id"] for r in handed_back} == {key for key, _ in interrupted.dispatched}  # the whole batches
+    assert all(r["lease_owner"] is None for r in handed_back)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM sweep_curves")).scalar() >= 2  # epochs were recorded
     run(engine, "tiny", ScriptedPool(size=2), FAST)
@@ -291,7 +324,7 @@ def test_a_study_replaced_under_a_running_driver_stops_it_cleanly(sqlite_url, tm
     engine, study = _setup(sqlite_url, tmp_path)
 
     def replace(pool):
-        if pool.calls == 4:
+        if pool.calls == 2:  # mid-run: every cell has one epoch left
             store.register(engine, spec.load(study_file(tmp_path, epochs=3)), replace=True)
         return []
 
