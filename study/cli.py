@@ -71,7 +71,7 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
     population_size = _population(population)
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
-    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds)
+    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study))
     options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
     total = study["total_cells"]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -124,7 +124,17 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
-def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float, stall_seconds: float):
+def _warm_up(study: dict) -> dict:
+    """What each worker builds while it starts: the study's task under its protocol."""
+    from dataclasses import asdict
+
+    from .spec import StudySpec
+
+    return {"task": study["task"], "protocol": asdict(StudySpec.model_validate(study["spec"]).protocol())}
+
+
+def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float, stall_seconds: float,
+                warm: dict | None = None):
     from workers.executor import RayPool, connect
 
     try:
@@ -136,7 +146,7 @@ def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float,
         raise UserError("--gpus-per-trial was given but the Ray cluster has no GPUs; drop the option to train on CPU")
     if workers is None:
         workers = int(resources.get("GPU", 0) / gpus_per_trial) if gpus_per_trial else int(resources.get("CPU", 1))
-    return RayPool(max(1, workers), gpus_per_trial=gpus_per_trial, stall_seconds=stall_seconds)
+    return RayPool(max(1, workers), gpus_per_trial=gpus_per_trial, stall_seconds=stall_seconds, warm=warm)
 
 
 @app.command()

@@ -34,11 +34,20 @@ class ClusterLost(RuntimeError):
 class CellWorker:
     """One training process; its imports and datasets stay warm across cells."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, warm: dict[str, Any] | None = None):
+        """``warm``: the study's ``task`` and ``protocol``, built once here (imports, dataset), while the
+        driver is still setting up, so the first cells do not pay for it."""
         import torch
+
+        from . import population, tasks
 
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        if warm:
+            try:
+                tasks.build(warm["task"], population.plan_of(warm["protocol"]), self.device)
+            except Exception:  # a missing dataset, say: the cells report it, one by one, as their error
+                pass
 
     def node(self) -> str:
         """The Ray node this actor runs on (answered once it is up)."""
@@ -99,8 +108,8 @@ class RayPool:
 
     def __init__(self, size: int, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
                  stall_seconds: float = 3600.0, start_seconds: float = 300.0, health_seconds: float = 1.0,
-                 unreachable_seconds: float = 10.0):
-        self.size, self.gpus, self.cpus = size, gpus_per_trial, cpus_per_trial
+                 unreachable_seconds: float = 10.0, warm: dict[str, Any] | None = None):
+        self.size, self.gpus, self.cpus, self.warm = size, gpus_per_trial, cpus_per_trial, warm
         self.stall_seconds, self.start_seconds = stall_seconds, start_seconds
         self.health_seconds, self.unreachable_seconds = health_seconds, unreachable_seconds
         context = ray.get_runtime_context()
@@ -112,7 +121,7 @@ class RayPool:
 
     def _spawn(self) -> _Slot:
         actor = CellWorker.options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0).remote(
-            max(1, int(self.cpus)))
+            max(1, int(self.cpus)), self.warm)
         return _Slot(actor, actor.node.remote(), time.monotonic())
 
     def _respawn(self, index: int) -> None:

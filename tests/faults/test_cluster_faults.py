@@ -13,7 +13,7 @@ import psutil
 import optimizers
 from study import spec, store
 from tests.faults.conftest import (assert_exactly_once, cells_where, driver, epochs_recorded, finished, pg_restart,
-                                   snapshot, wait_for, write_study)
+                                   query, snapshot, wait_for, write_study)
 
 # every registered optimizer in one file: different ranges per optimizer, scalars, default-only ones
 EVERY_OPTIMIZER = """
@@ -74,6 +74,29 @@ def test_killed_training_process_and_killed_worker_node(cluster, pg_url, tmp_pat
     print(f"study finished {time.monotonic() - killed_at:.1f} s after the node kill")
     victim.stop()
     cluster.workers.append(cluster.add_worker())  # the next tests have two worker nodes again
+
+
+def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_once(cluster, sqlite_url, tmp_path):
+    """Two workers, two populations of four (one optimizer, one seed): SIGKILL one training process mid-way;
+    its four cells come back as one worker death each and run again, the other population is untouched."""
+    db = sqlite_url
+    body = "[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 8 }\n"
+    submit(write_study(tmp_path / "p.toml", "population", body, epochs=100), db)
+    run = driver("run", "population", "--db", db, "--address", cluster.address)
+    training = "SELECT COUNT(DISTINCT cell_id) FROM sweep_curves"
+    wait_for(lambda: query(db, training)[0][0] == 8, what="both populations training")
+    assert finished(db, "population") == 0
+    trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
+    assert len(trainers) == 2, trainers
+    trainers[0].kill()
+    code, out, err = _exit(run)
+    assert code == 0 and "Traceback" not in err, err
+    rows = assert_exactly_once(db, "population")
+    assert {r.status for r in rows} == {"complete"}
+    losses = query(db, "SELECT cell_index, losses, attempts FROM sweep_cells ORDER BY cell_index")
+    killed = [r.cell_index for r in losses if r.losses == 1]
+    assert killed in ([0, 1, 2, 3], [4, 5, 6, 7]), losses  # the whole population, and only it
+    assert all(r.attempts == (2 if r.cell_index in killed else 1) for r in losses)
 
 
 def test_killed_driver_then_ctrl_c_then_resume(cluster, sqlite_url, tmp_path):

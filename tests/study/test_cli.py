@@ -82,6 +82,7 @@ def _run_rc(*args, **kw) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args,needle", [
     (["status", "--db", "sqlite:///{tmp}/none.db"], "no results database"),
     (["run", "ghost", "--db", "{db}"], "no study named 'ghost'"),
+    (["run", "ghost", "--db", "{db}", "--population", "0"], "--population must be auto or a whole number"),
     (["results", "ghost", "--db", "{db}"], "no study named 'ghost'"),
     (["submit", "{tmp}/missing.toml", "--db", "{db}"], "not found"),
     (["submit", "{bad}", "--db", "{db}"], "unknown optimizer 'adm'"),
