@@ -205,29 +205,32 @@ class _Driver:
         """Returns, per cell that left flight, its id, new status and what to do: "reported" (finished
         here: report it), "pending" (handed back to be retried), or None (this driver no longer held its
         lease)."""
-        outcomes: dict[int, tuple[str, str | None]] = {}
-        metric, options = self.study["metric"], self.options
+        epochs, results, lost, ended = [], [], [], set()
+        for event in events:
+            if event.key in ended:
+                continue  # nothing after a cell's last event counts
+            cell = self.inflight[event.key]
+            if event.kind == "epoch":
+                epochs.append((cell, event.data["epoch"], {k: v for k, v in event.data.items() if k != "epoch"}))
+                continue
+            ended.add(event.key)
+            if event.kind == "lost":
+                lost.append((cell, event.data["error"]))
+            elif event.kind == "error":
+                results.append({"cell": cell, "status": "failed", "error": event.data["error"]})
+            else:
+                results.append({"cell": cell, **event.data})
+        outcomes = []
         with self.engine.begin() as conn:
-            for event in events:
-                cell = self.inflight[event.key]
-                if event.key in outcomes:
-                    continue  # nothing after a cell's last event counts
-                if event.kind == "epoch":
-                    store.record_epoch(conn, cell, self.owner, event.data["epoch"],
-                                       {k: v for k, v in event.data.items() if k != "epoch"})
-                elif event.kind == "lost":
-                    status = store.release(conn, cell, self.owner, lost=event.data["error"],
-                                           max_attempts=options.max_attempts)
-                    outcomes[event.key] = (status or "running", "reported" if status == "failed" else status)
-                elif event.kind == "error":
-                    held = store.finish(conn, cell, self.owner, "failed", error=event.data["error"])
-                    outcomes[event.key] = ("failed", "reported") if held else ("running", None)
-                else:
-                    held = store.finish(conn, cell, self.owner, event.data["status"], final=event.data["final"],
-                                        metric=metric, best_test_accuracy=event.data["best_test_accuracy"],
-                                        wall_seconds=event.data["wall_seconds"])
-                    outcomes[event.key] = (event.data["status"], "reported") if held else ("running", None)
-        return [(key, status, action) for key, (status, action) in outcomes.items()]
+            store.record_epochs(conn, self.owner, epochs)
+            recorded = store.finish(conn, self.owner, results, metric=self.study["metric"])
+            for result in results:
+                key = result["cell"]["id"]
+                outcomes.append((key, result["status"], "reported") if key in recorded else (key, "running", None))
+            for cell, error in lost:
+                status = store.release(conn, cell, self.owner, lost=error, max_attempts=self.options.max_attempts)
+                outcomes.append((cell["id"], status or "running", "reported" if status == "failed" else status))
+        return outcomes
 
     def _heartbeat(self) -> None:
         held = self.db(lambda: store.heartbeat(self.engine, self.owner, self.inflight, self.options.lease_seconds))

@@ -25,8 +25,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import (Connection, Engine, Float, and_, case, cast, create_engine, delete, event, exists, func,
-                        insert, literal, or_, select, text, update)
+from sqlalchemy import (Connection, Engine, Float, and_, bindparam, case, cast, create_engine, delete, event, exists,
+                        func, insert, literal, or_, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -337,35 +337,61 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def record_epoch(conn: Connection, cell: dict[str, Any], owner: str, epoch: int, metrics: dict[str, float]) -> bool:
-    """Store one epoch of the cell's current attempt, only while ``owner`` holds its lease (False otherwise).
-
-    Written at most once: a transaction retried after a dropped connection cannot duplicate it."""
-    clean = {name: _finite(value) for name, value in metrics.items()}
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    row = {"cell_id": cell["id"], "attempt": cell["attempts"], "epoch": epoch, "train_loss": clean.get("train_loss"),
-           "test_loss": clean.get("test_loss"), "test_accuracy": clean.get("test_accuracy")}
-    values = [literal(value, curves.c[name].type).label(name) for name, value in row.items()]
-    values.append(literal(clean, curves.c.metrics.type).label("metrics"))
-    statement = dialect_insert(curves).from_select(
-        [*row, "metrics"], select(*values).where(exists().where(cells.c.id == cell["id"], _held(owner))))
-    return bool(conn.execute(statement.on_conflict_do_nothing()).rowcount)
+def held(conn: Connection, owner: str, cell_ids: Iterable[int]) -> set[int]:
+    """Which of ``cell_ids`` ``owner`` still holds; on PostgreSQL their rows stay locked until the
+    transaction ends, so no other driver can take them over in between (SQLite's writer lock does that)."""
+    ids = list(cell_ids)
+    if not ids:
+        return set()
+    query = select(cells.c.id).where(cells.c.id.in_(ids), _held(owner))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return set(conn.execute(query).scalars())
 
 
-def finish(conn: Connection, cell: dict[str, Any], owner: str, status: str, *, final: dict[str, float] | None = None,
-           metric: str | None = None, best_test_accuracy: float | None = None, wall_seconds: float | None = None,
-           error: str | None = None) -> bool:
-    """Record a finished cell, its ``score`` being the final value of the study's ``metric``;
-    False if this driver no longer holds its lease (the result is dropped)."""
-    assert status in FINISHED
-    final = {name: _finite(value) for name, value in (final or {}).items()}
-    return bool(conn.execute(update(cells).where(cells.c.id == cell["id"], _held(owner)).values(
-        status=status, lease_owner=None, lease_expires=None, final_metrics=final,
-        final_train_loss=final.get("train_loss"), final_test_loss=final.get("test_loss"),
-        final_test_accuracy=final.get("test_accuracy"), best_test_accuracy=_finite(best_test_accuracy),
-        score=final.get(metric) if metric else None,
-        diverged=status == "diverged", wall_seconds=wall_seconds, error=error,
-        finished_at=db_now(conn))).rowcount)
+def record_epochs(conn: Connection, owner: str, epochs: list[tuple[dict[str, Any], int, dict[str, float]]]) -> None:
+    """Store epochs ``(cell, epoch, metrics)`` of the cells' current attempts, for the cells ``owner``
+    still holds (the others' are dropped). Written at most once: a transaction retried after a dropped
+    connection cannot duplicate an epoch."""
+    mine = held(conn, owner, {cell["id"] for cell, _, _ in epochs})
+    rows = []
+    for cell, epoch, metrics in epochs:
+        if cell["id"] in mine:
+            clean = {name: _finite(value) for name, value in metrics.items()}
+            rows.append({"cell_id": cell["id"], "attempt": cell["attempts"], "epoch": epoch, "metrics": clean,
+                         **{name: clean.get(name) for name in ("train_loss", "test_loss", "test_accuracy")}})
+    if rows:
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(dialect_insert(curves).on_conflict_do_nothing(), rows)
+
+
+def finish(conn: Connection, owner: str, results: list[dict[str, Any]], metric: str | None = None) -> set[int]:
+    """Record finished cells; returns the ids recorded (those ``owner`` still held; the others' results
+    are dropped). Each result: ``cell`` (its row), ``status`` and optionally ``final`` (metrics; the
+    study's ``metric`` among them is the cell's ``score``), ``best_test_accuracy``, ``wall_seconds``,
+    ``error``."""
+    mine = held(conn, owner, {result["cell"]["id"] for result in results})
+    rows = []
+    for result in results:
+        if result["cell"]["id"] not in mine:
+            continue
+        assert result["status"] in FINISHED
+        final = {name: _finite(value) for name, value in (result.get("final") or {}).items()}
+        rows.append({"b_id": result["cell"]["id"], "b_status": result["status"], "b_final": final,
+                     "b_train": final.get("train_loss"), "b_test": final.get("test_loss"),
+                     "b_accuracy": final.get("test_accuracy"),
+                     "b_best": _finite(result.get("best_test_accuracy")),
+                     "b_score": final.get(metric) if metric else None, "b_diverged": result["status"] == "diverged",
+                     "b_wall": result.get("wall_seconds"), "b_error": result.get("error")})
+    if rows:
+        conn.execute(update(cells).where(cells.c.id == bindparam("b_id")).values(
+            status=bindparam("b_status"), lease_owner=None, lease_expires=None,
+            final_metrics=bindparam("b_final", type_=cells.c.final_metrics.type),
+            final_train_loss=bindparam("b_train"), final_test_loss=bindparam("b_test"),
+            final_test_accuracy=bindparam("b_accuracy"), best_test_accuracy=bindparam("b_best"),
+            score=bindparam("b_score"), diverged=bindparam("b_diverged"), wall_seconds=bindparam("b_wall"),
+            error=bindparam("b_error"), finished_at=db_now(conn)), rows)
+    return {row["b_id"] for row in rows}
 
 
 def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | None = None,
@@ -389,16 +415,17 @@ def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | N
                         .returning(cells.c.status)).scalar()
 
 
-def get_cells(engine: Engine, cell_ids: list[int]) -> list[dict[str, Any]]:
+def get_cells(conn: Connection, cell_ids: list[int]) -> list[dict[str, Any]]:
     """The rows of the cells ``cell_ids`` that exist, in cell order."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(cells).where(cells.c.id.in_(cell_ids)).order_by(cells.c.cell_index)).mappings()
-        return [dict(row) for row in rows]
+    rows = conn.execute(select(cells).where(cells.c.id.in_(cell_ids)).order_by(cells.c.cell_index)).mappings()
+    return [dict(row) for row in rows]
 
 
-def set_optuna_trial(engine: Engine, cell_id: int, number: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(cells).where(cells.c.id == cell_id).values(optuna_trial=number))
+def set_optuna_trials(conn: Connection, numbers: dict[int, int]) -> None:
+    """Record each cell's Optuna trial number ({cell id: number})."""
+    if numbers:
+        conn.execute(update(cells).where(cells.c.id == bindparam("cell")).values(optuna_trial=bindparam("number")),
+                     [{"cell": cell_id, "number": number} for cell_id, number in numbers.items()])
 
 
 def forget_optuna_trials(engine: Engine, study_id: int, optimizer: str | None = None) -> None:
@@ -417,12 +444,16 @@ def unreported_cells(engine: Engine, study_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def curve(engine: Engine, cell: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-epoch metrics of the cell's last attempt."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(curves.c.epoch, curves.c.metrics).where(
-            curves.c.cell_id == cell["id"], curves.c.attempt == cell["attempts"]).order_by(curves.c.epoch))
-        return [{"epoch": epoch, **metrics} for epoch, metrics in rows]
+def last_curves(conn: Connection, of: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Per cell id, the per-epoch metrics of the cell's last attempt (one query for all the cells)."""
+    attempt = {cell["id"]: cell["attempts"] for cell in of}
+    found: dict[int, list[dict[str, Any]]] = {}
+    rows = conn.execute(select(curves.c.cell_id, curves.c.attempt, curves.c.epoch, curves.c.metrics)
+                        .where(curves.c.cell_id.in_(list(attempt))).order_by(curves.c.cell_id, curves.c.epoch))
+    for cell_id, attempt_of_row, epoch, metrics in rows:
+        if attempt_of_row == attempt[cell_id]:
+            found.setdefault(cell_id, []).append({"epoch": epoch, **metrics})
+    return found
 
 
 # --- queries -------------------------------------------------------------------------------------

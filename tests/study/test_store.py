@@ -62,8 +62,10 @@ def test_two_drivers_never_lease_the_same_cell(db_url, tmp_path):
     assert {c["id"] for c in taken} == {c["id"] for c in first}
     assert all(c["attempts"] == 2 for c in taken)
     with engine.begin() as conn:
-        assert not store.finish(conn, first[0], "driver-a", "complete", final={"test_accuracy": 0.5})
-        assert store.finish(conn, taken[0], "driver-c", "complete", final={"test_accuracy": float("nan")})
+        assert not store.finish(conn, "driver-a", [{"cell": first[0], "status": "complete",
+                                                    "final": {"test_accuracy": 0.5}}])
+        assert store.finish(conn, "driver-c", [{"cell": taken[0], "status": "complete",
+                                                "final": {"test_accuracy": float("nan")}}]) == {taken[0]["id"]}
     row = store.results("tiny", engine).set_index("cell").loc[taken[0]["cell_index"]]
     assert row["status"] == "complete" and pd.isna(row["final_test_accuracy"])  # NaN is stored as NULL
 
