@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,26 +53,9 @@ class CellWorker:
         return ray.get_runtime_context().get_node_id()
 
     def train(self, payload: dict[str, Any]):
-        """Train ``payload["cells"]`` (each ``{"key", "optimizer", "seed", "hparams"}``), those sharing
-        optimizer and seed as populations; yield each record with its cell's ``key``."""
-        from .population import train_cells
+        from .population import train_payload
 
-        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for cell in payload["cells"]:
-            groups.setdefault((cell["optimizer"], cell["seed"]), []).append(cell)
-        for (optimizer, seed), cells in groups.items():
-            finished: set[int] = set()
-            try:
-                for index, record in train_cells(payload["task"], optimizer, seed, [c["hparams"] for c in cells],
-                                                 payload["protocol"], self.device, payload.get("population")):
-                    if "epoch" not in record:
-                        finished.add(index)
-                    yield {"key": cells[index]["key"], **record}
-            except Exception:  # a crashed trial is a result to record, not a reason to lose the worker
-                error = traceback.format_exc(limit=8)
-                for index, cell in enumerate(cells):
-                    if index not in finished:
-                        yield {"key": cell["key"], "error": error}
+        yield from train_payload(payload, self.device)
 
 
 @dataclass

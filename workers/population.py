@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -262,6 +263,28 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
             log.warning("a population of %d ran out of device memory; trying %d", len(chunk), limit)
             torch.cuda.empty_cache()
             pending = chunk + pending
+
+
+def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict[str, Any]]:
+    """Train a worker's batch (``study.runner.payload``): its cells sharing optimizer and seed as
+    populations, each record tagged with its cell's ``key``. A crash ends the unfinished cells of its
+    group as errors (with the traceback) and the worker goes on with the next group."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for cell in payload["cells"]:
+        groups.setdefault((cell["optimizer"], cell["seed"]), []).append(cell)
+    for (optimizer, seed), cells in groups.items():
+        finished: set[int] = set()
+        try:
+            for index, record in train_cells(payload["task"], optimizer, seed, [c["hparams"] for c in cells],
+                                             payload["protocol"], device, payload.get("population")):
+                if "epoch" not in record:
+                    finished.add(index)
+                yield {"key": cells[index]["key"], **record}
+        except Exception:  # a crashed trial is a result to record, not a reason to lose the worker
+            error = traceback.format_exc(limit=8)
+            for index, cell in enumerate(cells):
+                if index not in finished:
+                    yield {"key": cell["key"], "error": error}
 
 
 _said: set[str] = set()

@@ -19,7 +19,7 @@ from torch import nn
 import optimizers
 from study.catalog import TASKS, TrainingProtocol
 from workers import data, models, population, tasks, training
-from workers.population import batchable, train_cells, train_population
+from workers.population import batchable, train_cells, train_payload, train_population
 
 BATCH_NORM_TASKS = {"cifar10-resnet34", "cifar10-densenet121", "cifar100-resnet34"}
 BATCHABLE = [name for name in TASKS if name not in BATCH_NORM_TASKS]
@@ -160,3 +160,24 @@ def test_auto_population_size_shrinks_with_the_model_and_grows_with_the_memory(m
     doubled = population.population_size(large, plan.batch_size, "cpu")
     assert sizes[0] > 1000 and 1 <= sizes[1] < 100  # 650 parameters vs 1.3 million
     assert doubled in (2 * sizes[1], 2 * sizes[1] + 1)
+
+
+def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cells():
+    """What a worker actor runs: cells of two seeds and two optimizers, one group crashing (an lr the
+    optimizer refuses) — its cells end as errors with the cause, the other groups' as trained alone."""
+    plan = TrainingProtocol(epochs=2, batch_size=1, task_options={"steps_per_epoch": 5})
+    adam = optimizers.spec("adam").defaults()
+    cells = [{"key": f"a{seed}{i}", "optimizer": "adam", "seed": seed, "hparams": adam | {"lr": lr}}
+             for seed in (0, 1) for i, lr in enumerate((1e-3, 1e-2))]
+    cells += [{"key": "bad", "optimizer": "sgdm", "seed": 0, "hparams": {"lr": -1.0}},
+              {"key": "bad2", "optimizer": "sgdm", "seed": 0, "hparams": {"lr": 0.01}}]
+    payload = {"task": "rosenbrock", "protocol": plan.__dict__, "population": None, "cells": cells}
+    by_key: dict[str, list[dict]] = {}
+    for record in train_payload(payload):
+        by_key.setdefault(record.pop("key"), []).append(record)
+    assert set(by_key) == {c["key"] for c in cells}
+    for cell in cells[:4]:
+        alone = list(training.train("rosenbrock", "adam", cell["hparams"], cell["seed"], plan))
+        _assert_close(by_key[cell["key"]], alone, cell["key"])
+    assert [list(r) for r in by_key["bad"]] == [["error"]] and "lr=-1" in by_key["bad"][0]["error"]
+    assert by_key["bad2"] == by_key["bad"]
