@@ -8,7 +8,7 @@ VENV := .venv
 DB ?= sqlite:///adamscape.db
 PORT ?= 8501
 
-.PHONY: install install-test demo test bench browser clean
+.PHONY: install install-test install-bench demo test bench bench-throughput browser clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -37,6 +37,15 @@ test: install-test
 # Optimizer step times on ResNet-18's parameters (CPU; add BENCH_ARGS="--device cuda" on a GPU).
 bench: install-test
 	$(VENV)/bin/python benchmarks/optimizer_step.py $(BENCH_ARGS)
+
+# adamscape against Ray Tune and plain Optuna on one grid (GRID_ARGS="--grid 4|64|512 --workers N --only a,b,c,d"),
+# and the driver's own cost per cell on SQLite and PostgreSQL (DRIVER_ARGS="--cells 2000 --workers 1,2,4,8").
+install-bench: $(UV)
+	$(UV) sync --frozen --extra test --extra bench --compile-bytecode
+
+bench-throughput: install-bench
+	$(VENV)/bin/python benchmarks/grid_throughput.py $(GRID_ARGS)
+	$(VENV)/bin/python benchmarks/driver_overhead.py $(DRIVER_ARGS)
 
 clean:
 	rm -rf .tools $(VENV) adamscape.db adamscape.db-*

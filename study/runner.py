@@ -139,7 +139,7 @@ class _Driver:
             if self.inflight and now - last_beat > self.options.lease_seconds / 4:
                 self._heartbeat()
                 last_beat = now
-            if not self.inflight and not claimed:
+            if not self.inflight and not claimed and not events:  # after events: claim for the freed workers first
                 counts = self._refresh_counts()
                 if counts.get("pending", 0) + counts.get("running", 0) == 0:
                     self.db(self.optuna.reconcile)  # cells other drivers finished but left unreported
