@@ -115,9 +115,12 @@ class _Population:
         self.base_lr = hparams.get("lr", optimizers.spec(optimizer).defaults().get("lr"))
         self.opt = optimizers.create(optimizer, self.params, **hparams)
 
+        objective = _Objective(problem)
+        buffers = {f"model.{n}": b for n, b in self.buffers.items()}
+
         def one(params: tuple[Tensor, ...], data: Any) -> Tensor:
-            return functional_call(_Objective(problem), ({f"model.{n}": p for n, p in zip(self.names, params)},
-                                                         {f"model.{n}": b for n, b in self.buffers.items()}), (data,))
+            return functional_call(objective, ({f"model.{n}": p for n, p in zip(self.names, params)}, buffers),
+                                   (data,))
         self._losses = vmap(one, in_dims=(0, None))
 
     @property
