@@ -132,7 +132,9 @@ def test_two_drivers_on_one_postgres_study_through_a_server_restart(cluster, pg_
     db = pg_url
     body = "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 6 }\n\n[optimizers.amsgrad]\nlr = [1e-3, 1e-2]\n"
     submit(write_study(tmp_path / "two.toml", "two", body, epochs=30, seeds="[0, 1]"), db)
-    drivers = [driver("run", "two", "--db", db, "--address", cluster.address, "--workers", "1") for _ in range(2)]
+    # populations of 4: each driver leases 4 cells at a time, so both have work when the server restarts
+    drivers = [driver("run", "two", "--db", db, "--address", cluster.address, "--workers", "1", "--population", "4")
+               for _ in range(2)]
     wait_for(lambda: finished(db, "two") >= 3, what="three finished cells")
     before = snapshot(db, "two")
     pg_restart()
@@ -166,7 +168,8 @@ def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resume
     SIGKILLed, which takes the raylet) and exits the same way; the third run finishes."""
     db = sqlite_url
     submit(write_study(tmp_path / "h.toml", "head", SMALL, epochs=40, seeds="[0, 1, 2]"), db)
-    run = driver("run", "head", "--db", db, "--address", cluster.address)
+    one_by_one = ("--population", "1")  # cells finish one at a time: the kills land mid-study
+    run = driver("run", "head", "--db", db, "--address", cluster.address, *one_by_one)
     wait_for(lambda: finished(db, "head") >= 2, what="two finished cells")
     cluster.head.kill("gcs_server")
     cluster.head.kill("raylet")
@@ -177,7 +180,7 @@ def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resume
     done = snapshot(db, "head")
     assert cells_where(db, "head", "status = 'running'")[0] == 0  # handed back
 
-    local = driver("run", "head", "--db", db, "--workers", "2")  # no address: a local Ray of its own
+    local = driver("run", "head", "--db", db, "--workers", "2", *one_by_one)  # no address: a local Ray of its own
     wait_for(lambda: finished(db, "head") >= len(done) + 2, timeout=180, what="progress on the local Ray")
     agents = [p for p in psutil.Process(local.pid).children(recursive=True)
               if "DashboardAgent" in " ".join(p.cmdline())]
