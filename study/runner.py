@@ -132,14 +132,14 @@ class _Driver:
         while True:
             claimed = self._claim()
             events = self.pool.events(timeout=self.options.poll_seconds if self.inflight else 0.0)
-            if events:
-                self._write(events)
+            wrote = self._write(events) if events else False
+            if wrote:
                 self.on_progress(self.counts)
             now = time.monotonic()
             if self.inflight and now - last_beat > self.options.lease_seconds / 4:
                 self._heartbeat()
                 last_beat = now
-            if not self.inflight and not claimed and not events:  # after events: claim for the freed workers first
+            if not self.inflight and not claimed and not wrote:  # after a write: claim for the freed workers first
                 counts = self._refresh_counts()
                 if counts.get("pending", 0) + counts.get("running", 0) == 0:
                     self.db(self.optuna.reconcile)  # cells other drivers finished but left unreported
@@ -181,11 +181,12 @@ class _Driver:
             self.pool.dispatch(slot, payload(self.study, self.protocol, batch, self.options.population))
         return len(leased)
 
-    def _write(self, events: list[Event]) -> None:
-        """Everything received in one transaction (retried whole); then each finished cell's trial."""
+    def _write(self, events: list[Event]) -> bool:
+        """Everything received in one transaction (retried whole); then each finished cell's trial.
+        False when none of it was about a cell in flight here."""
         mine = [e for e in events if e.key in self.inflight]  # late events of a cell we dropped are stale
         if not mine:
-            return
+            return False
         outcomes = self.db(lambda: self._write_once(mine))
         for cell_id, status, _ in outcomes:
             del self.inflight[cell_id]
@@ -200,6 +201,7 @@ class _Driver:
                 lost_lease = True
         if lost_lease:
             self._check_study()
+        return True
 
     def _write_once(self, events: list[Event]) -> list[tuple[int, str, str | None]]:
         """Returns, per cell that left flight, its id, new status and what to do: "reported" (finished

@@ -355,3 +355,16 @@ def test_two_drivers_racing_on_one_database_run_and_report_each_cell_once(db_url
     assert not errors
     rows = _assert_exactly_once(engine, db_url, study)
     assert all(r["attempts"] == 1 for r in rows)
+
+
+def test_the_driver_never_idles_while_cells_are_pending_and_workers_free(sqlite_url, tmp_path, monkeypatch):
+    """On main a pass that ended the last running cell slept poll_seconds before claiming again (one
+    worker ran ~7 trivial cells/s); the driver only sleeps when every pending cell is leased elsewhere."""
+    from study import runner
+
+    engine, study = _setup(sqlite_url, tmp_path)
+    slept = []
+    monkeypatch.setattr(runner.time, "sleep", slept.append)
+    run(engine, "tiny", ScriptedPool(size=1), dataclasses.replace(FAST, population=1))
+    _assert_exactly_once(engine, sqlite_url, study)
+    assert slept == []
