@@ -26,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (Connection, Engine, Float, and_, bindparam, case, cast, create_engine, delete, event, exists,
-                        func, insert, literal, or_, select, text, update)
+                        func, insert, or_, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError

@@ -193,7 +193,7 @@ def _per_config(values: list[float], device: str) -> float | Tensor:
 
 # --- how many configs fit, and the loop over populations a worker runs ----------------------------
 
-def population_size(problem: tasks.Problem, batch_size: int, device: str) -> int:
+def population_size(problem: tasks.Problem, device: str) -> int:
     """How many configs of ``problem`` one population may hold on ``device`` (memory-bound estimate).
 
     Per config: parameters, gradients and up to four optimizer buffers, plus the activations of one
@@ -245,7 +245,7 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
         _say_once(f"task {task} trains one configuration per pass: {reason}")
         limit = 1
     else:
-        limit = population_size(probe, plan.batch_size, device) if population is None else population
+        limit = population_size(probe, device) if population is None else population
     del probe
     pending = list(range(len(members)))
     while pending:

@@ -155,9 +155,9 @@ def test_auto_population_size_shrinks_with_the_model_and_grows_with_the_memory(m
     torch.manual_seed(0)
     small, large = tasks.build("digits-logreg", plan, "cpu"), tasks.build("mnist-mlp", plan, "cpu")
     monkeypatch.setattr(population, "_free_memory", lambda device: 1 << 30)
-    sizes = [population.population_size(problem, plan.batch_size, "cpu") for problem in (small, large)]
+    sizes = [population.population_size(problem, "cpu") for problem in (small, large)]
     monkeypatch.setattr(population, "_free_memory", lambda device: 2 << 30)
-    doubled = population.population_size(large, plan.batch_size, "cpu")
+    doubled = population.population_size(large, "cpu")
     assert sizes[0] > 1000 and 1 <= sizes[1] < 100  # 650 parameters vs 1.3 million
     assert doubled in (2 * sizes[1], 2 * sizes[1] + 1)
 
