@@ -99,13 +99,13 @@ class OptunaLog:
                      for t in self.storage.get_all_trials(study_id, deepcopy=False)}
             found = {cell["id"]: known[(cell["optimizer"], cell["cell_index"])] for cell in pending
                      if (cell["optimizer"], cell["cell_index"]) in known}
-            with self.engine.begin() as conn:
+            with store.transaction(self.engine) as conn:
                 store.set_optuna_trials(conn, found)
                 self._add_trials(conn, [cell for cell in pending if cell["id"] not in found])
 
     def report(self, cell_ids: list[int]) -> None:
         """Add each finished cell's trial unless it has one (another driver may have reported it)."""
-        with self._lock(), self.engine.begin() as conn:
+        with self._lock(), store.transaction(self.engine) as conn:
             cells = [cell for cell in store.get_cells(conn, cell_ids)
                      if cell["status"] in _STATES and cell["optuna_trial"] is None]
             self._add_trials(conn, cells)

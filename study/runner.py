@@ -223,7 +223,7 @@ class _Driver:
             else:
                 results.append({"cell": cell, **event.data})
         outcomes = []
-        with self.engine.begin() as conn:
+        with store.transaction(self.engine) as conn:
             store.record_epochs(conn, self.owner, epochs)
             recorded = store.finish(conn, self.owner, results, metric=self.study["metric"])
             for result in results:
@@ -266,7 +266,7 @@ class _Driver:
         """Hand ``cells`` back as pending, in one transaction; if the database is gone too, their leases
         expire on their own."""
         def release_all() -> None:
-            with self.engine.begin() as conn:
+            with store.transaction(self.engine) as conn:
                 for cell in cells:
                     if store.release(conn, cell, self.owner) == "pending":
                         self._count("running", "pending")

@@ -70,6 +70,7 @@ def connect(url: str, must_exist: bool = False) -> Engine:
         raise UserError(f"cannot use database URL {_describe(url)}: {exc}") from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect():
             pass
@@ -89,6 +90,27 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Python's sqlite3 begins a transaction only before its first INSERT/UPDATE/DELETE, so a read
+    # and the write that depends on it would see two states of the file; _sqlite_begin begins instead.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed at the end, rolled back on an error.
+
+    On SQLite it takes the writer lock at its start (BEGIN IMMEDIATE): what it reads cannot change
+    before it writes (a deferred transaction would fail at its first write if another writer had
+    committed since its first read).
+    """
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def _alembic_config() -> Config:
@@ -271,7 +293,7 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False) -> tuple[st
         if existing and not replace:
             raise UserError(f"a different study named {spec.name!r} is already in this database; give the file a "
                             "new `name`, or resubmit with --replace to discard the old study and its results")
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             if existing:
                 conn.execute(delete(studies).where(studies.c.id == existing["id"]))
             study_id = conn.execute(insert(studies).values(
@@ -299,7 +321,7 @@ def claim(engine: Engine, study: dict[str, Any], owner: str, limit: int, lease_s
     new attempt. Nothing is leased once the study was replaced.
     """
     claimed = []
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         now = db_now(conn)
         claimable = or_(cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now))
         candidates = conn.execute(select(cells.c.id).where(cells.c.study_id == study["id"], claimable,
@@ -319,7 +341,7 @@ def heartbeat(engine: Engine, owner: str, cell_ids: Iterable[int], lease_seconds
     ids = list(cell_ids)
     if not ids:
         return set()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         held = conn.execute(update(cells).where(cells.c.id.in_(ids), _held(owner))
                             .values(lease_expires=db_now(conn) + lease_seconds).returning(cells.c.id)).scalars()
         return set(held)
@@ -431,7 +453,7 @@ def set_optuna_trials(conn: Connection, numbers: dict[int, int]) -> None:
 def forget_optuna_trials(engine: Engine, study_id: int, optimizer: str | None = None) -> None:
     """Mark the study's cells unreported (their Optuna study was rebuilt)."""
     condition = [cells.c.study_id == study_id] + ([cells.c.optimizer == optimizer] if optimizer else [])
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(update(cells).where(*condition).values(optuna_trial=None))
 
 

@@ -80,8 +80,9 @@ def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_
     """Two workers, two populations of four (one optimizer, one seed): SIGKILL one training process mid-way;
     its four cells come back as one worker death each and run again, the other population is untouched."""
     db = sqlite_url
-    body = "[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 8 }\n"
-    submit(write_study(tmp_path / "p.toml", "population", body, epochs=100), db)
+    # noop epochs of 50 ms: each population lasts 10 s however loaded the machine is, so both overlap
+    body = "[task_options]\nseconds = 0.05\n\n[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 8 }\n"
+    submit(write_study(tmp_path / "p.toml", "population", body, epochs=200, task="noop", metric="train_loss"), db)
     run = driver("run", "population", "--db", db, "--address", cluster.address)
     training = "SELECT COUNT(DISTINCT cell_id) FROM sweep_curves"
     wait_for(lambda: query(db, training)[0][0] == 8, what="both populations training")

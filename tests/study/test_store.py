@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pandas as pd
 import sqlalchemy as sa
 
@@ -68,6 +70,28 @@ def test_two_drivers_never_lease_the_same_cell(db_url, tmp_path):
                                                 "final": {"test_accuracy": float("nan")}}]) == {taken[0]["id"]}
     row = store.results("tiny", engine).set_index("cell").loc[taken[0]["cell_index"]]
     assert row["status"] == "complete" and pd.isna(row["final_test_accuracy"])  # NaN is stored as NULL
+
+
+def test_a_write_transaction_reads_and_writes_one_state_of_the_database(db_url, tmp_path):
+    # A driver checks which cells it still holds, then stores their epochs; a `submit --replace` from
+    # another process must not delete those cells in between (on SQLite the insert then broke the
+    # curves' foreign key, and a reused cell id could be claimed for the wrong study).
+    engine, other = store.connect(db_url), store.connect(db_url)
+    store.register(engine, spec.load(study_file(tmp_path)))
+    claimed = store.claim(engine, store.get_study(engine, "tiny"), "driver-a", 3, lease_seconds=60)
+    changed = spec.load(study_file(tmp_path, epochs=3))
+    replaced = threading.Event()
+    replace = threading.Thread(target=lambda: (store.register(other, changed, replace=True), replaced.set()))
+    with store.transaction(engine) as conn:
+        assert store.held(conn, "driver-a", [cell["id"] for cell in claimed]) == {cell["id"] for cell in claimed}
+        replace.start()
+        assert not replaced.wait(1.5), "the replace went through between this transaction's read and its write"
+        store.record_epochs(conn, "driver-a", [(cell, 1, {"train_loss": 0.5}) for cell in claimed])
+    replace.join(30)
+    assert replaced.is_set()
+    assert store.get_study(engine, "tiny")["spec"]["epochs"] == 3
+    with engine.connect() as conn:  # the old cells' curves went with them
+        assert conn.execute(sa.text("SELECT count(*) FROM sweep_curves")).scalar() == 0
 
 
 def test_read_commands_do_not_create_a_database(tmp_path):
