@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .hparams import HPARAM_NAMES, REGISTRY, HParam, OptimizerSpec, UnknownOptimizerError, names, spec
+from .hparams import (HPARAM_NAMES, REGISTRY, HParam, OptimizerDeclarationError, OptimizerSpec, UnknownOptimizerError,
+                      describe, names, register, spec)
 
 if TYPE_CHECKING:
     from .adam import Adam, Adamax, AdamW, AMSGrad, NAdam
@@ -31,7 +32,8 @@ _LAZY = {
 }
 
 __all__ = ["Adam", "AdamW", "AMSGrad", "Adamax", "NAdam", "RAdam", "AdaBelief", "AdaBound", "AMSBound", "AdaMod",
-           "SGDM", "Adagrad", "RMSprop", "HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerSpec", "UnknownOptimizerError",
+           "SGDM", "Adagrad", "RMSprop", "HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerDeclarationError", "OptimizerSpec", "UnknownOptimizerError",
+           "describe", "register",
            "create", "names", "spec"]
 
 

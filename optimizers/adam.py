@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import KernelOptimizer
+from .hparams import declaration
 from .pieces import (adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, l2_penalty, per_tensor,
                      running_max_, scale_, sqrt, sqrt_plus_eps)
 
@@ -33,6 +34,8 @@ class Adam(KernelOptimizer):
     With ``decoupled_weight_decay=True`` the L2 term is replaced by AdamW's
     θ ← θ(1 - lr·λ) before the update (see :class:`AdamW`).
     """
+
+    hyperparameters = declaration("adam")
 
     buffers = ("exp_avg", "exp_avg_sq")
 
@@ -67,6 +70,8 @@ class AdamW(Adam):
     Default weight_decay 1e-2 as in torch.
     """
 
+    hyperparameters = declaration("adamw")
+
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2,
                  amsgrad=False):
         super().__init__(params, lr, beta1, beta2, eps, weight_decay, amsgrad=amsgrad,
@@ -80,6 +85,8 @@ class AMSGrad(Adam):
     corrected: denominator sqrt(max_s v_s)/sqrt(1-β2^t) + eps. (optax maxes
     the bias-corrected v̂ instead — a different algorithm.)
     """
+
+    hyperparameters = declaration("amsgrad")
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr, beta1, beta2, eps, weight_decay, amsgrad=True)
@@ -96,6 +103,8 @@ class Adamax(KernelOptimizer):
 
     eps is added to |g| inside the max (torch), not to the denominator.
     """
+
+    hyperparameters = declaration("adamax")
 
     buffers = ("exp_avg", "exp_inf")
 
@@ -128,6 +137,8 @@ class NAdam(KernelOptimizer):
     dtype; here it is recomputed from t in float64, so it cannot drift or lose
     precision in float32 training.
     """
+
+    hyperparameters = declaration("nadam")
 
     buffers = ("exp_avg", "exp_avg_sq")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from .base import KernelOptimizer
+from .hparams import declaration
 from .pieces import (add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero,
                      per_tensor, scale_, sqrt_plus_eps)
 
@@ -16,6 +17,8 @@ class SGDM(KernelOptimizer):
         b_t &= \mu b_{t-1} + g_t \quad (b_0 = 0, \text{ so } b_1 = g_1 \text{ as torch's clone}) \\
         \theta_t &= \theta_{t-1} - lr\,(g_t + \mu b_t \text{ if nesterov else } b_t)
     """
+
+    hyperparameters = declaration("sgdm")
 
     buffers = ("momentum_buffer",)
 
@@ -40,6 +43,8 @@ class Adagrad(KernelOptimizer):
         s_t &= s_{t-1} + g_t^2, \qquad s_0 = \text{initial\_accumulator\_value} \\
         \theta_t &= \theta_{t-1} - \frac{lr}{1 + (t-1)\,\text{lr\_decay}}\,\frac{g_t}{\sqrt{s_t} + \epsilon}
     """
+
+    hyperparameters = declaration("adagrad")
 
     buffers = ("sum",)
 
@@ -73,6 +78,8 @@ class RMSprop(KernelOptimizer):
 
     eps is added outside the square root; v is not bias corrected.
     """
+
+    hyperparameters = declaration("rmsprop")
 
     buffers = ("square_avg",)
 

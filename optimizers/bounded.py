@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import KernelOptimizer
+from .hparams import declaration
 from .pieces import (adam_moments_, adam_step_size, decay_, ema_, elementwise_rates, foreach, l2_penalty,
                      per_tensor, running_max_, sqrt_plus_eps)
 
@@ -48,6 +49,8 @@ class AdaBound(KernelOptimizer):
     PR #14) replaces the L2 term by θ ← θ - λθ (not multiplied by lr).
     """
 
+    hyperparameters = declaration("adabound")
+
     buffers = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, final_lr=0.1, gamma=1e-3, eps=1e-8,
@@ -83,6 +86,8 @@ class AdaBound(KernelOptimizer):
 class AMSBound(AdaBound):
     """AMSBound: :class:`AdaBound` with AMSGrad's running max of the raw v (``adabound.AdaBound(amsbound=True)``)."""
 
+    hyperparameters = declaration("amsbound")
+
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, final_lr=0.1, gamma=1e-3, eps=1e-8,
                  weight_decay=0.0, decoupled_weight_decay=False):
         super().__init__(params, lr, beta1, beta2, final_lr, gamma, eps, weight_decay, amsbound=True,
@@ -103,6 +108,8 @@ class AdaMod(KernelOptimizer):
     roughly 1/(1-β3) steps. β3 defaults to 0.999 as in the authors' code (their
     docstring says 0.9999).
     """
+
+    hyperparameters = declaration("adamod")
 
     buffers = ("exp_avg", "exp_avg_sq", "exp_avg_lr")
 

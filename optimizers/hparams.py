@@ -6,6 +6,14 @@ and expand study files without paying for ``import torch``. The optimizer class
 itself is resolved lazily: ``spec("adam").cls`` imports ``optimizers.adam`` (and
 so torch) on first use only.
 
+One way to describe an optimizer: :func:`describe` reads any
+``torch.optim.Optimizer`` subclass — its hyperparameters are the constructor's
+keyword arguments with a numeric default, their domains come from the class's
+optional ``hyperparameters`` declaration. The registered optimizers are described
+exactly so (a test checks that each table entry below equals ``describe`` of its
+class; the table only lets the CLI answer without importing torch), and a study
+file's own optimizers (``study.plugins``) are added with :func:`register`.
+
 Hyperparameters use canonical names (lr, beta1, beta2, eps, weight_decay,
 final_lr, gamma, beta3, momentum) everywhere: study files, the results
 database and the optimizer constructors.
@@ -14,9 +22,12 @@ database and the optimizer constructors.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +47,11 @@ class HParam:
     log: bool
     open_low: bool = False
     closed_high: bool = False
+
+    def declaration(self) -> dict[str, Any]:
+        """Its domain as a class's ``hyperparameters`` declaration gives it (everything but the default)."""
+        return {"low": self.low, "high": self.high, "search": self.search, "log": self.log,
+                "open_low": self.open_low, "closed_high": self.closed_high}
 
     def check(self, value: float) -> str | None:
         """A sentence saying why ``value`` is invalid, or None when it is fine."""
@@ -70,21 +86,144 @@ _GAMMA = _positive(1e-3, (1e-4, 1e-1))
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """One optimizer's metadata; ``target`` names its class as ``"module:attribute"``."""
+    """One optimizer's metadata; ``target`` names its class as ``"module:attribute"``.
+
+    ``packed``: constructor arguments that take a tuple (torch's ``betas``), each with the
+    hyperparameters it is made of (``beta1``, ``beta2``). ``batched``: the class implements the
+    batched-kernel contract of :mod:`optimizers.base`, so a population trains in one pass.
+    ``load``: how to get the class when ``target`` is not an importable module (a study's file).
+    """
 
     name: str
     target: str
     summary: str
     hparams: dict[str, HParam]
+    packed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    batched: bool = True
+    load: Callable[[], type] | None = field(default=None, compare=False, repr=False)
 
     @property
     def cls(self) -> type[torch.optim.Optimizer]:
         """The optimizer class, imported on first use (this imports torch)."""
+        if self.load is not None:
+            return self.load()
         module, _, attribute = self.target.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
     def defaults(self) -> dict[str, float]:
         return {name: hp.default for name, hp in self.hparams.items()}
+
+    def arguments(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor keyword arguments for ``hparams`` (hyperparameter names): packed ones become tuples."""
+        kwargs = dict(hparams)
+        for argument, parts in self.packed.items():
+            if any(part in kwargs for part in parts):
+                kwargs[argument] = tuple(kwargs.pop(part, self.hparams[part].default) for part in parts)
+        return kwargs
+
+
+class OptimizerDeclarationError(ValueError):
+    """A class that cannot be described as an optimizer (the message says why and what to change)."""
+
+
+# Domains assumed for a hyperparameter its class does not declare, by name: what the name means in
+# every optimizer paper. Any other undeclared hyperparameter may take any finite value.
+_CONVENTIONS: list[tuple[str, Callable[[float], HParam]]] = [
+    (r"lr|learning_rate|final_lr", lambda d: _positive(d, (d / 100, d * 10))),
+    (r"eps|epsilon", lambda d: _positive(d, (d / 100, d * 100))),
+    (r"weight_decay|lr_decay|initial_accumulator_value", lambda d: _nonnegative(d, (1e-6, 1e-1))),
+    (r"beta\d*|momentum|alpha|rho|dampening", lambda d: _beta(d, (0.0, 0.999))),
+]
+
+
+def _conventional(name: str, default: float) -> HParam:
+    for pattern, domain in _CONVENTIONS:
+        if re.fullmatch(pattern, name):
+            hp = domain(default)
+            if hp.check(default) is None:
+                return hp
+    return HParam(default, -math.inf, math.inf, (default, default), log=False)
+
+
+def _part_names(argument: str, count: int) -> tuple[str, ...]:
+    stem = argument[:-1] if argument.endswith("s") else argument  # betas -> beta1, beta2
+    return tuple(f"{stem}{i}" for i in range(1, count + 1))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def describe(cls: type, name: str, target: str) -> OptimizerSpec:
+    """Describe optimizer class ``cls`` (any ``torch.optim.Optimizer`` subclass) as study file ``name``.
+
+    Its hyperparameters are the constructor's arguments after ``params`` whose default is a
+    number (a tuple of numbers such as ``betas=(0.9, 0.999)`` gives ``beta1`` and ``beta2``);
+    flags, strings and ``None`` keep their defaults. The class may declare domains in a class
+    attribute ``hyperparameters = {"lr": {"low": 0, "open_low": True, "log": True, "search": (1e-5, 1e-1)}}``
+    (keys: low, high, search, log, open_low, closed_high; any left out keep the convention for that name:
+    lr and eps positive on a log scale, weight_decay non-negative, betas/momentum in [0, 1), anything
+    else any finite number). Raises :class:`OptimizerDeclarationError` naming the problem.
+    """
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError) as exc:
+        raise OptimizerDeclarationError(f"cannot read the constructor of {cls.__name__}: {exc}") from None
+    arguments = [p for p in signature.parameters.values()
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)][1:]  # self
+    if not arguments or arguments[0].name != "params":
+        raise OptimizerDeclarationError(f"{cls.__name__}'s constructor must take `params` first, as "
+                                        "torch.optim.Optimizer subclasses do")
+    declared = getattr(cls, "hyperparameters", None) or {}
+    if not isinstance(declared, Mapping):
+        raise OptimizerDeclarationError(f"{cls.__name__}.hyperparameters must be a dict of name -> "
+                                        "{low, high, search, log, open_low, closed_high}")
+    hparams: dict[str, HParam] = {}
+    packed: dict[str, tuple[str, ...]] = {}
+    for argument in arguments[1:]:
+        default = argument.default
+        if default is inspect.Parameter.empty:
+            raise OptimizerDeclarationError(f"{cls.__name__}'s hyperparameter `{argument.name}` has no default; "
+                                            "give it one in the constructor (a study file may leave it out)")
+        if isinstance(default, tuple) and default and all(_is_real(v) for v in default):
+            parts = _part_names(argument.name, len(default))
+            packed[argument.name] = parts
+            values = dict(zip(parts, default))
+        elif _is_real(default):
+            values = {argument.name: default}
+        else:
+            continue  # a flag or a choice: fixed at its default
+        for key, value in values.items():
+            hparams[key] = _declared(cls.__name__, key, float(value), declared.get(key))
+    unknown = sorted(set(declared) - set(hparams))
+    if unknown:
+        raise OptimizerDeclarationError(f"{cls.__name__}.hyperparameters declares {', '.join(unknown)}, which its "
+                                        f"constructor does not take (it takes {', '.join(hparams) or 'none'})")
+    batched = any(base.__module__ == "optimizers.base" and base.__name__ == "KernelOptimizer" for base in cls.__mro__)
+    summary = (inspect.getdoc(cls) or cls.__name__).strip().splitlines()[0]
+    return OptimizerSpec(name, target, summary, hparams, packed, batched)
+
+
+def _declared(owner: str, name: str, default: float, declaration: Any) -> HParam:
+    base = _conventional(name, default)
+    if declaration is None:
+        return base
+    if isinstance(declaration, HParam):
+        declaration = declaration.declaration()
+    if not isinstance(declaration, Mapping) or set(declaration) - set(base.declaration()):
+        raise OptimizerDeclarationError(f"{owner}.hyperparameters[{name!r}] must be a dict with keys among "
+                                        "low, high, search, log, open_low, closed_high")
+    try:
+        hp = replace(base, **{key: tuple(float(v) for v in value) if key == "search" else value
+                              for key, value in declaration.items()})
+        if "search" not in declaration and (hp.check(hp.search[0]) or hp.check(hp.search[1])):
+            hp = replace(hp, search=(default, default))
+    except (TypeError, ValueError):
+        raise OptimizerDeclarationError(f"{owner}.hyperparameters[{name!r}]: search must be (low, high)") from None
+    problem = hp.check(default)
+    if problem:
+        raise OptimizerDeclarationError(f"{owner}: the default {name}={default:g} {problem} as declared")
+    return hp
 
 
 def _adam_like(lr: float = 1e-3, **extra: HParam) -> dict[str, HParam]:
@@ -135,12 +274,28 @@ class UnknownOptimizerError(KeyError):
         return str(self.args[0])
 
 
+def declaration(name: str) -> dict[str, dict[str, Any]]:
+    """Registered optimizer ``name``'s domains as its class declares them (``hyperparameters``)."""
+    return {key: hp.declaration() for key, hp in REGISTRY[name].hparams.items()}
+
+
 def names() -> list[str]:
     return list(REGISTRY)
 
 
+_PLUGINS: dict[str, OptimizerSpec] = {}  # a study file's own optimizers, by the name the file gives them
+
+
+def register(plugin: OptimizerSpec) -> None:
+    """Make ``plugin`` known to :func:`spec` (and so to ``create``) under ``plugin.name`` in this process."""
+    if plugin.name in REGISTRY:
+        raise ValueError(f"{plugin.name!r} is a registered optimizer's name")
+    _PLUGINS[plugin.name] = plugin
+
+
 def spec(name: str) -> OptimizerSpec:
     try:
-        return REGISTRY[name]
+        return REGISTRY.get(name) or _PLUGINS[name]
     except KeyError:
-        raise UnknownOptimizerError(f"unknown optimizer {name!r}; known: {', '.join(REGISTRY)}") from None
+        raise UnknownOptimizerError(f"unknown optimizer {name!r}; known: {', '.join(REGISTRY)}, or your own class as "
+                                    "\"package.module:Class\" or \"./file.py:Class\"") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .adam import decay_or_penalty
 from .base import KernelOptimizer
+from .hparams import declaration
 from .pieces import (adam_moments_, add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_, foreach,
                      l2_penalty, per_tensor, rectification, running_max_, select, sqrt, sqrt_plus_eps)
 
@@ -30,6 +31,8 @@ class RAdam(KernelOptimizer):
 
     eps is added to sqrt of the *uncorrected* v.
     """
+
+    hyperparameters = declaration("radam")
 
     buffers = ("exp_avg", "exp_avg_sq")
 
@@ -68,6 +71,8 @@ class AdaBelief(KernelOptimizer):
     the default ε is 1e-16; and the rectified update uses s_t, not the
     AMSGrad maximum.
     """
+
+    hyperparameters = declaration("adabelief")
 
     buffers = ("exp_avg", "exp_avg_var")
 

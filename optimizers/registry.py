@@ -31,4 +31,4 @@ def create(name: str, params: Iterable, **hparams: float) -> torch.optim.Optimiz
             problem = opt.hparams[key].check(float(number))
             if problem:
                 raise ValueError(f"{name}: {key}={number:g} {problem}")
-    return opt.cls(params, **{**opt.defaults(), **hparams})
+    return opt.cls(params, **opt.arguments({**opt.defaults(), **hparams}))

@@ -27,20 +27,34 @@ import pandas as pd
 from optimizers import HPARAM_NAMES
 
 SCORED = ("complete", "diverged")  # failed cells have no score
+# sweep_results columns that are not hyperparameters (every other column is one: HPARAM_NAMES, and the
+# names of a study's own optimizers' hyperparameters that store.results adds)
+NOT_HPARAMS = {"study", "optimizer", "seed", "status", "final_train_loss", "final_test_loss", "final_test_accuracy",
+               "best_test_accuracy", "diverged", "wall_seconds", "cell", "error", "score", "final_metrics", "hparams",
+               "mean", "std", "n", "runs"}  # the last: cell_scores' statistics
 
 
-def metric_column(metric: str) -> str:
-    """The sweep_results column that holds ``metric``'s final value."""
-    return f"final_{metric}"
+def metric_column(metric: str, results: pd.DataFrame | None = None) -> str:
+    """The sweep_results column that holds ``metric``'s final value (``score``, the study metric's final
+    value, for a metric with no column of its own)."""
+    column = f"final_{metric}"
+    return column if results is None or column in results else "score"
+
+
+def hparam_columns(results: pd.DataFrame) -> list[str]:
+    """The hyperparameter columns of a results frame, canonical ones first."""
+    return [n for n in HPARAM_NAMES if n in results] + [c for c in results.columns
+                                                         if c not in NOT_HPARAMS and c not in HPARAM_NAMES
+                                                         and not c.startswith("_")]
 
 
 def cell_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per (optimizer, hyperparameter point): mean, std, n over non-diverged seeds, diverged count."""
     done = results[results["status"].isin(SCORED)].copy()
-    column = metric_column(metric)
+    column = metric_column(metric, results)
     done["_ok"] = ~done["diverged"].astype(bool) & done[column].notna()
     done["_value"] = done[column].where(done["_ok"])
-    keys = ["optimizer", *[n for n in HPARAM_NAMES if n in done and done[n].notna().any()]]
+    keys = ["optimizer", *[n for n in hparam_columns(done) if done[n].notna().any()]]
     grouped = done.groupby(keys, dropna=False, sort=True)
     scores = grouped["_value"].agg(mean="mean", std="std", n="count").reset_index()
     scores["diverged"] = grouped["_ok"].apply(lambda ok: int((~ok).sum())).to_numpy()
@@ -50,7 +64,7 @@ def cell_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def swept_axes(scores: pd.DataFrame, optimizer: str) -> list[str]:
     rows = scores[scores["optimizer"] == optimizer]
-    return [n for n in HPARAM_NAMES if n in rows and rows[n].nunique() > 1]
+    return [n for n in hparam_columns(rows) if rows[n].nunique() > 1]
 
 
 @dataclass

@@ -75,6 +75,13 @@ class TaskInfo:
     dataset_files: tuple[str, ...] = ()  # under data_dir; empty for data generated in memory
     dataset: str = ""  # the torchvision dataset, for messages
     listed: bool = True  # False: accepted in study files but not shown by `adamscape tasks` (measuring tools)
+    primary: str = ""  # the metric a study ranks by when its file names none ("": the first evaluation metric)
+
+    def __post_init__(self) -> None:
+        if not self.primary:
+            evaluated = [name for name in self.metrics if name != "train_loss"]
+            chosen = "test_accuracy" if "test_accuracy" in self.metrics else (evaluated or ["train_loss"])[0]
+            object.__setattr__(self, "primary", chosen)
 
     def missing_dataset(self, data_dir: str) -> str | None:
         """Why the dataset is not usable from ``data_dir`` (None if it is there or needs none)."""

@@ -16,14 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import store
+from . import plugins, store
 from .catalog import TASKS
 from .errors import RunAborted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter-sensitivity studies for the Adam family of optimizers.")
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # user text (file names, ":X:" in a reference) is never an emoji code
+err = Console(stderr=True, emoji=False)
 
 DbOption = Annotated[str, typer.Option("--db", envvar="ADAMSCAPE_DB", show_envvar=True,
                                        help="Results database URL (SQLite file or postgresql+psycopg://…).")]
@@ -43,15 +43,43 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
     from . import spec
 
     study = spec.load(file)
-    missing = None if study.download else TASKS[study.task].missing_dataset(study.data_dir)
+    missing = None if study.download else study.task_info.missing_dataset(study.data_dir)
     if missing:
         raise UserError(f"{file}: {missing}")
+    if study.plugins:  # the user's own code: try it before anything is written
+        from workers.check import check_study
+
+        check_study(study, str(file))
     outcome, count = store.register(store.connect(db), study, replace=replace)
     verb = {"created": "registered", "replaced": "replaced", "unchanged": "already registered (unchanged)"}[outcome]
     out.print(f"study [bold]{study.name}[/] {verb}: {count} cells "
               f"({len(study.optimizers)} optimizers × grid × {len(study.seeds)} seeds)")
     if run_now:
         run(study.name, db=db)
+
+
+@app.command()
+def check(file: Annotated[Path, typer.Argument(help="Study file (TOML).")]) -> None:
+    """Try a study file's own optimizers and task: import them, train a few steps, report what was found."""
+    from . import spec
+
+    study = spec.load(file)
+    from workers.check import check_study
+
+    report = check_study(study, str(file))
+    info = study.task_info
+    out.print(f"{file}: task {study.task}", markup=False, highlight=False)
+    out.print("  metrics: " + ", ".join(f"{name} ({direction}{', primary' if name == info.primary else ''})"
+                                        for name, direction in info.metrics.items()), markup=False, highlight=False)
+    for key, entry in report["optimizers"].items():
+        out.print(f"  optimizer {key}", markup=False, highlight=False)
+        out.print("    hyperparameters: " + ", ".join(f"{name}={value:g}" for name, value in entry["hparams"].items()),
+                  markup=False, highlight=False)
+        out.print(f"    first losses: {', '.join(f'{v:.4g}' for v in entry['losses'])} (same seed, same losses)",
+                  markup=False, highlight=False)
+        out.print(f"    populations: {'yes' if not entry['populations'] else 'no, ' + entry['populations']}",
+                  markup=False, highlight=False)
+    out.print("ok", markup=False, highlight=False)
 
 
 @app.command()
@@ -71,7 +99,10 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
     population_size = _population(population)
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
-    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study))
+    records = study["spec"].get("plugins", {})
+    _check_plugins(name, records)
+    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study),
+                       runtime_env=plugins.runtime_env(records))
     options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
     total = study["total_cells"]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -130,15 +161,25 @@ def _warm_up(study: dict) -> dict:
 
     from .spec import StudySpec
 
-    return {"task": study["task"], "protocol": asdict(StudySpec.model_validate(study["spec"]).protocol())}
+    return {"task": study["task"], "protocol": asdict(StudySpec.model_validate(study["spec"]).protocol()),
+            "plugins": study["spec"].get("plugins", {})}
+
+
+def _check_plugins(name: str, records: dict) -> None:
+    """A study runs only with the code it was submitted with."""
+    for record in records.values():
+        problem = plugins.changed(record)
+        if problem:
+            raise UserError(f"{problem}; restore it, or resubmit the study file with --replace (which discards "
+                            f"study {name}'s results)")
 
 
 def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float, stall_seconds: float,
-                warm: dict | None = None):
+                warm: dict | None = None, runtime_env: dict | None = None):
     from workers.executor import RayPool, connect
 
     try:
-        resources = connect(address)
+        resources = connect(address, runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}; start it "
                         "(`ray start --head`) or drop --address / RAY_ADDRESS to use a local Ray") from None

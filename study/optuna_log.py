@@ -26,7 +26,6 @@ from optuna.storages._rdb import models as rdb
 from optuna.trial import TrialState
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
-import optimizers
 from . import store
 from .spec import StudySpec, expand
 
@@ -42,7 +41,7 @@ def distributions(spec: StudySpec) -> dict[str, dict[str, FloatDistribution]]:
             used.setdefault(cell.optimizer, {}).setdefault(name, []).append(value)
     result = {}
     for key, values in used.items():
-        hparams = optimizers.spec(key).hparams
+        hparams = spec.optimizer_spec(key).hparams
         result[key] = {}
         for name, seen in values.items():
             low, high = min(*seen, hparams[name].search[0]), max(*seen, hparams[name].search[1])
@@ -118,7 +117,8 @@ class OptunaLog:
         if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
             state = TrialState.FAIL
         dists = self.dists[cell["optimizer"]]
-        params = {name: cell[name] for name in dists if cell[name] is not None}
+        values = cell["hparams"] or {name: cell[name] for name in dists}
+        params = {name: values[name] for name in dists if values.get(name) is not None}
         return optuna.trial.create_trial(
             params=params, distributions={name: dists[name] for name in params}, state=state,
             value=value if state == TrialState.COMPLETE else None,

@@ -91,8 +91,10 @@ def payload(study: dict[str, Any], protocol: dict[str, Any], cells: list[dict[st
     """What a worker trains in one pass: ``cells`` of one study (keyed by cell id), in populations of at
     most ``population`` configs (None: as many as fit its device)."""
     return {"task": study["task"], "protocol": protocol, "population": population,
+            "plugins": study["spec"].get("plugins", {}),
             "cells": [{"key": cell["id"], "optimizer": cell["optimizer"], "seed": cell["seed"],
-                       "hparams": {n: cell[n] for n in HPARAM_NAMES if cell[n] is not None}} for cell in cells]}
+                       "hparams": cell["hparams"] or {n: cell[n] for n in HPARAM_NAMES if cell[n] is not None}}
+                      for cell in cells]}
 
 
 def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(),

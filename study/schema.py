@@ -20,7 +20,7 @@ studies = Table(
     "sweep_studies", metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(100), nullable=False, unique=True),
-    Column("task", String(64), nullable=False),
+    Column("task", String(255), nullable=False),  # a built-in name or the file's own (study.plugins)
     Column("metric", String(64), nullable=False),
     Column("direction", String(8), nullable=False),
     Column("fingerprint", String(16), nullable=False),
@@ -34,9 +34,10 @@ cells = Table(
     Column("id", Integer, primary_key=True),
     Column("study_id", Integer, ForeignKey("sweep_studies.id", ondelete="CASCADE"), nullable=False),
     Column("cell_index", Integer, nullable=False),
-    Column("optimizer", String(32), nullable=False),
+    Column("optimizer", String(255), nullable=False),  # as the study file names it
     Column("seed", Integer, nullable=False),
     *[Column(name, Float) for name in HPARAM_NAMES],
+    Column("hparams", JSON),  # every hyperparameter of the cell (a plugin's may have other names)
     Column("status", String(16), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),  # leases taken; only grows (curves are keyed by it)
     Column("losses", Integer, nullable=False, default=0),  # workers that died on it (max_attempts counts these)

@@ -21,7 +21,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import optimizers
-from .catalog import MAX_WHOLE, TASKS, TrainingProtocol, fits_a_float
+from . import plugins as plugin_code
+from .catalog import MAX_WHOLE, TASKS, Option, TaskInfo, TrainingProtocol, fits_a_float
 from .errors import UserError
 
 MAX_CELLS = 100_000  # beyond this a grid is almost certainly a typo (num = 1e5 …)
@@ -137,14 +138,19 @@ Schedule = Annotated[ConstantSchedule | StepSchedule | CosineSchedule, Field(dis
 
 
 class StudySpec(_Strict):
-    """The validated contents of a study file."""
+    """The validated contents of a study file.
 
+    ``plugins``: the file's own optimizers and task, described when the file was loaded
+    (``study.plugins``); never written in a study file.
+    """
+
+    plugins: dict[str, dict[str, Any]] = {}
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    task: str
+    task: Annotated[str, Field(min_length=1, max_length=255)]
     epochs: Annotated[int | None, Field(ge=1, le=100_000)] = None  # None: the task's default
     batch_size: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     seeds: Annotated[list[int], Field(min_length=1)]
-    metric: str
+    metric: str | None = None  # None: the task's primary metric
     optimizers: Annotated[dict[str, dict[str, Any]], Field(min_length=1)]
     lr_schedule: Schedule = ConstantSchedule(kind="constant")
     weight_decay: Annotated[float | None, Field(ge=0)] = None  # every optimizer's, unless its grid sets one
@@ -164,9 +170,11 @@ class StudySpec(_Strict):
 
     @field_validator("task")
     @classmethod
-    def _task_is_known(cls, task: str) -> str:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)} (see `adamscape tasks`)")
+    def _task_is_known(cls, task: str, info) -> str:
+        if task not in TASKS and task not in info.data.get("plugins", {}):
+            known = [name for name, known_task in TASKS.items() if known_task.listed]
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(known)} (see `adamscape tasks`), or your "
+                             "own as \"./file.py:build\" (README 'Your own task')")
         return task
 
     @field_validator("seeds", mode="before")
@@ -194,11 +202,13 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_metric_and_grids(self) -> StudySpec:
-        metrics = TASKS[self.task].metrics
+        metrics = self.task_info.metrics
+        if self.metric is None:
+            self.metric = self.task_info.primary
         if self.metric not in metrics:
             raise ValueError(f"metric {self.metric!r} is not reported by task {self.task}; "
                              f"choose one of: {', '.join(metrics)}")
-        info = TASKS[self.task]
+        info = self.task_info
         for key, value in self.task_options.items():
             if key not in info.options:
                 known = ", ".join(info.options) or "none"
@@ -210,7 +220,7 @@ class StudySpec(_Strict):
             raise ValueError(f"lr_schedule.milestones: {self.lr_schedule.milestones[-1]} is beyond the last epoch "
                              f"({self.total_epochs})")
         for key, axes in self.optimizers.items():
-            _check_optimizer(key, axes)
+            _check_optimizer(key, axes, self.optimizer_spec)
         total = self.cell_count()
         if total > MAX_CELLS:
             raise ValueError(f"the grid expands to {total:,} cells, more than the {MAX_CELLS:,} allowed; "
@@ -218,17 +228,33 @@ class StudySpec(_Strict):
         return self
 
     @property
+    def task_info(self) -> TaskInfo:
+        """The task as the study side knows it: built-in, or described from the file's own task."""
+        if self.task in TASKS:
+            return TASKS[self.task]
+        record = self.plugins[self.task]
+        return TaskInfo(self.task, record["description"], record["metrics"], record["epochs"], record["batch_size"],
+                        options={name: Option(default, "") for name, default in record["options"].items()},
+                        primary=record["primary"])
+
+    def optimizer_spec(self, key: str) -> optimizers.OptimizerSpec:
+        """The optimizer the file names ``key``: registered, or its own (described when the file was loaded)."""
+        record = self.plugins.get(key)
+        return plugin_code.optimizer_spec(record) if record and record["kind"] == "optimizer" else optimizers.spec(key)
+
+    @property
     def direction(self) -> str:
-        return TASKS[self.task].metrics[self.metric]
+        return self.task_info.metrics[self.metric]
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs or TASKS[self.task].default_epochs
+        return self.epochs or self.task_info.default_epochs
 
     def protocol(self) -> TrainingProtocol:
         """How every cell trains: the file's training keys, task defaults filled in."""
-        options = {name: option.default for name, option in TASKS[self.task].options.items()}
-        return TrainingProtocol(epochs=self.total_epochs, batch_size=self.batch_size or TASKS[self.task].default_batch_size,
+        info = self.task_info
+        options = {name: option.default for name, option in info.options.items()}
+        return TrainingProtocol(epochs=self.total_epochs, batch_size=self.batch_size or info.default_batch_size,
                         lr_schedule=self.lr_schedule.model_dump(), eval_every=self.eval_every,
                         divergence_factor=self.divergence_factor, data_dir=self.data_dir, download=self.download,
                         amp=self.amp, task_options={**options, **self.task_options})
@@ -238,9 +264,9 @@ class StudySpec(_Strict):
         return {name: axis_values(axis) for name, axis in self.optimizers[optimizer].items()}
 
     def swept_axes(self, optimizer: str) -> list[str]:
-        """Hyperparameters with more than one value, in canonical order."""
+        """Hyperparameters with more than one value, in the optimizer's order."""
         grid = self.grid(optimizer)
-        return [n for n in optimizers.HPARAM_NAMES if len(grid.get(n, [])) > 1]
+        return [n for n in self.optimizer_spec(optimizer).hparams if len(grid.get(n, [])) > 1]
 
     def cell_count(self) -> int:
         return len(self.seeds) * sum(math.prod(len(v) for v in self.grid(key).values()) for key in self.optimizers)
@@ -250,7 +276,13 @@ class StudySpec(_Strict):
         return json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """Equal for the same file with the same code: a plugin counts by its identity (content hash or
+        version), not by where it sits on this machine."""
+        content = json.loads(self.canonical_json())
+        if "plugins" in content:
+            content["plugins"] = {key: plugin_code.identity(record) for key, record in self.plugins.items()}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -263,9 +295,9 @@ class Cell:
     hparams: dict[str, float]  # every hyperparameter the optimizer takes, defaults included
 
 
-def _check_optimizer(key: str, axes: dict[str, Any]) -> None:
+def _check_optimizer(key: str, axes: dict[str, Any], spec_of) -> None:
     try:
-        opt = optimizers.spec(key)
+        opt = spec_of(key)
     except KeyError as exc:
         raise ValueError(f"optimizers.{key}: {exc}") from None
     for name, axis in axes.items():
@@ -290,7 +322,7 @@ def expand(spec: StudySpec) -> list[Cell]:
     """All cells in a deterministic order: optimizer (file order), seed, then grid point."""
     cells = []
     for key in spec.optimizers:
-        defaults = optimizers.spec(key).defaults()
+        defaults = spec.optimizer_spec(key).defaults()
         if spec.weight_decay is not None and "weight_decay" in defaults:
             defaults["weight_decay"] = spec.weight_decay
         grid = {**{n: [v] for n, v in defaults.items()}, **spec.grid(key)}
@@ -320,14 +352,38 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
     return f"{source}: {where + ': ' if where else ''}{message}"
 
 
-def parse(text: str, source: str = "<study>") -> StudySpec:
-    """Parse and validate study-file text; raise UserError with one readable line."""
+def _describe_plugins(raw: dict[str, Any], base_dir: Path) -> dict[str, dict[str, Any]]:
+    """The file's own optimizers and task, imported and described (study.plugins); names that are neither
+    built in nor found are left for validation to report."""
+    found = {}
+    task = raw.get("task")
+    if isinstance(task, str) and task not in TASKS:
+        if plugin_code.is_reference(task) or plugin_code.entry_point(plugin_code.TASK_GROUP, task):
+            found[task] = plugin_code.describe_task(plugin_code.locate(task, "task", base_dir))
+    for key in raw.get("optimizers") or {} if isinstance(raw.get("optimizers"), dict) else {}:
+        if key not in optimizers.REGISTRY and (plugin_code.is_reference(key)
+                                               or plugin_code.entry_point(plugin_code.OPTIMIZER_GROUP, key)):
+            found[key] = plugin_code.describe_optimizer(plugin_code.locate(key, "optimizer", base_dir))
+    return found
+
+
+def parse(text: str, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
+    """Parse and validate study-file text; raise UserError with one readable line. Plugin paths are
+    relative to ``base_dir`` (the study file's folder; default: the current directory)."""
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: not valid TOML: {exc}") from None
     except ValueError:  # Python refuses to read an integer of more than 4300 digits
         raise UserError(f"{source}: not valid TOML: a number has too many digits to read") from None
+    if "plugins" in raw:
+        raise UserError(f"{source}: plugins: unknown key (check the spelling; see README 'The study file')")
+    try:
+        described = _describe_plugins(raw, base_dir or Path.cwd())
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    if described:
+        raw["plugins"] = described
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:
@@ -342,4 +398,4 @@ def load(path: str | Path) -> StudySpec:
         raise UserError(f"study file {path} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read study file {path}: {exc}") from None
-    return parse(text, str(path))
+    return parse(text, str(path), path.resolve().parent)

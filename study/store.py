@@ -308,7 +308,7 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False) -> tuple[st
 
 def _cell_row(study_id: int, cell: Cell) -> dict[str, Any]:
     return {"study_id": study_id, "cell_index": cell.index, "optimizer": cell.optimizer, "seed": cell.seed,
-            "status": "pending", "attempts": 0, "losses": 0,
+            "status": "pending", "attempts": 0, "losses": 0, "hparams": cell.hparams,
             **{name: cell.hparams.get(name) for name in HPARAM_NAMES}}
 
 
@@ -487,6 +487,16 @@ def status_counts(engine: Engine, study_id: int) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def _with_own_hparams(frame: pd.DataFrame) -> pd.DataFrame:
+    """A column for each hyperparameter of a study's own optimizers that has no column of its own
+    (the view keeps them in ``hparams``, as JSON)."""
+    parsed = [json.loads(v) if isinstance(v, str) else (v or {}) for v in frame.pop("hparams")]
+    extra = sorted({name for values in parsed for name in values} - set(frame.columns))
+    for name in extra:
+        frame[name] = [values.get(name) for values in parsed]
+    return frame
+
+
 def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
     """The ``sweep_results`` rows of study ``name`` as a DataFrame (one row per cell, in cell order)."""
     engine = db if isinstance(db, Engine) else connect(db, must_exist=True)
@@ -495,6 +505,7 @@ def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
         frame = pd.read_sql(text("SELECT * FROM sweep_results WHERE study = :name ORDER BY cell"), conn,
                             params={"name": name})
     frame["diverged"] = frame["diverged"].astype("boolean")
+    frame = _with_own_hparams(frame)
     return _with_final_metric_columns(frame)
 
 

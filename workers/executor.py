@@ -38,12 +38,14 @@ class CellWorker:
         driver is still setting up, so the first cells do not pay for it."""
         import torch
 
+        from study import plugins
         from . import population, tasks
 
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         if warm:
             try:
+                plugins.install(warm.get("plugins"))
                 tasks.build(warm["task"], population.plan_of(warm["protocol"]), self.device)
             except Exception:  # a missing dataset, say: the cells report it, one by one, as their error
                 pass
@@ -276,13 +278,16 @@ def _check_reachable(address: str) -> None:
         raise ConnectionError(f"nothing answers at {address} ({reason})")
 
 
-def connect(address: str | None) -> dict[str, float]:
-    """Join the Ray cluster at ``address`` (or RAY_ADDRESS, or start a local one); return its resources."""
+def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> dict[str, float]:
+    """Join the Ray cluster at ``address`` (or RAY_ADDRESS, or start a local one); return its resources.
+    ``runtime_env``: this job's (Ray uploads local ``py_modules`` folders only for a whole job)."""
     if address:
         _check_reachable(address)
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         # "local": a new Ray of our own, never the cluster Ray's ray_current_cluster file names (it may be dead)
         kwargs: dict[str, Any] = {"address": address} if address else {"address": "local", "include_dashboard": False}
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env
         ray.init(logging_level="ERROR", log_to_driver=False, configure_logging=True, **kwargs)
     return ray.cluster_resources()

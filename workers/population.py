@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 import optimizers
+from study import plugins
 from study.catalog import TrainingProtocol
 from . import tasks
 from .training import autocast_for, is_diverged, plan_of, schedule_factor, summary, train
@@ -240,8 +241,12 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
     plan = plan_of(protocol)
     torch.manual_seed(seed)
     probe = tasks.build(task, plan, device)
-    reason = batchable(probe.model)
-    if reason:
+    reason = tasks.population_blocker(task) or batchable(probe.model)
+    if not optimizers.spec(optimizer).batched:
+        _say_once(f"optimizer {optimizer} trains one configuration per pass: it does not implement the batched "
+                  "kernel of optimizers.base (README 'Your own optimizer')")
+        limit = 1
+    elif reason:
         _say_once(f"task {task} trains one configuration per pass: {reason}")
         limit = 1
     else:
@@ -272,6 +277,7 @@ def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict
     """Train a worker's batch (``study.runner.payload``): its cells sharing optimizer and seed as
     populations, each record tagged with its cell's ``key``. A crash ends the unfinished cells of its
     group as errors (with the traceback) and the worker goes on with the next group."""
+    plugins.install(payload.get("plugins"))
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for cell in payload["cells"]:
         groups.setdefault((cell["optimizer"], cell["seed"]), []).append(cell)

@@ -1,8 +1,10 @@
 """Tasks: each builds a :class:`Problem` (parameters, batches, loss, evaluation) for one cell.
 
 ``IMPLEMENTATIONS`` is keyed by the names in ``study.catalog``; a test checks the two agree.
+A study file's own task is a build function decorated with :func:`task` (README "Your own task").
 
-Contract of a Problem, which ``workers.training`` and ``workers.population`` rely on:
+Contract of a Problem (the public task contract), which ``workers.training`` and ``workers.population``
+rely on:
 
 * ``model`` holds the parameters to optimise; it is built after the caller seeded torch.
 * ``batches(generator)`` yields one epoch of batches, drawing all randomness from ``generator``.
@@ -12,6 +14,7 @@ Contract of a Problem, which ``workers.training`` and ``workers.population`` rel
   under ``torch.func.vmap`` with stacked parameters; every config sees the same data).
 * ``evaluate()`` returns the task's non-training metrics (``study.catalog`` names them).
 * ``reference_loss()`` is the loss before training, the yardstick of the divergence rule.
+* ``evaluate()`` runs on the model's current parameters and must not change them.
 * ``after_step(parameters)`` projects the named parameter tensors in place after each optimizer step
   (each may carry a leading population dimension); ``lr_factor(step)`` scales the lr (a problem whose
   theory prescribes a decay).
@@ -24,6 +27,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -104,6 +108,91 @@ class Classification(Problem):
 
     def reference_loss(self):
         return self._mean_loss_and_accuracy(self.split.train_x[:4 * EVAL_CHUNK], self.split.train_y[:4 * EVAL_CHUNK])[0]
+
+
+class Regression(Problem):
+    """Mean squared error on in-memory tensors (``split.train_y`` float, shaped like the model's output);
+    reports the test set's mean squared error as ``test_loss``."""
+
+    def __init__(self, model: nn.Module, split: data.Split, batch_size: int):
+        self.model, self.split, self.batch_size = model, split, batch_size
+        self.steps_per_epoch = math.ceil(len(split.train_y) / batch_size)
+
+    def batches(self, generator):
+        order = torch.randperm(len(self.split.train_y), generator=generator)
+        return iter(order.to(self.split.train_y.device).split(self.batch_size))
+
+    def prepare(self, batch, generator):
+        return (self.split.train_x[batch], self.split.train_y[batch]), len(batch)
+
+    def objective(self, data):
+        inputs, targets = data
+        return nn.functional.mse_loss(self.model(inputs), targets)
+
+    @torch.no_grad()
+    def _mean_loss(self, x: Tensor, y: Tensor) -> float:
+        total = 0.0
+        for start in range(0, len(y), EVAL_CHUNK):
+            prediction = self.model(x[start:start + EVAL_CHUNK]).float()
+            total += nn.functional.mse_loss(prediction, y[start:start + EVAL_CHUNK], reduction="sum").item()
+        return total / y[:1].numel() / len(y)
+
+    def evaluate(self):
+        return {"test_loss": self._mean_loss(self.split.test_x, self.split.test_y)}
+
+    def reference_loss(self):
+        return self._mean_loss(self.split.train_x[:4 * EVAL_CHUNK], self.split.train_y[:4 * EVAL_CHUNK])
+
+
+def tensors(dataset: torch.utils.data.Dataset) -> tuple[Tensor, Tensor]:
+    """A map-style ``torch.utils.data.Dataset`` of ``(input, target)`` pairs as two stacked tensors, for
+    :class:`Classification` / :class:`Regression` (which keep their data in memory, on the device)."""
+    inputs, targets = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack([torch.as_tensor(x) for x in inputs]), torch.stack([torch.as_tensor(y) for y in targets])
+
+
+Direction = str  # "minimize" | "maximize"
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """A study file's own task: ``build(protocol, device) -> Problem`` and what the study side must know."""
+
+    build: Callable[[TrainingProtocol, str], Problem]
+    metrics: dict[str, Direction]  # what evaluate() reports, each with its direction (train_loss is added)
+    primary: str  # the metric a study ranks by when its file names none
+    epochs: int = 10
+    batch_size: int = 64
+    options: dict[str, Any] = field(default_factory=dict)  # [task_options] it reads, with their defaults
+    description: str = ""
+
+    def __call__(self, protocol: TrainingProtocol, device: str) -> Problem:
+        return self.build(protocol, device)
+
+
+def task(*, metrics: dict[str, Direction], primary: str | None = None, epochs: int = 10, batch_size: int = 64,
+         options: dict[str, Any] | None = None, description: str | None = None
+         ) -> Callable[[Callable[[TrainingProtocol, str], Problem]], TaskDefinition]:
+    """Declare ``build(protocol, device) -> Problem`` as a task a study file can name (README "Your own task").
+
+    ``metrics``: the names ``Problem.evaluate()`` returns, each "minimize" or "maximize"; ``primary``
+    (default: the first) is the study's metric when its file names none. ``epochs`` and ``batch_size``
+    are the defaults a study file may override; ``options`` the ``[task_options]`` it accepts, with
+    defaults (``protocol.task_options`` holds them, the file's values filled in).
+    """
+    for name, direction in metrics.items():
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"metric {name!r}: direction must be 'minimize' or 'maximize', not {direction!r}")
+    if not metrics and primary is None:
+        primary = "train_loss"
+    chosen = primary or next(iter(metrics))
+    if chosen not in {"train_loss", *metrics}:
+        raise ValueError(f"primary metric {chosen!r} is not among the metrics {', '.join(metrics)}")
+
+    def decorate(build: Callable[[TrainingProtocol, str], Problem]) -> TaskDefinition:
+        text = description if description is not None else (build.__doc__ or build.__name__).strip().splitlines()[0]
+        return TaskDefinition(build, dict(metrics), chosen, epochs, batch_size, dict(options or {}), text)
+    return decorate
 
 
 class _Parameters(nn.Module):
@@ -304,8 +393,26 @@ IMPLEMENTATIONS: dict[str, Builder] = {
 }
 
 
+_PLUGINS: dict[str, Builder] = {}  # a study file's own tasks, by the name the file gives them
+_ONE_AT_A_TIME: dict[str, str] = {}  # own tasks whose objective cannot run as a population, and why
+
+
+def register(name: str, builder: Builder, one_at_a_time: str | None = None) -> None:
+    """Make a study's own task known to :func:`build` in this process (``study.plugins.install``);
+    ``one_at_a_time``: why its cells cannot train as a population (``adamscape check`` found out)."""
+    _PLUGINS[name] = builder
+    if one_at_a_time:
+        _ONE_AT_A_TIME[name] = one_at_a_time
+
+
+def population_blocker(name: str) -> str | None:
+    return _ONE_AT_A_TIME.get(name)
+
+
 def build(name: str, plan: TrainingProtocol, device: str) -> Problem:
     """The problem for task ``name``; a missing dataset raises :class:`data.DatasetMissingError`."""
+    if name in _PLUGINS:
+        return _PLUGINS[name](plan, device)
     info = TASKS[name]
     if info.dataset_files and not plan.download:
         problem = info.missing_dataset(plan.data_dir)

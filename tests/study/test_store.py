@@ -17,7 +17,7 @@ import pytest
 VIEW_COLUMNS = ["study", "optimizer", "seed", "status", "lr", "beta1", "beta2", "eps", "weight_decay", "final_lr",
                 "gamma", "beta3", "momentum", "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value",
                 "final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy", "diverged",
-                "wall_seconds", "cell", "error", "score", "final_metrics"]
+                "wall_seconds", "cell", "error", "score", "final_metrics", "hparams"]
 
 
 def test_schema_lives_beside_optunas_without_collisions(db_url, tmp_path):
