@@ -287,7 +287,8 @@ def runtime_env(records: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
             target = staging / _staged_name(record)
             if not target.exists():
                 shutil.copytree(Path(record["path"]).parent, target, ignore=_SKIPPED)
-                (target / "__init__.py").touch()
+                # Ray keeps one copy of identical folders: the name inside keeps each copy its own
+                (target / "__init__.py").write_text(f"# {target.name}: {record['reference']}, shipped by adamscape\n")
                 _check_size(target, record)
             modules.append(str(target))
         elif record.get("package"):

@@ -33,14 +33,15 @@ class RayNode:
     """One Ray node started with ``ray start --block`` (head or worker) and stopped by the test alone:
     SIGTERM to its own ``ray start`` process, never ``ray stop``, which ends every Ray on the machine."""
 
-    def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1):
+    def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1,
+                 cwd: Path | None = None):
         self.port = head_port
         role = ["--head", f"--port={head_port}", "--include-dashboard=false"] if head_port else [f"--address={address}"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.process = subprocess.Popen(
             [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", "--num-gpus=0",
              "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
         seen = []
         for line in self.process.stdout:  # --block prints this once every process of the node is up
             seen.append(line)
