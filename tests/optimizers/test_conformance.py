@@ -1,16 +1,27 @@
-"""The contract every registered optimizer keeps, run table-driven over the whole registry."""
+"""The contract every optimizer keeps, run table-driven over the whole registry and over optimizers a
+study file names as its own (a plugin is checked with the same tests the registry passes)."""
 
 from __future__ import annotations
 
 import copy
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
 
 import optimizers
+from study import plugins
 
-NAMES = optimizers.names()
+ROOT = Path(__file__).resolve().parents[2]
+REGISTERED = optimizers.names()
+# own optimizers as a study file names them: a file beside it, and an installed module's class
+OWN = ["./examples/plugins/lion.py:Lion", "torch.optim:Adam", "torch.optim:SGD"]
+for _reference in OWN:
+    optimizers.register(plugins.optimizer_spec(plugins.describe_optimizer(plugins.locate(_reference, "optimizer",
+                                                                                          ROOT))))
+NAMES = REGISTERED + OWN
+BATCHED = [name for name in NAMES if optimizers.spec(name).batched]
 SHAPES = [(6, 4), (4,), (2, 3, 2)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -48,7 +59,14 @@ def _create(name, params, **hparams):
     return optimizers.create(name, params, **{"lr": 1e-2, **decay, **hparams})
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTERED)
+def test_a_registered_optimizer_is_described_from_its_class_like_any_other(name):
+    spec = optimizers.spec(name)
+    described = optimizers.describe(spec.cls, name, spec.target)
+    assert (described.hparams, described.packed, described.batched) == (spec.hparams, {}, True)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
 def test_registry_defaults_are_the_class_defaults_and_valid(name):
     spec = optimizers.spec(name)
     signature = inspect.signature(spec.cls)
@@ -154,7 +172,9 @@ def test_low_precision_tracks_float64(name, dtype, tolerance, device):
     _train(exact_opt, exact, 20)
     _train(low_opt, low, 20)
     for state in low_opt.state.values():
-        assert all(v.dtype == dtype and v.device.type == device for v in state.values() if isinstance(v, torch.Tensor))
+        # per-parameter buffers follow the parameter (a step counter may be a 0-d float32 tensor, as torch's)
+        assert all(v.dtype == dtype and v.device.type == device for v in state.values()
+                   if isinstance(v, torch.Tensor) and v.dim() > 0)
     for a, b in zip(exact, low):
         assert torch.isfinite(b).all()
         torch.testing.assert_close(b.double().cpu(), a.detach(), rtol=tolerance, atol=tolerance)
@@ -172,7 +192,7 @@ def _configs(name, count=3):
     return configs
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", BATCHED)
 def test_batched_configs_equal_separate_runs(name):
     configs = _configs(name)
     separate = []
