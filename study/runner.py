@@ -163,9 +163,10 @@ class _Driver:
         self.counts[after] = self.counts.get(after, 0) + 1
 
     def _batch_size(self) -> int:
-        """Cells per worker pass: the population cap, shrunk so every worker gets a share of what is left."""
+        """Cells per worker pass: the population cap, shrunk so every worker gets an equal share of the
+        work left, counting what is in flight (a worker that starts late gets as much as the first one)."""
         cap = self.options.population or AUTO_POPULATION
-        share = math.ceil(self.counts.get("pending", 0) / max(1, self.pool.size))
+        share = math.ceil((self.counts.get("pending", 0) + len(self.inflight)) / max(1, self.pool.size))
         return max(1, min(cap, share))
 
     def _claim(self) -> int:

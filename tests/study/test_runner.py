@@ -48,8 +48,9 @@ class ScriptedPool:
     ``behave(key, cell, attempt)`` yields (``cell``: its optimizer, seed and hparams), one item per
     running cell per ``events`` call, so cells and batches interleave (None: nothing this call)."""
 
-    def __init__(self, size: int = 2, behave=None, before_events=None):
-        self.size, self.behave, self.before_events = size, behave, before_events
+    def __init__(self, size: int = 2, behave=None, before_events=None, late: int = 0):
+        """``late``: that many slots are still starting until the first ``events`` call."""
+        self.size, self.behave, self.before_events, self.late = size, behave, before_events, late
         self.running: dict[int, dict[Any, Any]] = {}  # slot -> {key: script} of its unfinished cells
         self.dispatched: list[tuple[Any, dict]] = []
         self.batches: list[list[Any]] = []
@@ -57,7 +58,8 @@ class ScriptedPool:
         self.calls = 0
 
     def free_slots(self) -> list[int]:
-        return [slot for slot in range(self.size) if slot not in self.running]
+        started = self.size - (self.late if self.calls == 0 else 0)
+        return [slot for slot in range(started) if slot not in self.running]
 
     def dispatch(self, slot, payload) -> None:
         scripts = {}
@@ -153,6 +155,14 @@ def test_workers_get_consecutive_cells_in_batches_balanced_across_workers(sqlite
     assert [len(batch) for batch in pool.batches] == sizes
     for batch in pool.batches:
         assert [index[key] for key in batch] == list(range(index[batch[0]], index[batch[0]] + len(batch)))
+
+
+def test_a_worker_that_starts_late_gets_as_large_a_share_as_the_first(sqlite_url, tmp_path):
+    engine, study = _setup(sqlite_url, tmp_path)
+    pool = ScriptedPool(size=2, late=1)
+    run(engine, "tiny", pool, FAST)
+    _assert_exactly_once(engine, sqlite_url, study)
+    assert [len(batch) for batch in pool.batches] == [5, 5]  # not 5, 3, 2: two populations, not three
 
 
 def test_different_ranges_per_optimizer_defaults_scalars_and_all_registered_optimizers(sqlite_url, tmp_path):
