@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -34,6 +35,28 @@ def test_apptest_renders_a_finished_study(finished_db, monkeypatch):
     diverged = [m.value for m in app.metric if m.label == "diverged runs"]
     assert diverged == ["0%", "50%"]  # sgdm's lr=1000 diverges on both seeds
     assert "10/10 cells finished" in app.get("progress")[0].proto.text
+
+
+def test_apptest_maps_an_own_optimizer_beside_adam_without_importing_it(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(ROOT / "examples" / "plugins" / "lion.py", mine / "lion.py")
+    study = study_file(mine, name="own", epochs=1, seeds=[0], body='[optimizers.adam]\nlr = [1e-3, 1e-2]\n\n'
+                       '[optimizers."./lion.py:Lion"]\nlr = [1e-4, 1e-3]\n')
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    ran = adamscape("submit", study, "--db", url, "--run")  # the laptop default: a local Ray of its own
+    assert "4 complete" in ran.stdout, ran.stdout + ran.stderr
+    (mine / "lion.py").unlink()  # the dashboard reads the database only: the plugin need not be here
+    monkeypatch.setenv("ADAMSCAPE_DB", url)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    assert [m.label for m in app.metric].count("good region") == 2
+    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+    assert titles == ["adam", "./lion.py:Lion"]  # named as the study file names it, in file order
+    assert not [name for name in sys.modules if name.startswith("adamscape_plugin_")]
 
 
 def test_apptest_without_studies_says_how_to_start(tmp_path, monkeypatch):
