@@ -181,3 +181,44 @@ def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cell
         _assert_close(by_key[cell["key"]], alone, cell["key"])
     assert [list(r) for r in by_key["bad"]] == [["error"]] and "lr=-1" in by_key["bad"][0]["error"]
     assert by_key["bad2"] == by_key["bad"]
+
+
+KERNEL_PLUGIN = '''
+from optimizers import Adam
+
+
+class Adam2(Adam):
+    """Adam, as a study file's own optimizer written on the batched kernel of optimizers.base."""
+'''
+PLAIN_PLUGIN = '''
+import torch
+
+
+class PlainSGD(torch.optim.SGD):
+    """torch's SGD: no batched kernel."""
+'''
+
+
+def test_own_optimizers_train_in_populations_only_on_the_batched_kernel(tmp_path, data_dir, caplog):
+    from study import plugins
+
+    (tmp_path / "mine.py").write_text(KERNEL_PLUGIN + PLAIN_PLUGIN)
+    records = {ref: plugins.describe_optimizer(plugins.locate(ref, "optimizer", tmp_path))
+               for ref in ("./mine.py:Adam2", "./mine.py:PlainSGD")}
+    plugins.install(records)
+    assert records["./mine.py:Adam2"]["batched"] and not records["./mine.py:PlainSGD"]["batched"]
+    plan = _protocol("digits-logreg", data_dir[0])
+    calls = []
+    original = population.train_population
+    population.train_population = lambda *args, **kwargs: calls.append(len(args[2])) or original(*args, **kwargs)
+    try:
+        for name, base in (("./mine.py:Adam2", "adam"), ("./mine.py:PlainSGD", None)):
+            members = [optimizers.spec(name).defaults() | {"lr": lr} for lr in (1e-3, 1e-2, 1e-1)]
+            ours = _by_member(train_cells("digits-logreg", name, 0, members, plan))
+            for index, member in enumerate(members):
+                alone = list(training.train("digits-logreg", base or name, member, 0, plan))
+                _assert_close(_without_time(ours[index]), _without_time(alone), f"{name} {member}")
+    finally:
+        population.train_population = original
+    assert calls == [3]  # Adam2's three configs as one population; PlainSGD's one at a time
+    assert "optimizer ./mine.py:PlainSGD trains one configuration per pass" in caplog.text
