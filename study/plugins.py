@@ -123,13 +123,20 @@ def identity(record: dict[str, Any]) -> dict[str, Any]:
 
 def changed(record: dict[str, Any]) -> str | None:
     """Why the code ``record`` names is no longer the code the study was submitted with, or None."""
-    name = record.get("path") or record.get("package") or record.get("module")
-    try:
-        now = locate(record["reference"], record["kind"], Path(record.get("path", ".")).parent)
-    except UserError as exc:
-        return str(exc)
+    what = f"{record['kind']} {record['reference']!r}"
+    if record["source"] == "file":
+        path = Path(record["path"])
+        if not path.is_file():
+            return f"{what}: its file {path} is gone"
+        now = {"sha256": _sha256([path]), "version": record.get("version")}
+    else:
+        try:
+            now = locate(record["reference"], record["kind"], Path.cwd())
+        except UserError as exc:
+            return str(exc)
     if now.get("sha256") != record.get("sha256") or now.get("version") != record.get("version"):
-        return f"{record['kind']} {record['reference']!r} changed since the study was submitted ({name})"
+        where = record.get("path") or record.get("package") or record.get("module")
+        return f"{what} changed since the study was submitted ({where})"
     return None
 
 

@@ -278,10 +278,11 @@ class StudySpec(_Strict):
     def fingerprint(self) -> str:
         """Equal for the same file with the same code: a plugin counts by its identity (content hash or
         version), not by where it sits on this machine."""
-        content = json.loads(self.canonical_json())
-        if "plugins" in content:
-            content["plugins"] = {key: plugin_code.identity(record) for key, record in self.plugins.items()}
-        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        text = self.canonical_json()
+        if self.plugins:
+            content = json.loads(text) | {"plugins": {key: plugin_code.identity(record)
+                                                      for key, record in self.plugins.items()}}
+            text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -199,17 +199,19 @@ def test_a_broken_plugin_is_one_line_exit_2_and_nothing_written(case, tmp_path):
 
 
 def test_a_changed_plugin_is_refused_until_the_study_is_replaced(tmp_path):
-    _write(tmp_path, {"signsgd.py": SIGN_SGD})
-    study = _study(tmp_path, "changing", "digits-mlp", '[optimizers."./signsgd.py:SignSGD"]\nlr = [1e-2, 1e-1]\n',
+    _write(tmp_path / "code", {"signsgd.py": SIGN_SGD})
+    study = _study(tmp_path, "changing", "digits-mlp", '[optimizers."./code/signsgd.py:SignSGD"]\nlr = [1e-2, 1e-1]\n',
                    epochs=1)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     adamscape("submit", study, "--db", db)
     assert adamscape("submit", study, "--db", db).stdout.count("unchanged") == 1
-    (tmp_path / "signsgd.py").write_text(SIGN_SGD.replace("theta <-", "θ ←"))
+    assert adamscape("run", "changing", "--db", db, cwd=tmp_path / "code").returncode == 0  # any cwd
+    assert adamscape("submit", study, "--db", db, "--replace").stdout.count("already registered") == 1
+    (tmp_path / "code" / "signsgd.py").write_text(SIGN_SGD.replace("theta <-", "θ ←"))
     refused = adamscape("run", "changing", "--db", db, check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert "./signsgd.py:SignSGD' changed since the study was submitted" in refused.stderr
-    assert str(tmp_path / "signsgd.py") in refused.stderr and "--replace" in refused.stderr
+    assert "./code/signsgd.py:SignSGD' changed since the study was submitted" in refused.stderr
+    assert str(tmp_path / "code" / "signsgd.py") in refused.stderr and "--replace" in refused.stderr
     assert "different study" in adamscape("submit", study, "--db", db, check=False).stderr
     assert "replaced" in adamscape("submit", study, "--db", db, "--replace").stdout
-    assert query(db, "SELECT COUNT(*) FROM sweep_cells WHERE status = 'pending'")[0][0] == 4
+    assert query(db, "SELECT COUNT(*) FROM sweep_cells WHERE status = 'pending'")[0][0] == 4  # results discarded
