@@ -77,15 +77,15 @@ def locate(reference: str, kind: str, base_dir: Path) -> dict[str, Any]:
         path = (base_dir / source).resolve()
         if not path.is_file():
             raise UserError(f"{kind} {reference!r}: file {path} not found (a path is relative to the study file)")
-        record |= {"source": "file", "path": str(path), "sha256": _sha256([path])}
+        record |= {"source": "file", "path": str(path), "sha256": _sha256([path], path.parent)}
         return record
     record |= {"source": "module", "module": source}
     top = source.split(".")[0]
     try:
-        spec = importlib.util.find_spec(source)
-    except (ImportError, ValueError) as exc:
-        raise UserError(f"{kind} {reference!r}: cannot import {source} ({exc}); install it or give a file path") \
-            from None
+        spec = importlib.util.find_spec(source)  # runs the parent packages' __init__
+    except Exception as exc:
+        raise UserError(f"{kind} {reference!r}: cannot import {source} ({type(exc).__name__}: {exc}); install it "
+                        "or give a file path") from None
     if spec is None or spec.origin is None:
         raise UserError(f"{kind} {reference!r}: no module named {source!r} here; install its package "
                         "(pip install -e …) or name the file as \"./path/file.py:Name\"")
@@ -94,7 +94,8 @@ def locate(reference: str, kind: str, base_dir: Path) -> dict[str, Any]:
         root = Path(importlib.util.find_spec(top).origin)
         package = root.parent if root.name == "__init__.py" else root
         record["package"] = str(package)
-        record["sha256"] = _sha256(sorted(package.rglob("*.py")) if package.is_dir() else [package])
+        record["sha256"] = (_sha256(sorted(package.rglob("*.py")), package) if package.is_dir()
+                            else _sha256([package], package.parent))
     return record
 
 
@@ -108,10 +109,11 @@ def _version(top: str) -> str | None:
     return None
 
 
-def _sha256(paths: Iterable[Path]) -> str:
+def _sha256(paths: Iterable[Path], root: Path) -> str:
+    """One hash over the files' paths (relative to ``root``) and contents."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -128,7 +130,7 @@ def changed(record: dict[str, Any]) -> str | None:
         path = Path(record["path"])
         if not path.is_file():
             return f"{what}: its file {path} is gone"
-        now = {"sha256": _sha256([path]), "version": record.get("version")}
+        now = {"sha256": _sha256([path], path.parent), "version": record.get("version")}
     else:
         try:
             now = locate(record["reference"], record["kind"], Path.cwd())
