@@ -22,6 +22,7 @@ from . import population, tasks
 from .training import plan_of
 
 STEPS = 3
+CONTRACT = ("batches", "prepare", "objective", "evaluate", "reference_loss", "after_step")  # a Problem's methods
 
 
 def check_study(spec: StudySpec, source: str) -> dict[str, Any]:
@@ -66,6 +67,14 @@ def _steps(spec: StudySpec, source: str, key: str, hparams: dict[str, float], se
     torch.manual_seed(seed)
     try:
         problem = tasks.build(spec.task, plan, "cpu")
+    except Exception as exc:
+        raise _fail(spec, source, spec.task, exc) from None
+    missing = [name for name in CONTRACT if not callable(getattr(problem, name, None))]
+    if missing or not isinstance(getattr(problem, "model", None), torch.nn.Module):
+        lacks = ", ".join(f"{name}()" for name in missing) or "a model (torch.nn.Module)"
+        raise plugins.PluginError(f"{source}: {spec.task}: build returned a {type(problem).__name__!r}, which lacks {lacks}; "
+                                  "return a workers.tasks.Problem (README 'Your own task')")
+    try:
         reference = problem.reference_loss()
         metrics = problem.evaluate()
     except Exception as exc:

@@ -171,6 +171,8 @@ BROKEN = {
 }
 BROKEN_TASKS = {
     "not decorated": ("def t(protocol, device):\n    pass\n", "is not a task; decorate"),
+    "missing method": (LINE_TASK.replace("return Line(", "return object() or Line("),
+                       "build returned a 'object', which lacks batches(), prepare(), objective(), evaluate()"),
     "nan before training": (LINE_TASK.replace("3 * x - 1", "float('nan') * x"), "loss before training is nan"),
     "undeclared metric": (LINE_TASK.replace('"shipped": float(', '"other": float('),
                           "evaluate() returned ['other', 'test_loss'] but the task declares ['shipped', 'test_loss']"),
