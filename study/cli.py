@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -230,6 +231,7 @@ def tasks() -> None:
                       str(info.default_epochs), str(info.default_batch_size),
                       "\n".join(f"{k} = {o.default!r}: {o.description}" for k, o in info.options.items()))
     out.print(table)
+    _print_own(plugins.TASK_GROUP, "./file.py:build", "Your own task")
 
 
 @app.command("optimizers")
@@ -243,6 +245,16 @@ def list_optimizers() -> None:
             f"{n} = {hp.default:g}  [{hp.search[0]:g} … {hp.search[1]:g}{', log' if hp.log else ''}]"
             for n, hp in spec.hparams.items()))
     out.print(table)
+    _print_own(plugins.OPTIMIZER_GROUP, "./file.py:Class", "Your own optimizer")
+
+
+def _print_own(group: str, form: str, section: str) -> None:
+    """The names installed packages register (not imported here), and how to name one's own."""
+    installed = importlib.metadata.entry_points(group=group)
+    if installed:
+        out.print(f"installed ({group}): " + ", ".join(f"{ep.name} = {ep.value}" for ep in installed),
+                  markup=False, highlight=False)
+    out.print(f"your own: \"{form}\" in the study file (README '{section}')", markup=False, highlight=False)
 
 
 @app.command()

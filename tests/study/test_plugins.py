@@ -143,6 +143,8 @@ def test_entry_point_plugins_travel_as_installed_packages(two_nodes, tmp_path):
         lr = [1e-2, 1e-1]
         """, epochs=2)
     env = {"PYTHONPATH": str(site)}  # "installed" for the driver only: the worker node has none of it
+    assert "installed (adamscape.tasks): line = myplugins:line" in adamscape("tasks", env=env).stdout
+    assert "installed (adamscape.optimizers): signsgd = myplugins:SignSGD" in adamscape("optimizers", env=env).stdout
     db = f"sqlite:///{tmp_path / 'r.db'}"
     adamscape("submit", study, "--db", db, env=env)
     (spec,), = query(db, "SELECT spec FROM sweep_studies")
