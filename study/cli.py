@@ -69,18 +69,20 @@ def check(file: Annotated[Path, typer.Argument(help="Study file (TOML).")]) -> N
 
     report = check_study(study, str(file))
     info = study.task_info
-    out.print(f"{file}: task {study.task}", markup=False, highlight=False)
-    out.print("  metrics: " + ", ".join(f"{name} ({direction}{', primary' if name == info.primary else ''})"
-                                        for name, direction in info.metrics.items()), markup=False, highlight=False)
+    _plain(f"{file}: task {study.task}")
+    _plain("  metrics: " + ", ".join(f"{name} ({direction}{', primary' if name == info.primary else ''})"
+                                     for name, direction in info.metrics.items()))
     for key, entry in report["optimizers"].items():
-        out.print(f"  optimizer {key}", markup=False, highlight=False)
-        out.print("    hyperparameters: " + ", ".join(f"{name}={value:g}" for name, value in entry["hparams"].items()),
-                  markup=False, highlight=False)
-        out.print(f"    first losses: {', '.join(f'{v:.4g}' for v in entry['losses'])} (same seed, same losses)",
-                  markup=False, highlight=False)
-        out.print(f"    populations: {'yes' if not entry['populations'] else 'no, ' + entry['populations']}",
-                  markup=False, highlight=False)
-    out.print("ok", markup=False, highlight=False)
+        _plain(f"  optimizer {key}")
+        _plain("    hyperparameters: " + ", ".join(f"{name}={value:g}" for name, value in entry["hparams"].items()))
+        _plain(f"    first losses: {', '.join(f'{v:.4g}' for v in entry['losses'])} (same seed, same losses)")
+        _plain(f"    populations: {'yes' if not entry['populations'] else 'no, ' + entry['populations']}")
+    _plain("ok")
+
+
+def _plain(text: str) -> None:
+    """A line of user text on stdout, printed as is (never read as markup)."""
+    out.print(text, markup=False, highlight=False)
 
 
 @app.command()
@@ -252,9 +254,8 @@ def _print_own(group: str, form: str, section: str) -> None:
     """The names installed packages register (not imported here), and how to name one's own."""
     installed = importlib.metadata.entry_points(group=group)
     if installed:
-        out.print(f"installed ({group}): " + ", ".join(f"{ep.name} = {ep.value}" for ep in installed),
-                  markup=False, highlight=False)
-    out.print(f"your own: \"{form}\" in the study file (README '{section}')", markup=False, highlight=False)
+        _plain(f"installed ({group}): " + ", ".join(f"{ep.name} = {ep.value}" for ep in installed))
+    _plain(f"your own: \"{form}\" in the study file (README '{section}')")
 
 
 @app.command()

@@ -117,7 +117,7 @@ class OptunaLog:
         if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
             state = TrialState.FAIL
         dists = self.dists[cell["optimizer"]]
-        values = cell["hparams"] or {name: cell[name] for name in dists}
+        values = store.cell_hparams(cell)
         params = {name: values[name] for name in dists if values.get(name) is not None}
         return optuna.trial.create_trial(
             params=params, distributions={name: dists[name] for name in params}, state=state,

@@ -30,7 +30,6 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
-from optimizers import HPARAM_NAMES
 from . import store
 from .errors import RunAborted
 from .optuna_log import OptunaLog
@@ -93,8 +92,7 @@ def payload(study: dict[str, Any], protocol: dict[str, Any], cells: list[dict[st
     return {"task": study["task"], "protocol": protocol, "population": population,
             "plugins": study["spec"].get("plugins", {}),
             "cells": [{"key": cell["id"], "optimizer": cell["optimizer"], "seed": cell["seed"],
-                       "hparams": cell["hparams"] or {n: cell[n] for n in HPARAM_NAMES if cell[n] is not None}}
-                      for cell in cells]}
+                       "hparams": store.cell_hparams(cell)} for cell in cells]}
 
 
 def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(),

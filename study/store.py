@@ -306,6 +306,11 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False) -> tuple[st
     return ("replaced" if existing else "created"), len(all_cells)
 
 
+def cell_hparams(cell: dict[str, Any]) -> dict[str, float]:
+    """A stored cell's hyperparameters: its ``hparams`` JSON, or (rows older than it) its columns."""
+    return cell["hparams"] or {name: cell[name] for name in HPARAM_NAMES if cell[name] is not None}
+
+
 def _cell_row(study_id: int, cell: Cell) -> dict[str, Any]:
     return {"study_id": study_id, "cell_index": cell.index, "optimizer": cell.optimizer, "seed": cell.seed,
             "status": "pending", "attempts": 0, "losses": 0, "hparams": cell.hparams,

@@ -22,6 +22,7 @@ from . import population, tasks
 from .training import plan_of
 
 STEPS = 3
+NOT_BATCHED = "the optimizer does not implement the batched kernel of optimizers.base"
 CONTRACT = ("batches", "prepare", "objective", "evaluate", "reference_loss", "after_step")  # a Problem's methods
 
 
@@ -35,6 +36,7 @@ def check_study(spec: StudySpec, source: str) -> dict[str, Any]:
         first.setdefault(cell.optimizer, cell)
     report: dict[str, Any] = {"task": spec.task, "metrics": spec.task_info.metrics, "primary": spec.task_info.primary,
                               "optimizers": {}}
+    task_blockers = []  # why the task's cells cannot train as populations, whatever the optimizer
     for key, cell in first.items():
         losses = _steps(spec, source, key, cell.hparams, cell.seed, plan)
         again = _steps(spec, source, key, cell.hparams, cell.seed, plan)
@@ -42,15 +44,15 @@ def check_study(spec: StudySpec, source: str) -> dict[str, Any]:
             raise plugins.PluginError(f"{source}: the same seed gave different losses ({_shown(losses)} then "
                                       f"{_shown(again)}); draw all randomness from the generator adamscape passes "
                                       "to batches() and prepare(), and build the model from torch's seeded RNG")
-        entry = {"hparams": spec.optimizer_spec(key).defaults(), "losses": losses,
-                 "populations": _population_problem(spec, key, cell.hparams, cell.seed, plan, losses)}
-        report["optimizers"][key] = entry
-    task_record = spec.plugins.get(spec.task)
-    if task_record is not None:
-        blockers = {entry["populations"] for entry in report["optimizers"].values()
-                    if entry["populations"] and "optimizer" not in entry["populations"]}
-        if blockers:
-            task_record["populations"] = sorted(blockers)[0]
+        if optimizers.spec(key).batched:
+            blocker = _task_population_problem(spec, key, cell.hparams, cell.seed, plan, losses)
+            task_blockers += [blocker] if blocker else []
+        else:
+            blocker = NOT_BATCHED
+        report["optimizers"][key] = {"hparams": spec.optimizer_spec(key).defaults(), "losses": losses,
+                                     "populations": blocker}
+    if task_blockers and spec.task in spec.plugins:
+        spec.plugins[spec.task]["populations"] = task_blockers[0]
     return report
 
 
@@ -113,11 +115,10 @@ def _steps(spec: StudySpec, source: str, key: str, hparams: dict[str, float], se
     return losses
 
 
-def _population_problem(spec: StudySpec, key: str, hparams: dict[str, float], seed: int, plan,
-                        single: list[float]) -> str | None:
-    """Why ``key`` on the task cannot train as a population (None: it can, and matches one-at-a-time)."""
-    if not optimizers.spec(key).batched:
-        return "the optimizer does not implement the batched kernel of optimizers.base"
+def _task_population_problem(spec: StudySpec, key: str, hparams: dict[str, float], seed: int, plan,
+                             single: list[float]) -> str | None:
+    """Why the task cannot train as a population under batched optimizer ``key`` (None: it can, and its
+    first loss matches one-at-a-time training's)."""
     torch.manual_seed(seed)
     problem = tasks.build(spec.task, plan, "cpu")
     reason = population.batchable(problem.model)
