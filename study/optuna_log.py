@@ -50,11 +50,14 @@ def distributions(spec: StudySpec) -> dict[str, dict[str, FloatDistribution]]:
 
 
 class OptunaLog:
-    def __init__(self, engine: Engine, study: dict[str, Any]):
+    def __init__(self, engine: Engine, study: dict[str, Any], storage: optuna.storages.RDBStorage | None = None):
+        """``storage``: Optuna's storage on ``engine``, shared by a driver's studies (made here if None,
+        and then disposed of by :meth:`close`)."""
         self.engine, self.study = engine, study
         self.spec = StudySpec.model_validate(study["spec"])
         self.dists = distributions(self.spec)
-        self.storage = store.optuna_storage(engine)
+        self.own_storage = storage is None
+        self.storage = storage or store.optuna_storage(engine)
         self.identity = f"{study['id']}:{study['fingerprint']}"
         self.ids: dict[str, int] = {}  # optimizer -> Optuna study id
 
@@ -146,7 +149,8 @@ class OptunaLog:
         store.set_optuna_trials(conn, numbers)
 
     def close(self) -> None:
-        self.storage.engine.dispose()
+        if self.own_storage:
+            self.storage.engine.dispose()
 
 
 def _insert_trials(conn: Connection, study_id: int, trials: list[optuna.trial.FrozenTrial], keys: list[int],

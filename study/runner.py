@@ -1,5 +1,13 @@
 """The driver: lease cells from the database, run them on a worker pool, write results back.
 
+One driver, two entry points: ``adamscape run NAME`` drives one study until it is done
+(:func:`run`); ``adamscape serve`` drives every queued study and waits for more (:func:`serve`).
+Free workers go to the queue's highest priority first; among studies of equal priority, each free
+worker goes to the study that has the fewest workers at that moment, the earlier submission on a tie
+(round-robin over the running studies: a large study never starves a small one submitted after it).
+A study that is paused, cancelled or replaced while its cells run has them stopped here within a
+pass (its leases were taken away by that command, so nothing of them is written).
+
 Only this loop writes results. Every cell ends exactly once: complete or
 diverged (a result), or failed (its error recorded) after a trial crash or
 after ``max_attempts`` worker deaths. A driver that dies leaves leases that
@@ -71,6 +79,7 @@ class RunOptions:
     poll_seconds: float = 0.5
     db_retry_seconds: float = 300.0  # how long an unreachable database is retried before the driver gives up
     counts_every: float = 5.0  # seconds between status-count queries (other drivers' progress); in memory between
+    queue_every: float = 0.25  # seconds between looks at the queue (new, paused, cancelled or replaced studies)
     population: int | None = None  # cells per worker pass: K, or None for auto (up to AUTO_POPULATION, as memory allows)
 
 
@@ -78,6 +87,10 @@ AUTO_POPULATION = 64
 
 
 class StudyReplaced(RunAborted):
+    pass
+
+
+class StudyPaused(RunAborted):
     pass
 
 
@@ -99,88 +112,240 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
         on_progress: Callable[[dict[str, int]], None] = lambda counts: None) -> dict[str, int]:
     """Run every cell of study ``name`` that is not finished; return the final status counts."""
     study = store.get_study(engine, name)
-    return _Driver(engine, study, pool, options, on_progress).run()
+    if study["state"] == "paused":
+        raise StudyPaused(f"study {name!r} is paused; `adamscape resume {name}` first")
+    return Driver(engine, pool, options, only=study, on_progress=on_progress).run()
 
 
-class _Driver:
-    def __init__(self, engine: Engine, study: dict[str, Any], pool: Pool, options: RunOptions,
-                 on_progress: Callable[[dict[str, int]], None]):
-        self.engine, self.study, self.pool, self.options, self.on_progress = engine, study, pool, options, on_progress
-        self.protocol = asdict(StudySpec.model_validate(study["spec"]).protocol())
-        self.owner = new_owner()
-        self.inflight: dict[int, dict[str, Any]] = {}  # cell id -> the cell row as leased
-        self.optuna = OptunaLog(engine, study)
+def serve(engine: Engine, pool: Pool, options: RunOptions = RunOptions(),
+          wait: Callable[[float], None] | None = None, tick: Callable[["Driver"], None] = lambda driver: None,
+          owner: str | None = None) -> None:
+    """Run the queue's studies for ever (until ``tick`` sets ``driver.draining`` and the cells in flight
+    have ended, or an exception such as a SIGTERM's ends it). ``wait(seconds)`` idles until the queue may
+    have changed (a PostgreSQL notification, or just the time); ``tick`` runs every pass (heartbeat)."""
+    Driver(engine, pool, options, wait=wait, tick=tick, owner=owner).run()
+
+
+class _Study:
+    """A study this driver runs: its row, its in-memory counts, its Optuna log (opened on first use)."""
+
+    def __init__(self, row: dict[str, Any]):
+        self.row = row
+        self.protocol = asdict(StudySpec.model_validate(row["spec"]).protocol())
         self.counts: dict[str, int] = {}
-        self.counted_at = 0.0
+        self.priority = row["priority"]
+        self.claimable = True  # cleared when a claim finds nothing, set again by the queue
+        self.optuna: OptunaLog | None = None
+
+    @property
+    def id(self) -> int:
+        return self.row["id"]
+
+    def count(self, before: str, after: str) -> None:
+        self.counts[before] = max(0, self.counts.get(before, 0) - 1)
+        self.counts[after] = self.counts.get(after, 0) + 1
+
+
+class Driver:
+    """The loop both entry points share. ``only``: the one study of ``adamscape run`` (it ends when that
+    study has nothing left; a replaced or paused study stops it with an error); otherwise every
+    queued study, for ever."""
+
+    def __init__(self, engine: Engine, pool: Pool, options: RunOptions, only: dict[str, Any] | None = None,
+                 on_progress: Callable[[dict[str, int]], None] = lambda counts: None,
+                 wait: Callable[[float], None] | None = None, tick: Callable[["Driver"], None] = lambda driver: None,
+                 owner: str | None = None):
+        self.engine, self.pool, self.options, self.only = engine, pool, options, only
+        self.on_progress, self.tick = on_progress, tick
+        self.wait = wait or (lambda seconds: time.sleep(seconds))
+        self.owner = owner or new_owner()
+        self.studies: dict[int, _Study] = {}
+        self.inflight: dict[int, tuple[dict[str, Any], _Study]] = {}  # cell id -> (its row as leased, study)
+        self.slot_study: dict[int, int] = {}  # worker slot -> the study of the batch last sent to it
+        self.storage = None  # Optuna's storage, shared by the studies' logs
+        self.draining = False  # set by ``tick``: lease nothing more, end once nothing is in flight
+        self.finished: _Study | None = None  # ``only``, once it left the queue
+        self.queue_at = self.counted_at = -math.inf
 
     def db(self, call: Callable[[], T]) -> T:
         return store.retrying(call, self.options.db_retry_seconds)
 
     def run(self) -> dict[str, int]:
-        self.db(self.optuna.open)
-        self.db(self.optuna.reconcile)
         try:
-            counts = self._loop()
+            return self._loop()
         finally:
             self._hand_back()
-            self.optuna.close()
-        return counts
+            for study in self.studies.values():
+                self._close(study)
+            if self.storage is not None:
+                self.storage.engine.dispose()
 
     def _loop(self) -> dict[str, int]:
         last_beat = time.monotonic()
-        self._refresh_counts()
         while True:
-            claimed = self._claim()
+            self.tick(self)
+            now = time.monotonic()
+            if now - self.queue_at > self.options.queue_every:
+                self._refresh_queue()
+            claimed = 0 if self.draining else self._claim()
             events = self.pool.events(timeout=self.options.poll_seconds if self.inflight else 0.0)
             wrote = self._write(events) if events else False
-            if wrote:
-                self.on_progress(self.counts)
             now = time.monotonic()
             if self.inflight and now - last_beat > self.options.lease_seconds / 4:
                 self._heartbeat()
                 last_beat = now
-            if not self.inflight and not claimed and not wrote:  # after a write: claim for the freed workers first
-                counts = self._refresh_counts()
-                if counts.get("pending", 0) + counts.get("running", 0) == 0:
-                    self.db(self.optuna.reconcile)  # cells other drivers finished but left unreported
-                    return counts
-                self._check_study()
-                time.sleep(self.options.poll_seconds)  # cells leased by another (or a dead) driver
-            elif now - self.counted_at > self.options.counts_every:
+            if now - self.counted_at > self.options.counts_every:
                 self._refresh_counts()
+            if not self.inflight and not claimed and not wrote:  # after a write: claim for the freed workers first
+                self._refresh_queue()
+                if self.only is not None:
+                    study = self.studies.get(self.only["id"])
+                    if study is None:
+                        return self._ended()
+                elif self.draining:
+                    return {}
+                if not any(study.claimable for study in self.studies.values()):
+                    self.wait(self.options.poll_seconds)  # nothing to lease: cells leased elsewhere, or none queued
 
-    def _refresh_counts(self) -> dict[str, int]:
+    # --- the queue -----------------------------------------------------------------------------------
+
+    def _refresh_queue(self) -> None:
+        """Take up new studies, and drop the ones that ended here or were paused, cancelled or replaced
+        (their cells in flight are stopped: their leases are gone)."""
+        self.queue_at = time.monotonic()
+        name = self.only["name"] if self.only is not None else None
+        queued = {row["id"]: row for row in self.db(lambda: store.queue(self.engine, name))}
+        for study_id, row in queued.items():
+            study = self.studies.get(study_id)
+            if study is not None and study.row["fingerprint"] != row["fingerprint"]:
+                self._drop(study)  # replaced under the same id (SQLite reuses it)
+                study = None
+            if study is None:
+                full = self.db(lambda: store.find_study(self.engine, row["name"]))
+                if full is None or full["id"] != study_id:
+                    continue  # replaced again meanwhile: the next look takes the new one
+                study = self.studies[study_id] = _Study(full)
+                self._refresh_counts([study])
+            study.priority, study.claimable = row["priority"], bool(row["claimable"])
+        for study in [s for s in self.studies.values() if s.id not in queued]:
+            self._drop(study)
+
+    def _drop(self, study: _Study) -> None:
+        """``study`` left the queue: finished, or paused, cancelled or replaced (its cells in flight here
+        are stopped: that command took their leases)."""
+        stopped: set[int] = set()
+        for cell_id in [cell_id for cell_id, (_, s) in self.inflight.items() if s is study]:
+            if cell_id in self.inflight:
+                stopped.update(self.pool.cancel(cell_id))
+                del self.inflight[cell_id]
+        others = [self.inflight.pop(key)[0] for key in stopped if key in self.inflight]
+        if others:  # cells of another study on a stopped worker (a batch is one study: never) go back
+            self._release(others, retry_seconds=self.options.db_retry_seconds)
+        del self.studies[study.id]
+        self._settle(study)
+        if self.only is not None and study.id == self.only["id"]:
+            self.finished = study
+        else:
+            self._close(study)
+
+    def _settle(self, study: _Study) -> None:
+        """A study that left the queue: report what other drivers finished but left unreported; for
+        ``adamscape run``, a replaced or paused study is an error."""
+        state = self.db(lambda: store.study_states(self.engine, [study.id])).get(study.id)
+        name = study.row["name"]
+        if state is None or state["fingerprint"] != study.row["fingerprint"]:
+            if self.only is not None:
+                raise StudyReplaced(f"study {name!r} was replaced or deleted while this driver ran it "
+                                    f"(`submit --replace`); stopped. Run `adamscape run {name}` for the new one")
+            log.warning("study %s was replaced or deleted; its cells here were stopped", name)
+            return
+        if state["state"] == "paused" and self.only is not None:
+            raise StudyPaused(f"study {name!r} was paused; its running cells were handed back "
+                              f"(`adamscape resume {name}`, then run it again)")
+        self.db(self._log(study).reconcile)
+
+    def _ended(self) -> dict[str, int]:
+        """``adamscape run``: its study left the queue (finished or cancelled); its final counts."""
+        study = self.finished
+        if study is None:  # it was never in the queue: nothing was left to run
+            study = _Study(self.only)
+            self._settle(study)
+        self._refresh_counts([study])
+        if self.only is not None:
+            self.on_progress(study.counts)
+        self._close(study)
+        return study.counts
+
+    def _log(self, study: _Study) -> OptunaLog:
+        if study.optuna is None:
+            if self.storage is None:
+                self.storage = self.db(lambda: store.optuna_storage(self.engine))
+            log_ = OptunaLog(self.engine, study.row, self.storage)
+            self.db(log_.open)
+            self.db(log_.reconcile)
+            study.optuna = log_
+        return study.optuna
+
+    def _close(self, study: _Study) -> None:
+        if study.optuna is not None:
+            study.optuna.close()
+            study.optuna = None
+
+    def _refresh_counts(self, studies: list[_Study] | None = None) -> None:
         """Status counts from the database (what other drivers did too); kept in memory in between."""
-        self.counts = self.db(lambda: store.status_counts(self.engine, self.study["id"]))
-        self.counted_at = time.monotonic()
-        self.on_progress(self.counts)
-        return self.counts
+        if studies is None:
+            self.counted_at = time.monotonic()
+        for study in self.studies.values() if studies is None else studies:
+            study.counts = self.db(lambda: store.status_counts(self.engine, study.id))
+        self._progress()
 
-    def _count(self, before: str, after: str) -> None:
-        self.counts[before] = max(0, self.counts.get(before, 0) - 1)
-        self.counts[after] = self.counts.get(after, 0) + 1
+    def _progress(self) -> None:
+        if self.only is not None and self.only["id"] in self.studies:
+            self.on_progress(self.studies[self.only["id"]].counts)
 
-    def _batch_size(self) -> int:
+    # --- leasing ---------------------------------------------------------------------------------------
+
+    def _next_study(self, busy: dict[int, int]) -> _Study | None:
+        """The study the next free worker goes to: highest priority, then fewest workers, then the earliest."""
+        ready = [study for study in self.studies.values() if study.claimable]
+        if not ready:
+            return None
+        workers = lambda study: sum(1 for study_id in busy.values() if study_id == study.id)  # noqa: E731
+        return min(ready, key=lambda study: (-study.priority, workers(study), study.row["created_at"], study.id))
+
+    def _batch_size(self, study: _Study) -> int:
         """Cells per worker pass: the population cap, shrunk so every worker gets an equal share of the
-        work left, counting what is in flight (a worker that starts late gets as much as the first one)."""
+        study's work left, counting what is in flight (a worker that starts late gets as much as the first)."""
         cap = self.options.population or AUTO_POPULATION
-        share = math.ceil((self.counts.get("pending", 0) + len(self.inflight)) / max(1, self.pool.size))
+        flying = sum(1 for _, s in self.inflight.values() if s is study)
+        share = math.ceil((study.counts.get("pending", 0) + flying) / max(1, self.pool.size))
         return max(1, min(cap, share))
 
     def _claim(self) -> int:
         free = self.pool.free_slots()
-        if not free:
-            return 0
-        size = self._batch_size()
-        leased = self.db(lambda: store.claim(self.engine, self.study, self.owner, len(free) * size,
-                                             self.options.lease_seconds))
-        for start, slot in zip(range(0, len(leased), size), free):
-            batch = leased[start:start + size]
-            for cell in batch:
-                self.inflight[cell["id"]] = cell
-                self._count("pending", "running")
-            self.pool.dispatch(slot, payload(self.study, self.protocol, batch, self.options.population))
-        return len(leased)
+        busy = {slot: study_id for slot, study_id in self.slot_study.items() if slot not in free}
+        total = 0
+        while free:
+            study = self._next_study(busy)
+            if study is None:
+                break
+            size = self._batch_size(study)
+            leased = self.db(lambda: store.claim(self.engine, study.row, self.owner, size, self.options.lease_seconds))
+            if not leased:
+                study.claimable = False  # until the queue says otherwise (another driver holds the rest)
+                continue
+            slot = free.pop(0)
+            for cell in leased:
+                self.inflight[cell["id"]] = (cell, study)
+                study.count("pending", "running")
+            self.pool.dispatch(slot, payload(study.row, study.protocol, leased, self.options.population))
+            busy[slot] = self.slot_study[slot] = study.id
+            total += len(leased)
+        if total:
+            self._progress()
+        return total
+
+    # --- results -----------------------------------------------------------------------------------------
 
     def _write(self, events: list[Event]) -> bool:
         """Everything received in one transaction (retried whole); then each finished cell's trial.
@@ -189,19 +354,25 @@ class _Driver:
         if not mine:
             return False
         outcomes = self.db(lambda: self._write_once(mine))
-        for cell_id, status, _ in outcomes:
-            del self.inflight[cell_id]
-            self._count("running", status)
-        # a cell whose lease went to another driver: its result stands there
-        lost_lease = any(action is None for _, _, action in outcomes)
-        finished = [cell_id for cell_id, _, action in outcomes if action == "reported"]
-        if finished:
+        finished: dict[int, list[int]] = {}
+        lost_lease = False
+        for cell_id, status, action in outcomes:
+            _, study = self.inflight.pop(cell_id)
+            study.count("running", status)
+            if action == "reported":
+                finished.setdefault(study.id, []).append(cell_id)
+            lost_lease |= action is None  # a cell whose lease went elsewhere: its result stands there
+        for study_id, cell_ids in finished.items():
+            study = self.studies.get(study_id)
+            if study is None:
+                continue
             try:
-                self.db(lambda: self.optuna.report(finished))
-            except KeyError:  # an Optuna study was deleted: by a `submit --replace`, checked below
+                self.db(lambda: self._log(study).report(cell_ids))
+            except KeyError:  # an Optuna study was deleted: by a `submit --replace`, seen below
                 lost_lease = True
+        self._progress()
         if lost_lease:
-            self._check_study()
+            self._refresh_queue()
         return True
 
     def _write_once(self, events: list[Event]) -> list[tuple[int, str, str | None]]:
@@ -212,7 +383,7 @@ class _Driver:
         for event in events:
             if event.key in ended:
                 continue  # nothing after a cell's last event counts
-            cell = self.inflight[event.key]
+            cell, _ = self.inflight[event.key]
             if event.kind == "epoch":
                 epochs.append((cell, event.data["epoch"], {k: v for k, v in event.data.items() if k != "epoch"}))
                 continue
@@ -226,10 +397,15 @@ class _Driver:
         outcomes = []
         with store.transaction(self.engine) as conn:
             store.record_epochs(conn, self.owner, epochs)
-            recorded = store.finish(conn, self.owner, results, metric=self.study["metric"])
+            by_study: dict[int, list[dict[str, Any]]] = {}
             for result in results:
-                key = result["cell"]["id"]
-                outcomes.append((key, result["status"], "reported") if key in recorded else (key, "running", None))
+                by_study.setdefault(result["cell"]["study_id"], []).append(result)
+            for study_results in by_study.values():
+                study = self.inflight[study_results[0]["cell"]["id"]][1]
+                recorded = store.finish(conn, self.owner, study_results, metric=study.row["metric"])
+                for result in study_results:
+                    key = result["cell"]["id"]
+                    outcomes.append((key, result["status"], "reported") if key in recorded else (key, "running", None))
             for cell, error in lost:
                 status = store.release(conn, cell, self.owner, lost=error, max_attempts=self.options.max_attempts)
                 outcomes.append((cell["id"], status or "running", "reported" if status == "failed" else status))
@@ -240,26 +416,22 @@ class _Driver:
         taken = [cell_id for cell_id in self.inflight if cell_id not in held]
         stopped = []
         for cell_id in taken:
-            log.warning("cell %d was taken over by another driver (this driver's lease expired); dropped here",
-                        self.inflight[cell_id]["cell_index"])
+            cell, study = self.inflight[cell_id]
+            log.warning("cell %d of study %s was taken over by another driver (this driver's lease expired); "
+                        "dropped here", cell["cell_index"], study.row["name"])
             stopped += [key for key in self.pool.cancel(cell_id) if key in self.inflight and key not in taken]
             del self.inflight[cell_id]
         if stopped:  # cells that shared the stopped worker: back to pending (no attempt lost)
-            self._release([self.inflight.pop(key) for key in stopped], retry_seconds=self.options.db_retry_seconds)
+            self._release([self.inflight.pop(key)[0] for key in set(stopped)],
+                          retry_seconds=self.options.db_retry_seconds)
         if taken:
-            self._check_study()
-
-    def _check_study(self) -> None:
-        if not self.db(lambda: store.study_is_current(self.engine, self.study)):
-            raise StudyReplaced(f"study {self.study['name']!r} was replaced or deleted while this driver ran it "
-                                f"(`submit --replace`); stopped. Run `adamscape run {self.study['name']}` "
-                                "for the new one")
+            self._refresh_queue()
 
     def _hand_back(self) -> None:
         """Interrupted or aborted: give every leased cell back at once (pending, no attempt lost)."""
         if not self.inflight:
             return
-        cells = list(self.inflight.values())
+        cells = [cell for cell, _ in self.inflight.values()]
         self.inflight.clear()
         self._release(cells, retry_seconds=min(30.0, self.options.db_retry_seconds))
 
@@ -269,8 +441,7 @@ class _Driver:
         def release_all() -> None:
             with store.transaction(self.engine) as conn:
                 for cell in cells:
-                    if store.release(conn, cell, self.owner) == "pending":
-                        self._count("running", "pending")
+                    store.release(conn, cell, self.owner)
 
         try:
             store.retrying(release_all, retry_seconds)

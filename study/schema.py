@@ -11,7 +11,8 @@ from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer
 from optimizers import HPARAM_NAMES
 
 VERSION_TABLE = "sweep_alembic_version"
-FINISHED = ("complete", "diverged", "failed")
+FINISHED = ("complete", "diverged", "failed")  # results (Optuna trials)
+ENDED = (*FINISHED, "cancelled")  # never run again
 RESULT_COLUMNS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
 
 metadata = MetaData()
@@ -27,6 +28,8 @@ studies = Table(
     Column("spec", JSON, nullable=False),
     Column("total_cells", Integer, nullable=False),
     Column("created_at", Float, nullable=False),  # unix seconds
+    Column("priority", Integer, nullable=False, default=0),  # higher runs first (`submit --priority`)
+    Column("state", String(16), nullable=False, default="active"),  # active | paused | cancelled
 )
 
 cells = Table(
@@ -43,6 +46,7 @@ cells = Table(
     Column("losses", Integer, nullable=False, default=0),  # workers that died on it (max_attempts counts these)
     Column("lease_owner", String(255)),  # host:pid:uuid of the driver holding it
     Column("lease_expires", Float),  # unix seconds on the database's clock
+    Column("started_at", Float),  # when its last attempt was leased (database clock)
     *[Column(name, Float) for name in RESULT_COLUMNS],
     Column("score", Float),  # the final value of the study's metric
     Column("final_metrics", JSON),
@@ -53,6 +57,19 @@ cells = Table(
     Column("finished_at", Float),
     UniqueConstraint("study_id", "cell_index", name="uq_sweep_cells_study_index"),
     Index("ix_sweep_cells_study_status", "study_id", "status"),
+)
+
+services = Table(
+    "sweep_services", metadata,  # one row per running `adamscape serve`, kept fresh by its heartbeat
+    Column("id", Integer, primary_key=True),
+    Column("owner", String(255), nullable=False, unique=True),  # its lease owner (host:pid:uuid)
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("workers", Integer, nullable=False),
+    Column("ray", String(255), nullable=False),  # the Ray cluster it runs on ("local" or an address)
+    Column("code", String(16), nullable=False),  # hash of the adamscape code and lock file it runs
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
 )
 
 curves = Table(

@@ -17,7 +17,8 @@ import pytest
 VIEW_COLUMNS = ["study", "optimizer", "seed", "status", "lr", "beta1", "beta2", "eps", "weight_decay", "final_lr",
                 "gamma", "beta3", "momentum", "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value",
                 "final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy", "diverged",
-                "wall_seconds", "cell", "error", "score", "final_metrics", "hparams"]
+                "wall_seconds", "cell", "error", "score", "final_metrics", "hparams",
+                "started_at", "finished_at"]
 
 
 def test_schema_lives_beside_optunas_without_collisions(db_url, tmp_path):
@@ -28,7 +29,7 @@ def test_schema_lives_beside_optunas_without_collisions(db_url, tmp_path):
     tables = set(inspector.get_table_names())
     assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's, created in the same database
     ours = {t for t in tables if t.startswith("sweep_")}
-    assert ours == {"sweep_studies", "sweep_cells", "sweep_curves", "sweep_alembic_version"}
+    assert ours == {"sweep_studies", "sweep_cells", "sweep_curves", "sweep_services", "sweep_alembic_version"}
     assert "sweep_results" in inspector.get_view_names()
     with engine.connect() as conn:
         columns = list(conn.execute(sa.text("SELECT * FROM sweep_results")).keys())
