@@ -12,8 +12,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -30,6 +34,16 @@ DbOption = Annotated[str, typer.Option("--db", envvar="ADAMSCAPE_DB", show_envva
                                        help="Results database URL (SQLite file or postgresql+psycopg://…).")]
 
 
+# the options of a driver, shared by `run` and `serve`
+WorkersOption = Annotated[Optional[int], typer.Option(min=1, help="Worker actors (default: one per CPU, or per GPU share).")]
+AddressOption = Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray).")]
+GpusOption = Annotated[float, typer.Option(min=0.0, help="GPU share per worker, e.g. 0.25 for four small models per GPU.")]
+LeaseOption = Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another driver takes them.")]
+StallOption = Annotated[float, typer.Option(min=1.0, help="A cell that reports nothing (no epoch) for this long is treated as a lost worker and retried.")]
+DbRetryOption = Annotated[float, typer.Option(min=0.0, help="How long to keep retrying a results database that stopped answering.")]
+PopulationOption = Annotated[str, typer.Option(help="Configs trained together as one stacked model per worker pass: auto (as many as fit, up to 64), or K; 1 trains one cell at a time.")]
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -39,8 +53,9 @@ class Format(str, Enum):
 @app.command()
 def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db: DbOption = store.DEFAULT_DB,
            replace: Annotated[bool, typer.Option(help="Replace a changed study of the same name, discarding its results.")] = False,
-           run_now: Annotated[bool, typer.Option("--run", help="Run the study right after submitting it.")] = False) -> None:
-    """Validate a study file and register its cells (idempotent for an unchanged file)."""
+           priority: Annotated[Optional[int], typer.Option(help="Queue priority on a service: higher runs first (default 0); given for an unchanged study, it re-prioritises it.")] = None,
+           run_now: Annotated[bool, typer.Option("--run", help="Run the study here right after submitting it.")] = False) -> None:
+    """Validate a study file and register its cells (idempotent for an unchanged file); a running service picks it up."""
     from . import spec
 
     study = spec.load(file)
@@ -51,12 +66,27 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
         from workers.check import check_study
 
         check_study(study, str(file))
-    outcome, count = store.register(store.connect(db), study, replace=replace)
+    engine = store.connect(db)
+    outcome, count = store.register(engine, study, replace=replace, priority=priority)
     verb = {"created": "registered", "replaced": "replaced", "unchanged": "already registered (unchanged)"}[outcome]
-    out.print(f"study [bold]{study.name}[/] {verb}: {count} cells "
-              f"({len(study.optimizers)} optimizers × grid × {len(study.seeds)} seeds)")
+    _plain(f"study {study.name} {verb}: {count} cells ({len(study.optimizers)} optimizers × grid × "
+           f"{len(study.seeds)} seeds)")
     if run_now:
         run(study.name, db=db)
+        return
+    row = next(r for r in store.overview(engine) if r["name"] == study.name)
+    services = store.services_alive(engine)
+    if row["position"] is None:
+        _plain(f"nothing left to run (`adamscape status {study.name}`)")
+    elif services:
+        _plain(f"queued at position {row['position']}; {_services_line(services)} will run it "
+               f"(`adamscape watch {study.name}` shows its progress)")
+    else:
+        _plain(f"no service is running: `adamscape run {study.name}` runs it here, or start `adamscape serve`")
+
+
+def _services_line(services: list[dict]) -> str:
+    return "service " + ", ".join(f"{s['host']}:{s['pid']} ({s['workers']} workers)" for s in services)
 
 
 @app.command()
@@ -82,18 +112,13 @@ def check(file: Annotated[Path, typer.Argument(help="Study file (TOML).")]) -> N
 
 def _plain(text: str) -> None:
     """A line of user text on stdout, printed as is (never read as markup)."""
-    out.print(text, markup=False, highlight=False)
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
-def run(name: str, db: DbOption = store.DEFAULT_DB,
-        workers: Annotated[Optional[int], typer.Option(min=1, help="Worker actors (default: one per CPU, or per GPU share).")] = None,
-        address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray).")] = None,
-        gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="GPU share per worker, e.g. 0.25 for four small models per GPU.")] = 0.0,
-        lease_seconds: Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another run takes them.")] = 60.0,
-        stall_seconds: Annotated[float, typer.Option(min=1.0, help="A cell that reports nothing (no epoch) for this long is treated as a lost worker and retried.")] = 3600.0,
-        db_retry_seconds: Annotated[float, typer.Option(min=0.0, help="How long to keep retrying a results database that stopped answering.")] = 300.0,
-        population: Annotated[str, typer.Option(help="Configs trained together as one stacked model per worker pass: auto (as many as fit, up to 64), or K; 1 trains one cell at a time.")] = "auto") -> None:
+def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, address: AddressOption = None,
+        gpus_per_trial: GpusOption = 0.0, lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
+        db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
     """Run the pending cells of a study on Ray workers (resumes an interrupted study)."""
     from workers.executor import ClusterLost
 
@@ -102,37 +127,57 @@ def run(name: str, db: DbOption = store.DEFAULT_DB,
     population_size = _population(population)
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
+    if study["state"] == "paused":
+        raise UserError(f"study {name!r} is paused; `adamscape resume {name}` first")
     records = study["spec"].get("plugins", {})
     _check_plugins(name, records)
     pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study),
                        runtime_env=plugins.runtime_env(records))
     options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
-    total = study["total_cells"]
+    with _progress_bar(name, study["total_cells"]) as show:
+        try:
+            counts = run_cells(engine, name, pool, options, on_progress=show)
+        except KeyboardInterrupt:
+            show.stop()
+            err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
+                      markup=False, highlight=False)
+            _leave(130)
+        except ClusterLost as exc:
+            show.stop()
+            _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray is back")
+            _leave(1)
+    pool.close()
+    _plain(f"study {name}: {_final(counts)}")
+
+
+def _final(counts: dict[str, int]) -> str:
+    shown = ("complete", "diverged", "failed", *(("cancelled",) if counts.get("cancelled") else ()))
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
+
+
+class _Bar:
+    """``show(counts)`` updates a study's progress bar; ``stop()`` ends it before a message."""
+
+    def __init__(self, progress: Progress, task) -> None:
+        self.progress, self.task = progress, task
+
+    def __call__(self, counts: dict[str, int]) -> None:
+        done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed", "cancelled"))
+        self.progress.update(self.task, completed=done, running=counts.get("running", 0),
+                             diverged=counts.get("diverged", 0), failed=counts.get("failed", 0))
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@contextmanager
+def _progress_bar(name: str, total: int) -> Iterator[_Bar]:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("running {task.fields[running]}  diverged [yellow]{task.fields[diverged]}[/]  "
                           "failed [red]{task.fields[failed]}[/]"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]
     with Progress(*columns, console=out, transient=False) as progress:
-        bar = progress.add_task(name, total=total, running=0, diverged=0, failed=0)
-
-        def show(counts: dict[str, int]) -> None:
-            done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed"))
-            progress.update(bar, completed=done, running=counts.get("running", 0),
-                            diverged=counts.get("diverged", 0), failed=counts.get("failed", 0))
-
-        try:
-            counts = run_cells(engine, name, pool, options, on_progress=show)
-        except KeyboardInterrupt:
-            progress.stop()
-            err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
-                      markup=False, highlight=False)
-            _leave(130)
-        except ClusterLost as exc:
-            progress.stop()
-            _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray is back")
-            _leave(1)
-    pool.close()
-    out.print(f"study [bold]{name}[/]: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed")))
+        yield _Bar(progress, progress.add_task(escape(name), total=total, running=0, diverged=0, failed=0))
 
 
 def _population(value: str) -> int | None:
@@ -146,16 +191,21 @@ def _population(value: str) -> int | None:
 
 def _leave(code: int) -> None:
     """Exit without waiting on Ray: after a lost cluster its shutdown can hang for minutes."""
+    _shutdown_ray()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _shutdown_ray(seconds: float = 5.0) -> None:
+    """Stop the local Ray we started, if it answers within ``seconds``."""
     import threading
 
     import ray
 
     stopper = threading.Thread(target=ray.shutdown, daemon=True)
     stopper.start()
-    stopper.join(timeout=10)  # a local Ray we started is stopped if it still answers
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    stopper.join(timeout=seconds)
 
 
 def _warm_up(study: dict) -> dict:
@@ -195,15 +245,140 @@ def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float,
 
 @app.command()
 def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption = store.DEFAULT_DB) -> None:
-    """Cells per status, for one study or every study in the database."""
+    """The queue: each study's state, position and cells per status; and the running services."""
     engine = store.connect(db, must_exist=True)
-    table = Table("study", "task", "metric", "total", "pending", "running", "complete", "diverged", "failed")
-    for study_name in [name] if name else store.list_studies(engine):
-        study = store.get_study(engine, study_name)
-        counts = store.status_counts(engine, study["id"])
-        table.add_row(study_name, study["task"], study["metric"], str(study["total_cells"]),
-                      *(str(counts.get(s, 0)) for s in ("pending", "running", "complete", "diverged", "failed")))
+    rows = store.overview(engine)
+    if name is not None:
+        store.get_study(engine, name)
+        rows = [r for r in rows if r["name"] == name]
+    table = Table("study", "task", "state", "queue", "cells")
+    for column in table.columns:
+        column.overflow = "fold"  # names a user types are folded, never cut
+    for row in rows:
+        queue = "" if row["position"] is None else f"#{row['position']}" + (f" p{row['priority']}" if row["priority"] else "")
+        table.add_row(escape(row["name"]), escape(row["task"]), row["display"], queue, _cells_line(row))
     out.print(table)
+    services = store.services_alive(engine)
+    if not services:
+        _plain("services: none running (`adamscape serve` starts one)")
+    for service in services:
+        _plain(f"service {service['host']}:{service['pid']}: {service['workers']} workers on Ray {service['ray']}, "
+               f"heartbeat {service['age']:.0f} s ago")
+
+
+def _cells_line(row: dict) -> str:
+    """``12/48 done: 10 complete, 2 diverged; 4 running, 32 pending``."""
+    counts = row["counts"]
+    done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed", "cancelled"))
+    parts = [", ".join(f"{counts[s]} {s}" for s in ("complete", "diverged", "failed", "cancelled") if counts.get(s)),
+             ", ".join(f"{counts[s]} {s}" for s in ("running", "pending") if counts.get(s))]
+    return (f"{done}/{row['total_cells']} done" + "".join(f"; {part}" for part in parts if part)).replace("done; ", "done: ", 1)
+
+
+@app.command()
+def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, address: AddressOption = None,
+          gpus_per_trial: GpusOption = 0.0, lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
+          db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
+    """Run every queued study with warm workers, and wait for more (Ctrl-C or SIGTERM stops it)."""
+    import signal
+
+    from workers.executor import ClusterLost
+
+    from . import service
+    from .runner import RunOptions, new_owner, serve as serve_queue
+
+    population_size = _population(population)
+    engine = store.connect(db)
+    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=service.warm_up())
+    owner = new_owner()
+    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size,
+                         poll_seconds=0.2)
+    ticker = service.Ticker(engine, owner, service.details(pool.size, address), db_retry_seconds)
+    waker = service.Waker(engine)
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    _plain(f"serving {store._describe(db)} with {pool.size} workers on Ray {address or '(local)'}; "
+           "Ctrl-C or SIGTERM stops it (running cells are handed back)")
+    code = 0
+    try:
+        serve_queue(engine, pool, options, wait=waker, tick=ticker, owner=owner, announce=_stamped)
+    except KeyboardInterrupt:
+        _stamped("stopping: the running cells were handed back")
+    except ClusterLost as exc:
+        _print_error(f"{exc}; the running cells were handed back, restart `adamscape serve` once Ray is back")
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        waker.close()
+        try:
+            store.retrying(lambda: store.service_stopped(engine, owner), 5)
+        except Exception:
+            pass  # its heartbeat row ages out
+    if ticker.restart:
+        _stamped("restarting with the new code")
+        pool.close()
+        _shutdown_ray()
+        os.execv(sys.argv[0], sys.argv)  # the same command line (the console script), so the same process id
+    pool.close()
+    _leave(code)
+
+
+def _stamped(line: str) -> None:
+    import time
+
+    _plain(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+@app.command()
+def watch(name: str, db: DbOption = store.DEFAULT_DB) -> None:
+    """Show the live progress of a study a service runs (Ctrl-C stops watching, not the study)."""
+    import time
+
+    engine = store.connect(db, must_exist=True)
+    study = store.get_study(engine, name)
+    with _progress_bar(name, study["total_cells"]) as show:
+        try:
+            while True:
+                row = next((r for r in store.overview(engine) if r["id"] == study["id"]), None)
+                if row is None:
+                    raise UserError(f"study {name!r} was replaced or deleted")
+                show(row["counts"])
+                if row["position"] is None:
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            show.stop()
+            _plain(f"stopped watching; study {name} goes on (`adamscape status {name}`)")
+            return
+    _plain(f"study {name}: {row['display']}: {_final(row['counts'])}")
+
+
+@app.command()
+def cancel(name: str, db: DbOption = store.DEFAULT_DB) -> None:
+    """Cancel a study: its pending cells never run, its running cells stop within seconds (status cancelled)."""
+    touched = store.set_state(store.connect(db, must_exist=True), name, "cancel")
+    _plain(f"study {name} cancelled: {touched.get('running', 0)} running cells stopped, "
+           f"{touched.get('pending', 0)} pending cells will not run")
+
+
+@app.command()
+def pause(name: str, db: DbOption = store.DEFAULT_DB) -> None:
+    """Pause a study: nothing more of it starts; its running cells are handed back (they rerun on resume)."""
+    touched = store.set_state(store.connect(db, must_exist=True), name, "pause")
+    _plain(f"study {name} paused: {touched.get('running', 0)} running cells handed back; "
+           f"`adamscape resume {name}` continues it")
+
+
+@app.command()
+def resume(name: str, db: DbOption = store.DEFAULT_DB) -> None:
+    """Resume a paused study."""
+    engine = store.connect(db, must_exist=True)
+    store.set_state(engine, name, "resume")
+    row = next(r for r in store.overview(engine) if r["name"] == name)
+    _plain(f"study {name} resumed" + (f": queued at position {row['position']}" if row["position"] else ""))
 
 
 @app.command()

@@ -3,8 +3,9 @@
 One driver, two entry points: ``adamscape run NAME`` drives one study until it is done
 (:func:`run`); ``adamscape serve`` drives every queued study and waits for more (:func:`serve`).
 Free workers go to the queue's highest priority first; among studies of equal priority, each free
-worker goes to the study that has the fewest workers at that moment, the earlier submission on a tie
-(round-robin over the running studies: a large study never starves a small one submitted after it).
+worker goes to the study that has the fewest workers at that moment, and on a tie to the one served
+least recently, then the earliest submitted (round-robin over the queued studies: a large study never
+starves a small one submitted after it).
 A study that is paused, cancelled or replaced while its cells run has them stopped here within a
 pass (its leases were taken away by that command, so nothing of them is written).
 
@@ -119,11 +120,16 @@ def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(
 
 def serve(engine: Engine, pool: Pool, options: RunOptions = RunOptions(),
           wait: Callable[[float], None] | None = None, tick: Callable[["Driver"], None] = lambda driver: None,
-          owner: str | None = None) -> None:
+          owner: str | None = None, announce: Callable[[str], None] = lambda line: None) -> None:
     """Run the queue's studies for ever (until ``tick`` sets ``driver.draining`` and the cells in flight
     have ended, or an exception such as a SIGTERM's ends it). ``wait(seconds)`` idles until the queue may
-    have changed (a PostgreSQL notification, or just the time); ``tick`` runs every pass (heartbeat)."""
-    Driver(engine, pool, options, wait=wait, tick=tick, owner=owner).run()
+    have changed (a PostgreSQL notification, or just the time); ``tick`` runs every pass (heartbeat);
+    ``announce`` gets a line when a study starts or leaves the queue."""
+    Driver(engine, pool, options, wait=wait, tick=tick, owner=owner, announce=announce).run()
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()) if count)
 
 
 class _Study:
@@ -135,6 +141,7 @@ class _Study:
         self.counts: dict[str, int] = {}
         self.priority = row["priority"]
         self.claimable = True  # cleared when a claim finds nothing, set again by the queue
+        self.served = 0  # the driver's dispatch count when a worker was last sent its cells (round-robin)
         self.optuna: OptunaLog | None = None
 
     @property
@@ -154,9 +161,9 @@ class Driver:
     def __init__(self, engine: Engine, pool: Pool, options: RunOptions, only: dict[str, Any] | None = None,
                  on_progress: Callable[[dict[str, int]], None] = lambda counts: None,
                  wait: Callable[[float], None] | None = None, tick: Callable[["Driver"], None] = lambda driver: None,
-                 owner: str | None = None):
+                 owner: str | None = None, announce: Callable[[str], None] = lambda line: None):
         self.engine, self.pool, self.options, self.only = engine, pool, options, only
-        self.on_progress, self.tick = on_progress, tick
+        self.on_progress, self.tick, self.announce = on_progress, tick, announce
         self.wait = wait or (lambda seconds: time.sleep(seconds))
         self.owner = owner or new_owner()
         self.studies: dict[int, _Study] = {}
@@ -165,6 +172,7 @@ class Driver:
         self.storage = None  # Optuna's storage, shared by the studies' logs
         self.draining = False  # set by ``tick``: lease nothing more, end once nothing is in flight
         self.finished: _Study | None = None  # ``only``, once it left the queue
+        self.dispatches = 0
         self.queue_at = self.counted_at = -math.inf
 
     def db(self, call: Callable[[], T]) -> T:
@@ -226,6 +234,7 @@ class Driver:
                     continue  # replaced again meanwhile: the next look takes the new one
                 study = self.studies[study_id] = _Study(full)
                 self._refresh_counts([study])
+                self.announce(f"study {full['name']}: running ({_summary(study.counts)})")
             study.priority, study.claimable = row["priority"], bool(row["claimable"])
         for study in [s for s in self.studies.values() if s.id not in queued]:
             self._drop(study)
@@ -242,27 +251,29 @@ class Driver:
         if others:  # cells of another study on a stopped worker (a batch is one study: never) go back
             self._release(others, retry_seconds=self.options.db_retry_seconds)
         del self.studies[study.id]
-        self._settle(study)
+        outcome = self._settle(study)
         if self.only is not None and study.id == self.only["id"]:
             self.finished = study
         else:
             self._close(study)
+            self._refresh_counts([study])
+            self.announce(f"study {study.row['name']}: {outcome} ({_summary(study.counts)})")
 
-    def _settle(self, study: _Study) -> None:
+    def _settle(self, study: _Study) -> str:
         """A study that left the queue: report what other drivers finished but left unreported; for
-        ``adamscape run``, a replaced or paused study is an error."""
+        ``adamscape run``, a replaced or paused study is an error. Returns what happened to it."""
         state = self.db(lambda: store.study_states(self.engine, [study.id])).get(study.id)
         name = study.row["name"]
         if state is None or state["fingerprint"] != study.row["fingerprint"]:
             if self.only is not None:
                 raise StudyReplaced(f"study {name!r} was replaced or deleted while this driver ran it "
                                     f"(`submit --replace`); stopped. Run `adamscape run {name}` for the new one")
-            log.warning("study %s was replaced or deleted; its cells here were stopped", name)
-            return
+            return "replaced or deleted: its cells here were stopped"
         if state["state"] == "paused" and self.only is not None:
             raise StudyPaused(f"study {name!r} was paused; its running cells were handed back "
                               f"(`adamscape resume {name}`, then run it again)")
         self.db(self._log(study).reconcile)
+        return {"active": "finished", "paused": "paused", "cancelled": "cancelled"}[state["state"]]
 
     def _ended(self) -> dict[str, int]:
         """``adamscape run``: its study left the queue (finished or cancelled); its final counts."""
@@ -306,12 +317,14 @@ class Driver:
     # --- leasing ---------------------------------------------------------------------------------------
 
     def _next_study(self, busy: dict[int, int]) -> _Study | None:
-        """The study the next free worker goes to: highest priority, then fewest workers, then the earliest."""
+        """The study the next free worker goes to: the highest priority; then the fewest workers; then the
+        one served least recently (never served first); then the earliest submitted."""
         ready = [study for study in self.studies.values() if study.claimable]
         if not ready:
             return None
         workers = lambda study: sum(1 for study_id in busy.values() if study_id == study.id)  # noqa: E731
-        return min(ready, key=lambda study: (-study.priority, workers(study), study.row["created_at"], study.id))
+        return min(ready, key=lambda study: (-study.priority, workers(study), study.served,
+                                             study.row["created_at"], study.id))
 
     def _batch_size(self, study: _Study) -> int:
         """Cells per worker pass: the population cap, shrunk so every worker gets an equal share of the
@@ -341,6 +354,8 @@ class Driver:
             self.pool.dispatch(slot, payload(study.row, study.protocol, leased, self.options.population))
             busy[slot] = self.slot_study[slot] = study.id
             total += len(leased)
+            self.dispatches += 1
+            study.served = self.dispatches
         if total:
             self._progress()
         return total

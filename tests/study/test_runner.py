@@ -24,7 +24,7 @@ from tests.conftest import study_file
 
 import optimizers
 
-FAST = RunOptions(lease_seconds=30, poll_seconds=0.01, db_retry_seconds=30, counts_every=0.05)
+FAST = RunOptions(lease_seconds=30, poll_seconds=0.01, db_retry_seconds=30, counts_every=0.05, queue_every=0.0)
 
 
 @dataclass
@@ -101,9 +101,12 @@ def _setup(url: str, tmp_path, body: str | None = None, **top):
     return engine, study
 
 
-def _cells(engine) -> list[dict]:
+def _cells(engine, study: str | None = None) -> list[dict]:
+    """The cells of every study, or of study ``study``, in cell order."""
+    query = "SELECT c.* FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id"
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(sa.text("SELECT * FROM sweep_cells ORDER BY cell_index")).mappings()]
+        return [dict(r) for r in conn.execute(sa.text(query + (" WHERE s.name = :name" if study else "")
+                                                      + " ORDER BY c.cell_index"), {"name": study}).mappings()]
 
 
 def _trials(url: str, name: str, optimizer: str) -> list:
@@ -112,7 +115,7 @@ def _trials(url: str, name: str, optimizer: str) -> list:
 
 def _assert_exactly_once(engine, url: str, study: spec.StudySpec) -> list[dict]:
     """The invariant: every cell finished once, one Optuna trial each, the last attempt's curve complete."""
-    rows = _cells(engine)
+    rows = _cells(engine, study.name)
     assert len(rows) == study.cell_count()
     assert all(r["status"] in ("complete", "diverged", "failed") for r in rows), [r["status"] for r in rows]
     assert all(r["lease_owner"] is None for r in rows)
@@ -378,3 +381,136 @@ def test_the_driver_never_idles_while_cells_are_pending_and_workers_free(sqlite_
     run(engine, "tiny", ScriptedPool(size=1), dataclasses.replace(FAST, population=1))
     _assert_exactly_once(engine, sqlite_url, study)
     assert slept == []
+
+
+# --- the service's queue: priority, fair share, cancel, pause ----------------------------------------
+
+def _serve_until_done(engine, pool, options=FAST, resumed=lambda: True):
+    """``serve`` that drains (and so returns) once the queue is empty and ``resumed()``."""
+    from study.runner import serve
+
+    def tick(driver):
+        driver.draining = resumed() and not store.queue(engine)
+
+    serve(engine, pool, options, tick=tick)
+
+
+def _study_of(engine) -> dict[int, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT c.id, s.name FROM sweep_cells c JOIN sweep_studies s "
+                                         "ON s.id = c.study_id")).all())
+
+
+def test_a_service_serves_higher_priority_first_then_round_robin_over_studies(sqlite_url, tmp_path):
+    engine = store.connect(sqlite_url)
+    big = spec.load(study_file(tmp_path, name="big", seeds=[0, 1, 2]))  # 15 cells
+    small = spec.load(study_file(tmp_path, name="small", seeds=[0]))  # 5 cells, submitted after big
+    urgent = spec.load(study_file(tmp_path, name="urgent", body="[optimizers.adam]\nlr = [0.01, 0.1]\n", seeds=[0]))
+    store.register(engine, big)
+    store.register(engine, small)
+    store.register(engine, urgent, priority=5)
+    pool = ScriptedPool(size=1)
+    _serve_until_done(engine, pool, dataclasses.replace(FAST, population=1))
+    study_of = _study_of(engine)
+    order = [study_of[key] for batch in pool.batches for key in batch]
+    assert order[:2] == ["urgent", "urgent"]  # priority first
+    assert order[2:12] == ["big", "small"] * 5  # then a worker each in turn: small is not starved by big
+    assert order[12:] == ["big"] * 10
+    for study in (big, small, urgent):
+        _assert_exactly_once(engine, sqlite_url, study)
+
+
+def test_equal_priority_studies_share_the_workers(sqlite_url, tmp_path):
+    engine = store.connect(sqlite_url)
+    for name in ("first", "second"):
+        store.register(engine, spec.load(study_file(tmp_path, name=name, seeds=[0, 1, 2, 3])))
+    pool = ScriptedPool(size=4)
+    _serve_until_done(engine, pool, dataclasses.replace(FAST, population=2))
+    study_of = _study_of(engine)
+    first_four = [study_of[batch[0]] for batch in pool.batches[:4]]
+    assert sorted(first_four) == ["first", "first", "second", "second"]  # two workers each, not four to the first
+
+
+def test_cancel_stops_running_cells_and_pending_ones_never_start(db_url, tmp_path):
+    engine, study = _setup(db_url, tmp_path, seeds=[0, 1, 2])
+    other = spec.load(study_file(tmp_path, name="other", seeds=[0]))
+    store.register(engine, other)
+    cancelled = {}
+
+    def cancel(pool):
+        running = [key for scripts in pool.running.values() for key in scripts]
+        study_of = _study_of(engine)
+        some_done = any(r["status"] == "complete" for r in _cells(engine, "tiny"))
+        if not cancelled and some_done and any(study_of[key] == "tiny" for key in running):
+            cancelled["running"] = [key for key in running if study_of[key] == "tiny"]
+            cancelled["touched"] = store.set_state(engine, "tiny", "cancel")
+        return []
+
+    def slow(key, payload, attempt):
+        for _ in range(3):
+            yield None
+        yield from healthy(key, payload)
+
+    pool = ScriptedPool(size=2, behave=slow, before_events=cancel)
+    _serve_until_done(engine, pool, dataclasses.replace(FAST, population=2))
+    assert set(cancelled["running"]) <= set(pool.cancelled)  # its workers were stopped
+    rows = _cells(engine, "tiny")
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) == {"complete", "cancelled"} and statuses.count("cancelled") >= 2
+    assert cancelled["touched"]["running"] == len(cancelled["running"])
+    assert all(r["lease_owner"] is None and r["attempts"] <= 1 for r in rows)
+    dispatched_after = {key for key, _ in pool.dispatched} & {r["id"] for r in rows if r["status"] == "cancelled"}
+    assert dispatched_after == set(cancelled["running"])  # no pending cell of it started after the cancel
+    trials = [t for key in study.optimizers for t in _trials(db_url, "tiny", key)]
+    assert sorted(t.user_attrs["cell"] for t in trials) == sorted(r["cell_index"] for r in rows
+                                                                 if r["status"] == "complete")
+    _assert_exactly_once(engine, db_url, other)  # the service went on with the next study
+    with pytest.raises(store.UserError, match="was cancelled"):
+        store.set_state(engine, "tiny", "resume")
+
+
+def test_pause_hands_running_cells_back_and_resume_finishes_each_once(sqlite_url, tmp_path):
+    engine, study = _setup(sqlite_url, tmp_path, seeds=[0, 1, 2])
+    state = {"paused_at": None, "resumed": False}
+
+    def control(pool):
+        if state["paused_at"] is None and pool.calls == 3:
+            state["paused_at"] = pool.calls
+            state["touched"] = store.set_state(engine, "tiny", "pause")
+        elif state["paused_at"] and not state["resumed"] and pool.calls == state["paused_at"] + 20:
+            assert all(r["status"] != "running" for r in _cells(engine))
+            store.set_state(engine, "tiny", "resume")
+            state["resumed"] = True
+        return []
+
+    pool = ScriptedPool(size=2, behave=lambda key, payload, attempt: (yield from [None, None, *healthy(key, payload)]),
+                        before_events=control)
+    _serve_until_done(engine, pool, dataclasses.replace(FAST, population=2), resumed=lambda: state["resumed"])
+    rows = _assert_exactly_once(engine, sqlite_url, study)
+    handed_back = [r for r in rows if r["attempts"] == 2]
+    assert len(handed_back) == state["touched"]["running"] > 0 and all(r["losses"] == 0 for r in rows)
+
+
+def test_run_stops_on_a_pause_and_ends_on_a_cancel(sqlite_url, tmp_path):
+    from study.runner import StudyPaused
+
+    engine, study = _setup(sqlite_url, tmp_path)
+
+    def pause(pool):
+        if pool.calls == 2:
+            store.set_state(engine, "tiny", "pause")
+        return []
+
+    slow = lambda key, payload, attempt: (yield from [None, None, *healthy(key, payload)])  # noqa: E731
+    with pytest.raises(StudyPaused, match="paused"):
+        run(engine, "tiny", ScriptedPool(size=2, behave=slow, before_events=pause), FAST)
+    assert all(r["status"] == "pending" and r["lease_owner"] is None for r in _cells(engine))
+    store.set_state(engine, "tiny", "resume")
+
+    def cancel(pool):
+        if pool.calls == 2:
+            store.set_state(engine, "tiny", "cancel")
+        return []
+
+    counts = run(engine, "tiny", ScriptedPool(size=2, behave=slow, before_events=cancel), dataclasses.replace(FAST, population=2))
+    assert counts.get("cancelled", 0) > 0 and counts.get("pending", 0) == counts.get("running", 0) == 0
