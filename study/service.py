@@ -84,10 +84,13 @@ class Ticker:
         self.engine, self.owner, self.details, self.retry_seconds = engine, owner, details, retry_seconds
         self.code = details["code"]
         self.beat_at = self.checked_at = -float("inf")
-        self.restart = False
+        self.restart = self.ready = False
 
     def __call__(self, driver) -> None:
         now = time.monotonic()
+        if not self.ready and driver.pool.started() == driver.pool.size:
+            self.ready = True
+            driver.announce(f"{driver.pool.size} workers ready")
         if now - self.beat_at > BEAT_SECONDS:
             self.beat_at = now
             store.retrying(lambda: store.service_beat(self.engine, self.owner, **self.details), self.retry_seconds)
