@@ -51,9 +51,32 @@ def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str) -> go.Figu
 
 def progress(counts: dict[str, int], total: int) -> None:
     done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed"))
-    st.progress(done / total if total else 1.0,
+    cancelled = counts.get("cancelled", 0)
+    st.progress((done + cancelled) / total if total else 1.0,
                 text=f"{done}/{total} cells finished · running {counts.get('running', 0)} · "
-                     f"diverged {counts.get('diverged', 0)} · failed {counts.get('failed', 0)}")
+                     f"diverged {counts.get('diverged', 0)} · failed {counts.get('failed', 0)}"
+                     + (f" · cancelled {cancelled}" if cancelled else ""))
+
+
+def queue_frame(rows: list[dict], services: list[dict]) -> pd.DataFrame:
+    """The studies as the service's queue shows them: state, position, progress, and who runs them."""
+    names = {s["owner"]: f"{s['host']}:{s['pid']}" for s in services}
+    return pd.DataFrame([{
+        "study": r["name"], "task": r["task"], "state": r["display"], "position": r["position"],
+        "priority": r["priority"],
+        "finished": f"{sum(r['counts'].get(s, 0) for s in ('complete', 'diverged', 'failed'))}/{r['total_cells']}",
+        "running": r["counts"].get("running", 0), "cancelled": r["counts"].get("cancelled", 0),
+        "run by": ", ".join(names.get(owner, owner.rsplit(":", 1)[0]) for owner in r["runners"])} for r in rows])
+
+
+def queue(db) -> None:
+    rows, services = store.overview(db), store.services_alive(db)
+    busy = any(r["display"] in ("queued", "running") for r in rows)
+    with st.expander(f"queue · {len(services)} service{'s' if len(services) != 1 else ''} running", expanded=busy):
+        st.dataframe(queue_frame(rows, services), hide_index=True)
+        for s in services:
+            st.caption(f"service {s['host']}:{s['pid']} · {s['workers']} workers on Ray {s['ray']} · "
+                       f"heartbeat {s['age']:.0f} s ago")
 
 
 def main() -> None:
@@ -68,6 +91,7 @@ def main() -> None:
     if not names:
         st.info("No studies yet: `adamscape submit examples/quickstart.toml --run`.")
         return
+    queue(db)
     name = st.sidebar.selectbox("study", names, index=len(names) - 1)
     study = store.get_study(db, name)
     metric, direction = study["metric"], study["direction"]

@@ -54,10 +54,15 @@ class Format(str, Enum):
 def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db: DbOption = store.DEFAULT_DB,
            replace: Annotated[bool, typer.Option(help="Replace a changed study of the same name, discarding its results.")] = False,
            priority: Annotated[Optional[int], typer.Option(help="Queue priority on a service: higher runs first (default 0); given for an unchanged study, it re-prioritises it.")] = None,
-           run_now: Annotated[bool, typer.Option("--run", help="Run the study here right after submitting it.")] = False) -> None:
+           run_now: Annotated[bool, typer.Option("--run", help="Run the study here right after submitting it.")] = False,
+           cluster: Annotated[Optional[str], typer.Option(help="Hand the run to the Ray cluster whose dashboard is at this address (http://HEAD:8265) through Ray's Jobs API; this machine may then disconnect.")] = None) -> None:
     """Validate a study file and register its cells (idempotent for an unchanged file); a running service picks it up."""
     from . import spec
 
+    if run_now and cluster:
+        raise UserError("--run runs the study here and --cluster on a Ray cluster; give one of them")
+    if cluster:
+        _check_shared(db)
     study = spec.load(file)
     missing = None if study.download else study.task_info.missing_dataset(study.data_dir)
     if missing:
@@ -74,6 +79,11 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
     if run_now:
         run(study.name, db=db)
         return
+    if cluster:
+        job = _submit_job(cluster, study.name, db)
+        _plain(f"Ray job {job} runs it on the cluster at {cluster} (`adamscape watch {study.name}` or "
+               f"`ray job logs {job} --address {cluster}` follows it)")
+        return
     row = next(r for r in store.overview(engine) if r["name"] == study.name)
     services = store.services_alive(engine)
     if row["position"] is None:
@@ -83,6 +93,33 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
                f"(`adamscape watch {study.name}` shows its progress)")
     else:
         _plain(f"no service is running: `adamscape run {study.name}` runs it here, or start `adamscape serve`")
+
+
+def _check_shared(db: str) -> None:
+    """The cluster's driver writes the results: the database must be one the cluster's head can reach."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_absolute():
+        raise UserError(f"--cluster: the cluster's driver writes to {db}, a SQLite file on this machine; use a "
+                        "PostgreSQL database both reach (or an absolute path on a file system they share)")
+
+
+def _submit_job(cluster: str, name: str, db: str) -> str:
+    """Start ``adamscape run NAME`` as a Ray job on the cluster (its head runs the driver)."""
+    import shlex
+
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(cluster)
+        return client.submit_job(entrypoint=f"adamscape run {shlex.quote(name)} --db {shlex.quote(db)}",
+                                 submission_id=f"adamscape-{name}-{os.urandom(3).hex()}",
+                                 metadata={"adamscape_study": name})
+    except Exception as exc:  # unreachable, no Jobs API (ray[default] missing on the head), refused
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--cluster {cluster}: cannot submit a Ray job ({reason[:200]}); the study is registered, "
+                        f"so `adamscape run {name} --address …` or a service can still run it") from None
 
 
 def _services_line(services: list[dict]) -> str:

@@ -103,3 +103,24 @@ def test_real_browser_shows_both_maps(finished_db, tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert os.path.getsize(tmp_path / "dashboard.png") > 10_000
+
+
+def test_apptest_shows_the_queue_with_states_positions_and_services(tmp_path, monkeypatch):
+    from study import spec, store
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    engine = store.connect(url)
+    for name, priority in (("dropped", 0), ("held", 0), ("later", 0), ("urgent", 3)):
+        store.register(engine, spec.load(study_file(tmp_path, name=name)), priority=priority)
+    store.set_state(engine, "dropped", "cancel")
+    store.set_state(engine, "held", "pause")
+    store.service_beat(engine, "gpu-box:4242:abcd", host="gpu-box", pid=4242, workers=8, ray="10.0.0.1:6379",
+                       code="0" * 16)
+    monkeypatch.setenv("ADAMSCAPE_DB", url)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    frame = app.dataframe[0].value.set_index("study")
+    assert frame["state"].to_dict() == {"dropped": "cancelled", "held": "paused", "later": "queued", "urgent": "queued"}
+    assert frame.loc["urgent", "position"] == 1 and frame.loc["later", "position"] == 2  # priority first
+    assert frame.loc["dropped", "cancelled"] == 10
+    assert any("service gpu-box:4242 · 8 workers on Ray 10.0.0.1:6379" in c.value for c in app.caption)
