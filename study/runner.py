@@ -180,13 +180,34 @@ class Driver:
 
     def run(self) -> dict[str, int]:
         try:
+            if self.only is None:
+                self._reconcile_all()
             return self._loop()
         finally:
             self._hand_back()
-            for study in self.studies.values():
+            for study in self.studies.values():  # a stop between a result and its trial: report it now
+                self._try(lambda: store.unreported_cells(self.engine, study.id) and self._log(study).reconcile())
                 self._close(study)
             if self.storage is not None:
                 self.storage.engine.dispose()
+
+    def _try(self, call: Callable[[], Any]) -> None:
+        """Best effort on the way out (the next driver reconciles what this one could not)."""
+        try:
+            store.retrying(call, min(10.0, self.options.db_retry_seconds))
+        except Exception as exc:
+            log.warning("could not report finished cells to Optuna (%s); the next driver will",
+                        str(exc).splitlines()[0][:160])
+
+    def _reconcile_all(self) -> None:
+        """A service starting: report what a stopped driver left unreported, in studies that may never be
+        queued again (every cell finished)."""
+        for name in self.db(lambda: store.unreported_studies(self.engine)):
+            row = self.db(lambda: store.find_study(self.engine, name))
+            if row is not None:
+                study = _Study(row)
+                self.db(self._log(study).reconcile)
+                self._close(study)
 
     def _loop(self) -> dict[str, int]:
         last_beat = time.monotonic()

@@ -481,6 +481,14 @@ def unreported_cells(engine: Engine, study_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def unreported_studies(engine: Engine) -> list[str]:
+    """Studies with finished cells whose Optuna trial is missing (a driver stopped between the two)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(studies.c.name).where(exists().where(
+            cells.c.study_id == studies.c.id, cells.c.status.in_(FINISHED), cells.c.optuna_trial.is_(None))))
+            .scalars())
+
+
 def last_curves(conn: Connection, of: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     """Per cell id, the per-epoch metrics of the cell's last attempt (one query for all the cells)."""
     attempt = {cell["id"]: cell["attempts"] for cell in of}

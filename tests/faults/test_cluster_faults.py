@@ -163,6 +163,35 @@ def test_replace_under_a_running_driver_stops_it_with_one_line(cluster, sqlite_u
     assert_exactly_once(db, "swap")
 
 
+def test_a_service_survives_a_killed_worker_and_a_postgres_restart(cluster, pg_url, tmp_path):
+    """``adamscape serve`` on the cluster: a training process SIGKILLed, then PostgreSQL restarted under
+    it; it finishes the study, still takes a study submitted after the restart (its LISTEN connection
+    is back), and a SIGTERM ends it cleanly."""
+    db = pg_url
+    service = driver("serve", "--db", db, "--address", cluster.address, "--workers", "2", "--population", "1")
+    wait_for(lambda: store.services_alive(store.connect(db)), what="the service's heartbeat")
+    submit(write_study(tmp_path / "served.toml", "served", SMALL, epochs=40, seeds="[0, 1]"), db)
+    wait_for(lambda: finished(db, "served") >= 2, what="two finished cells")
+    before = snapshot(db, "served")
+    trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
+    assert trainers, "no training process found"
+    trainers[0].kill()
+    wait_for(lambda: finished(db, "served") >= len(before) + 2, what="progress after the worker kill")
+    pg_restart()
+    wait_for(lambda: finished(db, "served") == 12, what="the study, after the database restart")
+    submit(write_study(tmp_path / "after.toml", "after", SMALL, epochs=2), db)
+    wait_for(lambda: finished(db, "after") == 6, what="a study submitted after the restart")
+    assert service.poll() is None  # the service outlived both faults
+    service.send_signal(signal.SIGTERM)
+    code, out, err = _exit(service, timeout=30)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert_exactly_once(db, "served", untouched=before)
+    assert_exactly_once(db, "after")
+    assert cells_where(db, "served", "losses > 0")[0] >= 1  # the killed process's cell ran again
+    assert not store.services_alive(store.connect(db))
+
+
 def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resumes(cluster, sqlite_url, tmp_path):
     """Last in the file: it kills the shared cluster's head. A driver attached to it exits within
     60 s with one line; the resumed run (a local Ray) loses its node too (its DashboardAgent

@@ -514,3 +514,27 @@ def test_run_stops_on_a_pause_and_ends_on_a_cancel(sqlite_url, tmp_path):
 
     counts = run(engine, "tiny", ScriptedPool(size=2, behave=slow, before_events=cancel), dataclasses.replace(FAST, population=2))
     assert counts.get("cancelled", 0) > 0 and counts.get("pending", 0) == counts.get("running", 0) == 0
+
+
+def test_a_stop_between_a_result_and_its_trial_is_reported_on_the_way_out_or_by_the_next_service(
+        sqlite_url, tmp_path, monkeypatch):
+    from study import optuna_log
+
+    engine, study = _setup(sqlite_url, tmp_path)
+    real_report = optuna_log.OptunaLog.report
+
+    def interrupted(self, cell_ids):  # SIGTERM lands just after the results were written
+        monkeypatch.setattr(optuna_log.OptunaLog, "report", real_report)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optuna_log.OptunaLog, "report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(engine, "tiny", ScriptedPool(size=2), FAST)
+    finished = [r for r in _cells(engine) if r["status"] == "complete"]
+    assert finished and all(r["optuna_trial"] is not None for r in finished)  # reconciled in the driver's finally
+    run(engine, "tiny", ScriptedPool(size=2), FAST)
+    _assert_exactly_once(engine, sqlite_url, study)
+    with engine.begin() as conn:  # a driver that died before reporting a finished study's last cell
+        conn.execute(sa.text("UPDATE sweep_cells SET optuna_trial = NULL WHERE cell_index = 0"))
+    _serve_until_done(engine, ScriptedPool(size=1))  # the queue is empty: it only starts and stops
+    _assert_exactly_once(engine, sqlite_url, study)
