@@ -266,10 +266,12 @@ def _check_plugins(name: str, records: dict) -> None:
 
 def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float, stall_seconds: float,
                 warm: dict | None = None, runtime_env: dict | None = None):
-    from workers.executor import RayPool, connect
+    from workers.executor import ClusterUnreachable, RayPool, connect
 
     try:
         resources = connect(address, runtime_env)
+    except ClusterUnreachable as exc:  # already the whole line: what is wrong and how to fix it
+        raise UserError(str(exc)) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}; start it "
                         "(`ray start --head`) or drop --address / RAY_ADDRESS to use a local Ray") from None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import uuid
@@ -34,10 +36,26 @@ class RayNode:
     SIGTERM to its own ``ray start`` process, never ``ray stop``, which ends every Ray on the machine."""
 
     def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, auth_home: Path | None = None):
+        """``auth_home``: a head with token authentication, started the ordinary way: ``ray start --head`` with
+        RAY_AUTH_MODE unset and HOME=``auth_home``, whose ``.ray/auth_token`` (written here if missing) it finds.
+        Without it, token authentication is off (RAY_AUTH_MODE=disabled). Each node runs in its own RAY_TMPDIR
+        (a worker node keeps its files in its head's), removed when it stops: no test touches /tmp/ray, where
+        a user's Ray keeps its sessions and the ray_current_cluster file."""
+        if auth_home is not None and not head_port:
+            raise ValueError("auth_home: a head only")
         self.port = head_port
+        self.temp_dir = tempfile.mkdtemp(prefix="rayt-")  # short: Ray's socket paths under it must stay < 108 bytes
         role = ["--head", f"--port={head_port}", "--include-dashboard=false"] if head_port else [f"--address={address}"]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": self.temp_dir, "RAY_AUTH_MODE": "disabled"}
+        if auth_home is not None:
+            for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+                env.pop(name, None)
+            env["HOME"] = str(auth_home)
+            token = Path(auth_home) / ".ray" / "auth_token"
+            if not token.exists():
+                token.parent.mkdir(parents=True, exist_ok=True)
+                token.write_text(secrets.token_hex(32))
         self.process = subprocess.Popen(
             [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", "--num-gpus=0",
              "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
@@ -48,8 +66,12 @@ class RayNode:
             if "Ray runtime started" in line:
                 break
         else:
+            self.stop()
             raise RuntimeError("ray start failed:\n" + "".join(seen[-20:]))
         threading.Thread(target=self.process.stdout.read, daemon=True).start()  # keep its pipe drained
+        if auth_home is not None and not any("Token authentication is enabled" in line for line in seen):
+            self.stop()
+            raise RuntimeError("ray start --head did not turn token authentication on:\n" + "".join(seen[-20:]))
 
     @property
     def address(self) -> str:
@@ -88,6 +110,7 @@ class RayNode:
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the node outlived its ray start
         except ProcessLookupError:
             pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
