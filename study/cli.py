@@ -111,15 +111,29 @@ def _submit_job(cluster: str, name: str, db: str) -> str:
 
     from ray.job_submission import JobSubmissionClient
 
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
+
+    def starting(exc: BaseException) -> bool:  # a head just started: its job agent is not up yet
+        return "try again later" in str(exc)
+
+    def say(state) -> None:
+        if state.attempt_number == 1:
+            err.print("waiting for the cluster's job agent (a head that just started needs a while)…",
+                      markup=False, highlight=False)
+
     try:
         client = JobSubmissionClient(cluster)
-        return client.submit_job(entrypoint=f"adamscape run {shlex.quote(name)} --db {shlex.quote(db)}",
-                                 submission_id=f"adamscape-{name}-{os.urandom(3).hex()}",
-                                 metadata={"adamscape_study": name})
+        for attempt in Retrying(retry=retry_if_exception(starting), wait=wait_fixed(1), stop=stop_after_delay(180),
+                                before_sleep=say, reraise=True):
+            with attempt:
+                return client.submit_job(entrypoint=f"adamscape run {shlex.quote(name)} --db {shlex.quote(db)}",
+                                         submission_id=f"adamscape-{name}-{os.urandom(3).hex()}",
+                                         metadata={"adamscape_study": name})
     except Exception as exc:  # unreachable, no Jobs API (ray[default] missing on the head), refused
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--cluster {cluster}: cannot submit a Ray job ({reason[:200]}); the study is registered, "
                         f"so `adamscape run {name} --address …` or a service can still run it") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _services_line(services: list[dict]) -> str:

@@ -36,17 +36,20 @@ class RayNode:
     SIGTERM to its own ``ray start`` process, never ``ray stop``, which ends every Ray on the machine."""
 
     def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1,
-                 cwd: Path | None = None, auth_home: Path | None = None):
+                 cwd: Path | None = None, auth_home: Path | None = None, dashboard_port: int | None = None):
         """``auth_home``: a head with token authentication, started the ordinary way: ``ray start --head`` with
         RAY_AUTH_MODE unset and HOME=``auth_home``, whose ``.ray/auth_token`` (written here if missing) it finds.
         Without it, token authentication is off (RAY_AUTH_MODE=disabled). Each node runs in its own RAY_TMPDIR
         (a worker node keeps its files in its head's), removed when it stops: no test touches /tmp/ray, where
-        a user's Ray keeps its sessions and the ray_current_cluster file."""
+        a user's Ray keeps its sessions and the ray_current_cluster file. ``dashboard_port``: a head whose
+        dashboard (and Jobs API) listens there, on loopback."""
         if auth_home is not None and not head_port:
             raise ValueError("auth_home: a head only")
         self.port = head_port
         self.temp_dir = tempfile.mkdtemp(prefix="rayt-")  # short: Ray's socket paths under it must stay < 108 bytes
-        role = ["--head", f"--port={head_port}", "--include-dashboard=false"] if head_port else [f"--address={address}"]
+        dashboard = ([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1"] if dashboard_port
+                     else ["--include-dashboard=false"])  # the dashboard serves Ray's Jobs API
+        role = ["--head", f"--port={head_port}", *dashboard] if head_port else [f"--address={address}"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": self.temp_dir, "RAY_AUTH_MODE": "disabled"}
         if auth_home is not None:
             for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):

@@ -91,7 +91,9 @@ def _each_cell_once(engine, url: str, name: str, allowed=("complete", "diverged"
     return rows
 
 
-def test_an_idle_service_runs_studies_submitted_afterwards_each_cell_once(db_url, ray_address, tmp_path, services):
+def test_an_idle_service_runs_studies_submitted_afterwards_each_cell_once(sqlite_url, ray_address, tmp_path, services):
+    """On SQLite (polled); PostgreSQL's LISTEN/NOTIFY wakes the idle services of the next test."""
+    db_url = sqlite_url
     engine = store.connect(db_url)
     serving = services(db_url, ray_address, "--workers", "2")
     serving.wait_for("2 workers ready")
@@ -232,3 +234,36 @@ def test_code_version_covers_the_packages_and_the_lock_file(tmp_path):
     assert len({before, after_code, service.code_version(tmp_path)}) == 3
     (tmp_path / "notes.txt").write_text("not code\n")
     assert service.code_version(tmp_path) == service.code_version(tmp_path)
+
+
+def test_submit_cluster_runs_the_study_as_a_ray_job(tmp_path, monkeypatch):
+    """`submit --cluster` registers the study and hands `adamscape run` to the cluster through Ray's Jobs
+    API: the job, not this process, runs every cell."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from tests.conftest import RayNode, _free_port
+
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")  # a cluster's nodes have adamscape installed
+    port = _free_port()
+    head = RayNode(head_port=_free_port(), num_cpus=2, dashboard_port=port)
+    try:
+        url = f"sqlite:///{tmp_path / 'cluster.db'}"
+        address = f"http://127.0.0.1:{port}"
+        submitted = adamscape("submit", study_file(tmp_path, name="remote"), "--db", url, "--cluster", address)
+        job = submitted.stdout.split("Ray job ")[1].split()[0]
+        client = JobSubmissionClient(address)
+        _wait(lambda: client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED),
+              180, "the Ray job", lambda: client.get_job_logs(job))
+        assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)
+        assert "study remote: 8 complete, 2 diverged, 0 failed" in client.get_job_logs(job)
+        engine = store.connect(url)
+        _each_cell_once(engine, url, "remote")
+        refused = adamscape("submit", study_file(tmp_path, name="local"), "--db", "sqlite:///relative.db",
+                            "--cluster", address, check=False)
+        assert refused.returncode == 2 and "a SQLite file on this machine" in refused.stderr
+        unreachable = adamscape("submit", study_file(tmp_path, name="nowhere"), "--db", url, "--cluster",
+                                f"http://127.0.0.1:{_free_port()}", check=False)
+        assert unreachable.returncode == 2 and unreachable.stderr.count("\n") == 1, unreachable.stderr
+        assert "cannot submit a Ray job" in unreachable.stderr and "Traceback" not in unreachable.stderr
+    finally:
+        head.stop()
