@@ -18,15 +18,10 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (Connection, Engine, Float, and_, bindparam, case, cast, create_engine, delete, event, exists,
-                        func, insert, or_, select, text, update)
+                        func, insert, inspect, or_, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -37,7 +32,12 @@ from .errors import UserError
 from .schema import FINISHED, VERSION_TABLE, cells, curves, services, studies
 from .spec import Cell, StudySpec, expand
 
+if TYPE_CHECKING:  # pandas and alembic are imported where used: `submit` and `status` need neither
+    import pandas as pd
+    from alembic.config import Config
+
 DEFAULT_DB = "sqlite:///adamscape.db"
+SCHEMA_HEAD = "0006"  # the newest migration (a test checks it is alembic's head)
 QUEUE_CHANNEL = "adamscape_queue"  # PostgreSQL NOTIFY channel: a study was submitted, paused, resumed or cancelled
 SERVICE_ALIVE_SECONDS = 15.0  # a service whose heartbeat is older than this is gone
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -116,20 +116,25 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def _at_head(engine: Engine) -> bool:
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    """Whether the schema is at :data:`SCHEMA_HEAD` (one query; alembic is imported only to migrate)."""
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    return current == head
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return False
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == SCHEMA_HEAD
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to ``revision`` (tests step through older ones)."""
+    from alembic import command
+
     config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -522,6 +527,8 @@ def _with_own_hparams(frame: pd.DataFrame) -> pd.DataFrame:
 
 def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
     """The ``sweep_results`` rows of study ``name`` as a DataFrame (one row per cell, in cell order)."""
+    import pandas as pd
+
     engine = db if isinstance(db, Engine) else connect(db, must_exist=True)
     get_study(engine, name)
     with engine.connect() as conn:
@@ -534,6 +541,8 @@ def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
 
 def _with_final_metric_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``final_<name>`` for each metric that only the ``final_metrics`` JSON holds (x, distance …)."""
+    import pandas as pd
+
     parsed = [json.loads(v) if isinstance(v, str) else v if isinstance(v, dict) else {}  # NULL reads as NaN
               for v in frame.pop("final_metrics")]
     names = sorted({name for metrics in parsed for name in metrics} - {c.removeprefix("final_") for c in frame})

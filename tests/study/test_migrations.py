@@ -30,3 +30,11 @@ def test_upgrading_an_existing_database_keeps_its_rows(tmp_path):
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT study, lr, alpha, final_test_accuracy FROM sweep_results")).all()
     assert [tuple(r) for r in rows] == [("old", 0.001, None, 0.9)]
+
+
+def test_the_schema_head_the_store_checks_is_alembics_head():
+    """``connect`` compares the version table with SCHEMA_HEAD without importing alembic: a new
+    migration must move it."""
+    from alembic.script import ScriptDirectory
+
+    assert store.SCHEMA_HEAD == ScriptDirectory.from_config(store._alembic_config()).get_current_head()
