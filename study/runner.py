@@ -217,6 +217,8 @@ class Driver:
             if now - self.queue_at > self.options.queue_every:
                 self._refresh_queue()
             claimed = 0 if self.draining else self._claim()
+            if claimed:
+                self._open_logs()
             events = self.pool.events(timeout=self.options.poll_seconds if self.inflight else 0.0)
             wrote = self._write(events) if events else False
             now = time.monotonic()
@@ -307,6 +309,13 @@ class Driver:
             self.on_progress(study.counts)
         self._close(study)
         return study.counts
+
+    def _open_logs(self) -> None:
+        """Open the Optuna log of each study just sent to workers, while they train its first epoch (not
+        when its first results are waiting to be written)."""
+        for study in {id(s): s for _, s in self.inflight.values()}.values():
+            if study.optuna is None:
+                self._log(study)
 
     def _log(self, study: _Study) -> OptunaLog:
         if study.optuna is None:
