@@ -509,18 +509,20 @@ def main() -> None:
     logging.getLogger("adamscape").setLevel(logging.WARNING)
     try:
         app()
-        code: int | str | None = 0
     except (UserError, RunAborted) as exc:
         _print_error(str(exc))
-        code = 2 if isinstance(exc, UserError) else 1
+        sys.exit(2 if isinstance(exc, UserError) else 1)
+
+
+def console() -> None:
+    """The ``adamscape`` console script: :func:`main`, then an exit at once. Python's own shutdown
+    (collecting every object) takes ~0.6 s, more than a `submit`'s work; a process that started Ray
+    leaves through sys.exit, whose handlers stop the local Ray."""
+    try:
+        main()
+        code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
-    _finish(code)
-
-
-def _finish(code: int | str | None) -> None:
-    """Exit at once: Python's own shutdown (collecting every object) takes ~0.6 s, more than a `submit`'s
-    work. A process that started Ray leaves through sys.exit, whose handlers stop the local Ray."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         sys.exit(code)

@@ -49,7 +49,10 @@ class RayNode:
         self.temp_dir = tempfile.mkdtemp(prefix="rayt-")  # short: Ray's socket paths under it must stay < 108 bytes
         dashboard = ([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1"] if dashboard_port
                      else ["--include-dashboard=false"])  # the dashboard serves Ray's Jobs API
-        role = ["--head", f"--port={head_port}", *dashboard] if head_port else [f"--address={address}"]
+        # every node's agent binds a port (52365 by default): a free one, so that no two Rays on this
+        # machine (another test's, a user's) collide; a head's Jobs API needs its agent's HTTP server
+        agent = f"--dashboard-agent-listen-port={_free_port()}"
+        role = ["--head", f"--port={head_port}", *dashboard, agent] if head_port else [f"--address={address}", agent]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": self.temp_dir, "RAY_AUTH_MODE": "disabled"}
         if auth_home is not None:
             for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):

@@ -267,3 +267,21 @@ def test_submit_cluster_runs_the_study_as_a_ray_job(tmp_path, monkeypatch):
         assert "cannot submit a Ray job" in unreachable.stderr and "Traceback" not in unreachable.stderr
     finally:
         head.stop()
+
+
+def test_watch_follows_a_queued_study_and_ctrl_c_leaves_it_queued(sqlite_url, tmp_path):
+    engine = store.connect(sqlite_url)
+    adamscape("submit", study_file(tmp_path, name="waiting"), "--db", sqlite_url)
+    watcher = subprocess.Popen([str(BIN / "adamscape"), "watch", "waiting", "--db", sqlite_url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(3)  # no service: the bar waits at 0/10
+    assert watcher.poll() is None
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    assert "stopped watching; study waiting goes on" in out and "Traceback" not in err
+    assert _overview(engine, "waiting")["display"] == "queued"
+    missing = adamscape("watch", "nothing", "--db", sqlite_url, check=False)
+    assert missing.returncode == 2 and "no study named 'nothing'" in missing.stderr
