@@ -325,7 +325,8 @@ def _cells_line(row: dict) -> str:
     done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed", "cancelled"))
     parts = [", ".join(f"{counts[s]} {s}" for s in ("complete", "diverged", "failed", "cancelled") if counts.get(s)),
              ", ".join(f"{counts[s]} {s}" for s in ("running", "pending") if counts.get(s))]
-    return (f"{done}/{row['total_cells']} done" + "".join(f"; {part}" for part in parts if part)).replace("done; ", "done: ", 1)
+    details = "; ".join(part for part in parts if part)
+    return f"{done}/{row['total_cells']} done" + (f": {details}" if details else "")
 
 
 @app.command()

@@ -265,14 +265,9 @@ class Driver:
     def _drop(self, study: _Study) -> None:
         """``study`` left the queue: finished, or paused, cancelled or replaced (its cells in flight here
         are stopped: that command took their leases)."""
-        stopped: set[int] = set()
         for cell_id in [cell_id for cell_id, (_, s) in self.inflight.items() if s is study]:
-            if cell_id in self.inflight:
-                stopped.update(self.pool.cancel(cell_id))
-                del self.inflight[cell_id]
-        others = [self.inflight.pop(key)[0] for key in stopped if key in self.inflight]
-        if others:  # cells of another study on a stopped worker (a batch is one study: never) go back
-            self._release(others, retry_seconds=self.options.db_retry_seconds)
+            self.pool.cancel(cell_id)  # stops its worker; the cells it shares it with are this study's too
+            del self.inflight[cell_id]
         del self.studies[study.id]
         outcome = self._settle(study)
         if self.only is not None and study.id == self.only["id"]:
