@@ -105,7 +105,7 @@ def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # TOML's inf and nan break runs and storage
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)  # TOML's inf and nan break runs and storage; `amp = "yes"` is not a bool
 
 
 class ConstantSchedule(_Strict):
@@ -184,7 +184,7 @@ class StudySpec(_Strict):
             whole = isinstance(seed, int) or (isinstance(seed, float) and seed.is_integer())
             if isinstance(seed, bool) or not whole or not 0 <= seed <= MAX_SEED:
                 raise ValueError(f"each seed must be a whole number from 0 to {MAX_SEED} (got {_shown(seed)})")
-        return seeds
+        return [int(seed) for seed in seeds] if isinstance(seeds, list) else seeds  # 5.0 is seed 5
 
     @field_validator("divergence_factor", mode="before")
     @classmethod
@@ -335,6 +335,10 @@ def expand(spec: StudySpec) -> list[Cell]:
     return cells
 
 
+_EXPECTED = {"bool_type": "true or false", "string_type": "a string in quotes", "int_type": "a whole number",
+             "float_type": "a number", "list_type": "a list [...]", "dict_type": "a table"}
+
+
 def _format_validation_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
     loc = list(first["loc"])
@@ -350,6 +354,10 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         message = FINITE
     elif first["type"] == "float_type" and _is_number(first.get("input")):
         message = f"{_shown(first['input'])} is too large for a floating-point number"
+    elif first["type"] == "int_type" and isinstance(first.get("input"), float):
+        message = FINITE if not math.isfinite(first["input"]) else f"must be a whole number (got {first['input']!r})"
+    elif first["type"] in _EXPECTED:  # strict types: "yes" is not true, 1 is not a string
+        message = f"must be {_EXPECTED[first['type']]} (got {_shown(first.get('input'))})"
     return f"{source}: {where + ': ' if where else ''}{message}"
 
 

@@ -229,3 +229,18 @@ def test_training_keys_default_to_the_task_and_global_weight_decay_fills_in():
 def test_every_example_is_a_valid_study():
     for path in sorted((ROOT / "examples").rglob("*.toml")):  # examples/plugins/ too (imports their code)
         assert spec.load(path).cell_count() > 0, path
+
+
+@pytest.mark.parametrize("text,needle", [
+    (BASE + 'amp = "yes"\n' + ADAM, "amp: must be true or false (got 'yes')"),
+    (BASE + "download = 1\n" + ADAM, "download: must be true or false (got 1)"),
+    (BASE.replace("epochs = 2", "epochs = 2.0") + ADAM, "epochs: must be a whole number (got 2.0)"),
+    (BASE.replace('name = "s"', "name = 3") + ADAM, "name: must be a string in quotes (got 3)"),
+    (BASE.replace('metric = "test_accuracy"', "metric = true") + ADAM, "metric: must be a string in quotes (got true)"),
+    (BASE + "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = true }\n", "num must be a whole number"),
+])
+def test_study_file_types_are_strict(text, needle):
+    """A value of the wrong TOML type is refused with what was expected, never coerced."""
+    with pytest.raises(UserError) as info:
+        spec.parse(text, "study.toml")
+    assert str(info.value) == f"study.toml: {needle}" or needle in str(info.value)
