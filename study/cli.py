@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import os
-import subprocess
 import sys
 from enum import Enum
 from pathlib import Path
@@ -25,8 +23,22 @@ from . import plugins, store
 from .catalog import TASKS
 from .errors import RunAborted, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Hyperparameter-sensitivity studies for the Adam family of optimizers.")
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        import importlib.metadata
+
+        _plain(f"adamscape {importlib.metadata.version('adamscape')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                                   help="Print adamscape's version and exit.")] = False) -> None:
+    """Hyperparameter-sensitivity studies for the Adam family of optimizers."""
 out = Console(emoji=False)  # user text (file names, ":X:" in a reference) is never an emoji code
 err = Console(stderr=True, emoji=False)
 
@@ -50,17 +62,33 @@ class Format(str, Enum):
     json = "json"
 
 
+FormatOption = Annotated[Format, typer.Option("--format", help="table (folded to the terminal), csv or json.")]
+FOLD_WIDTH = 16  # the narrowest a prose column of a table is folded to
+CELL_STATUSES = ("pending", "running", "complete", "diverged", "failed", "cancelled")
+
+
 @app.command()
 def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db: DbOption = store.DEFAULT_DB,
            replace: Annotated[bool, typer.Option(help="Replace a changed study of the same name, discarding its results.")] = False,
            priority: Annotated[Optional[int], typer.Option(help="Queue priority on a service: higher runs first (default 0); given for an unchanged study, it re-prioritises it.")] = None,
            run_now: Annotated[bool, typer.Option("--run", help="Run the study here right after submitting it.")] = False,
-           cluster: Annotated[Optional[str], typer.Option(help="Hand the run to the Ray cluster whose dashboard is at this address (http://HEAD:8265) through Ray's Jobs API; this machine may then disconnect.")] = None) -> None:
-    """Validate a study file and register its cells (idempotent for an unchanged file); a running service picks it up."""
+           cluster: Annotated[Optional[str], typer.Option(help="Hand the run to the Ray cluster whose dashboard is at this address (http://HEAD:8265) through Ray's Jobs API; this machine may then disconnect.")] = None,
+           workers: WorkersOption = None, address: AddressOption = None, gpus_per_trial: GpusOption = 0.0,
+           lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
+           db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
+    """Validate a study file and register its cells (idempotent for an unchanged file); a running service picks it up.
+    With --run, the options after --cluster are `run`'s."""
     from . import spec
 
     if run_now and cluster:
         raise UserError("--run runs the study here and --cluster on a Ray cluster; give one of them")
+    given = [f"--{name.replace('_', '-')}" for name, value, default in (
+        ("workers", workers, None), ("address", address, None), ("gpus_per_trial", gpus_per_trial, 0.0),
+        ("lease_seconds", lease_seconds, 60.0), ("stall_seconds", stall_seconds, 3600.0),
+        ("db_retry_seconds", db_retry_seconds, 300.0), ("population", population, "auto")) if value != default]
+    if given and not run_now and not (given == ["--address"] and os.environ.get("RAY_ADDRESS") == address):
+        raise UserError(f"{', '.join(given)}: options of a run; add --run to run the study here with them")
+    _population(population)  # a bad --population is refused before anything is written
     if cluster:
         _check_shared(db)
     study = spec.load(file)
@@ -77,7 +105,9 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
     _plain(f"study {study.name} {verb}: {count} cells ({len(study.optimizers)} optimizers × grid × "
            f"{len(study.seeds)} seeds)")
     if run_now:
-        run(study.name, db=db)
+        run(study.name, db=db, workers=workers, address=address, gpus_per_trial=gpus_per_trial,
+            lease_seconds=lease_seconds, stall_seconds=stall_seconds, db_retry_seconds=db_retry_seconds,
+            population=population)
         return
     if cluster:
         job = _submit_job(cluster, study.name, db)
@@ -182,22 +212,25 @@ def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = Non
         raise UserError(f"study {name!r} is paused; `adamscape resume {name}` first")
     records = study["spec"].get("plugins", {})
     _check_plugins(name, records)
-    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study),
-                       runtime_env=plugins.runtime_env(records))
-    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
-    with _progress_bar(name, study["total_cells"]) as show:
-        try:
-            counts = run_cells(engine, name, pool, options, on_progress=show)
-        except KeyboardInterrupt:
-            show.stop()
-            err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
-                      markup=False, highlight=False)
-            _leave(130)
-        except ClusterLost as exc:
-            show.stop()
-            _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray is back")
-            _leave(1)
-    pool.close()
+    with _ray_messages_logged() as ray_log:
+        pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study),
+                           runtime_env=plugins.runtime_env(records))
+        options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
+        with _progress_bar(name, study["total_cells"]) as show:
+            try:
+                counts = run_cells(engine, name, pool, options, on_progress=show)
+            except KeyboardInterrupt:
+                show.stop()
+                err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
+                          markup=False, highlight=False)
+                _leave(130)
+            except ClusterLost as exc:
+                show.stop()
+                _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray "
+                             f"is back (Ray's messages: {ray_log})")
+                _leave(1)
+        pool.close()
+        _shutdown_ray()  # here: what Ray prints while it stops goes to its log too
     _plain(f"study {name}: {_final(counts)}")
 
 
@@ -221,13 +254,54 @@ class _Bar:
         self.progress.stop()
 
 
+RAY_LOG_FILES_KEPT = 20
+
+
+@contextmanager
+def _ray_messages_logged() -> Iterator[Path]:
+    """While a driver runs, Ray's own messages go to a log file named once on stderr, not among the
+    progress bar: its logger, the notes the raylet sends the driver (a worker died, memory ran low),
+    which Ray prints to sys.stdout, and C++ warnings written to file descriptors 1 and 2. adamscape's
+    own output keeps the terminal."""
+    import time
+
+    folder = Path(os.environ.get("ADAMSCAPE_LOG_DIR") or Path.home() / ".local" / "state" / "adamscape" / "logs")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in sorted(folder.glob("ray-*.log"))[:-RAY_LOG_FILES_KEPT]:
+        old.unlink(missing_ok=True)
+    path = folder / f"ray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    err.print(f"Ray's messages: {path}", markup=False, highlight=False, soft_wrap=True)
+    streams = sys.stdout, sys.stderr
+    with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+        for stream in streams:
+            stream.flush()
+        saved = os.dup(1), os.dup(2)
+        out.file, err.file = (open(fd, "w", buffering=1, encoding=stream.encoding or "utf-8", errors="replace",
+                                   closefd=False) for fd, stream in zip(saved, streams))
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
+        try:
+            yield path
+        finally:
+            for stream in (log, out.file, err.file):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sys.stdout, sys.stderr = streams
+            out.file = err.file = None  # back to following sys.stdout / sys.stderr
+            for fd in saved:
+                os.close(fd)
+
+
 @contextmanager
 def _progress_bar(name: str, total: int) -> Iterator[_Bar]:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("running {task.fields[running]}  diverged [yellow]{task.fields[diverged]}[/]  "
                           "failed [red]{task.fields[failed]}[/]"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]
-    with Progress(*columns, console=out, transient=False) as progress:
+    # Progress would send what others print to sys.stdout above the bar; Ray's notes go to its log instead
+    with Progress(*columns, console=out, transient=False, redirect_stdout=False, redirect_stderr=False) as progress:
         yield _Bar(progress, progress.add_task(escape(name), total=total, running=0, diverged=0, failed=0))
 
 
@@ -243,8 +317,8 @@ def _population(value: str) -> int | None:
 def _leave(code: int) -> None:
     """Exit without waiting on Ray: after a lost cluster its shutdown can hang for minutes."""
     _shutdown_ray()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr, out.file, err.file):
+        stream.flush()
     os._exit(code)
 
 
@@ -297,21 +371,27 @@ def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float,
 
 
 @app.command()
-def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption = store.DEFAULT_DB) -> None:
+def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption = store.DEFAULT_DB,
+           format: FormatOption = Format.table) -> None:
     """The queue: each study's state, position and cells per status; and the running services."""
-    engine = store.connect(db, must_exist=True)
+    engine = store.connect(db, must_exist=True, read_only=True)
     rows = store.overview(engine)
     if name is not None:
         store.get_study(engine, name)
         rows = [r for r in rows if r["name"] == name]
-    table = Table("study", "task", "state", "queue", "cells")
-    for column in table.columns:
-        column.overflow = "fold"  # names a user types are folded, never cut
-    for row in rows:
-        queue = "" if row["position"] is None else f"#{row['position']}" + (f" p{row['priority']}" if row["priority"] else "")
-        table.add_row(escape(row["name"]), escape(row["task"]), row["display"], queue, _cells_line(row))
-    out.print(table)
     services = store.services_alive(engine)
+    if format != Format.table:
+        studies = [{"study": r["name"], "task": r["task"], "metric": r["metric"], "state": r["display"],
+                    "position": r["position"], "priority": r["priority"], "total_cells": r["total_cells"],
+                    **{s: r["counts"].get(s, 0) for s in CELL_STATUSES}} for r in rows]
+        _print_records(studies, format, {"services": [
+            {k: service[k] for k in ("host", "pid", "workers", "ray", "started_at")} | {"heartbeat_age": service["age"]}
+            for service in services]})
+        return
+    _print_table(("study", "task", "state", "queue", "cells"), [
+        (r["name"], r["task"], r["display"],
+         "" if r["position"] is None else f"#{r['position']}" + (f" p{r['priority']}" if r["priority"] else ""),
+         _cells_line(r)) for r in rows], fold=("cells",))
     if not services:
         _plain("services: none running (`adamscape serve` starts one)")
     for service in services:
@@ -343,41 +423,43 @@ def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, addres
 
     population_size = _population(population)
     engine = store.connect(db)
-    pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=service.warm_up())
-    owner = new_owner()
-    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size,
-                         poll_seconds=0.2)
-    ticker = service.Ticker(engine, owner, service.details(pool.size, address), db_retry_seconds)
-    waker = service.Waker(engine)
+    with _ray_messages_logged() as ray_log:
+        pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=service.warm_up())
+        owner = new_owner()
+        options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds,
+                             population=population_size, poll_seconds=0.2)
+        ticker = service.Ticker(engine, owner, service.details(pool.size, address), db_retry_seconds)
+        waker = service.Waker(engine)
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)
-    _plain(f"serving {store._describe(db)} with {pool.size} workers on Ray {address or '(local)'}; "
-           "Ctrl-C or SIGTERM stops it (running cells are handed back)")
-    code = 0
-    try:
-        serve_queue(engine, pool, options, wait=waker, tick=ticker, owner=owner, announce=_stamped)
-    except KeyboardInterrupt:
-        _stamped("stopping: the running cells were handed back")
-    except ClusterLost as exc:
-        _print_error(f"{exc}; the running cells were handed back, restart `adamscape serve` once Ray is back")
-        code = 1
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        waker.close()
+        signal.signal(signal.SIGTERM, terminate)
+        _plain(f"serving {store._describe(db)} with {pool.size} workers on Ray {address or '(local)'}; "
+               "Ctrl-C or SIGTERM stops it (running cells are handed back)")
+        code = 0
         try:
-            store.retrying(lambda: store.service_stopped(engine, owner), 5)
-        except Exception:
-            pass  # its heartbeat row ages out
-    if ticker.restart:
-        _stamped("restarting with the new code")
-        pool.close()
-        _shutdown_ray()
-        os.execv(sys.argv[0], sys.argv)  # the same command line (the console script), so the same process id
+            serve_queue(engine, pool, options, wait=waker, tick=ticker, owner=owner, announce=_stamped)
+        except KeyboardInterrupt:
+            _stamped("stopping: the running cells were handed back")
+        except ClusterLost as exc:
+            _print_error(f"{exc}; the running cells were handed back, restart `adamscape serve` once Ray is back "
+                         f"(Ray's messages: {ray_log})")
+            code = 1
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            waker.close()
+            try:
+                store.retrying(lambda: store.service_stopped(engine, owner), 5)
+            except Exception:
+                pass  # its heartbeat row ages out
+        if not ticker.restart:
+            pool.close()
+            _leave(code)
+    _stamped("restarting with the new code")
     pool.close()
-    _leave(code)
+    _shutdown_ray()
+    os.execv(sys.argv[0], sys.argv)  # the same command line (the console script), so the same process id
 
 
 def _stamped(line: str) -> None:
@@ -436,51 +518,110 @@ def resume(name: str, db: DbOption = store.DEFAULT_DB) -> None:
 
 
 @app.command()
-def results(name: str, db: DbOption = store.DEFAULT_DB,
-            format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table) -> None:
+def results(name: str, db: DbOption = store.DEFAULT_DB, format: FormatOption = Format.table) -> None:
     """Print the study's rows of the sweep_results view."""
-    frame = store.results(name, store.connect(db, must_exist=True))
-    if format == Format.csv:
-        sys.stdout.write(frame.to_csv(index=False))
-    elif format == Format.json:
-        sys.stdout.write(json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n")
-    else:
-        shown = frame.dropna(axis=1, how="all").drop(columns=["study", "error"], errors="ignore")
-        table = Table(*shown.columns)
-        for row in shown.itertuples(index=False):
-            table.add_row(*("" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-        out.print(table)
+    columns, rows = store.result_rows(store.connect(db, must_exist=True, read_only=True), name)
+    if format != Format.table:
+        _print_records([dict(zip(columns, row)) for row in rows], format)
+        return
+    # the table leaves out the study, errors (long), empty columns, and lists below it what is the same
+    # on every row: the swept axes and the metrics are what is left
+    values = {c: [_shown_value(row[i]) for row in rows] for i, c in enumerate(columns) if c not in ("study", "error")}
+    same = {c: v[0] for c, v in values.items() if len(set(v)) == 1 and c not in ("cell", "optimizer", "seed", "status")
+            and len(rows) > 1}
+    shown = [c for c in values if c not in same and any(values[c])]
+    _print_table(shown, list(zip(*(values[c] for c in shown))))
+    if same:
+        _plain("the same on every row: " + ", ".join(f"{c} = {v}" for c, v in same.items() if v))
+
+
+def _shown_value(value) -> str:
+    if value is None or value != value:  # NULL, NaN
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command()
-def tasks() -> None:
-    """The tasks a study can name, with their metrics, defaults and [task_options]."""
-    table = Table("task", "description", "metrics", "epochs", "batch size", "task_options")
-    for info in (info for info in TASKS.values() if info.listed):
-        table.add_row(info.name, info.description,
-                      ", ".join(f"{m} ({'↑' if d == 'maximize' else '↓'})" for m, d in info.metrics.items()),
-                      str(info.default_epochs), str(info.default_batch_size),
-                      "\n".join(f"{k} = {o.default!r}: {o.description}" for k, o in info.options.items()))
-    out.print(table)
+def tasks(format: FormatOption = Format.table) -> None:
+    """The tasks a study can name, with their metrics (the primary one ranks a study whose file names no
+    metric), defaults and task options."""
+    listed = [info for info in TASKS.values() if info.listed]
+    if format != Format.table:
+        _print_records([{"task": i.name, "description": i.description, "metrics": i.metrics, "primary_metric": i.primary,
+                         "epochs": i.default_epochs, "batch_size": i.default_batch_size,
+                         "task_options": {k: {"default": o.default, "description": o.description}
+                                          for k, o in i.options.items()}} for i in listed], format)
+        return
+    _print_table(("task", "metrics", "epochs", "batch", "description; [task_options]"), [
+        (i.name, "\n".join(f"{m} {'↑' if d == 'maximize' else '↓'}{' *' if m == i.primary else ''}"
+                           for m, d in i.metrics.items()),
+         str(i.default_epochs), str(i.default_batch_size),
+         "\n".join([i.description, *(f"{k} = {o.default!r}: {o.description}" for k, o in i.options.items())]))
+        for i in listed], fold=("description; [task_options]",))
+    _plain("metrics: ↑ higher is better, ↓ lower; * the primary metric, which a study ranks by unless its file "
+           "names one")
     _print_own(plugins.TASK_GROUP, "./file.py:build", "Your own task")
 
 
 @app.command("optimizers")
-def list_optimizers() -> None:
+def list_optimizers(format: FormatOption = Format.table) -> None:
     """The optimizers a study can name, with their hyperparameters and paper defaults."""
     import optimizers
 
-    table = Table("optimizer", "description", "hyperparameters (default, search range)")
-    for spec in optimizers.REGISTRY.values():
-        table.add_row(spec.name, spec.summary, "\n".join(
-            f"{n} = {hp.default:g}  [{hp.search[0]:g} … {hp.search[1]:g}{', log' if hp.log else ''}]"
-            for n, hp in spec.hparams.items()))
-    out.print(table)
+    specs = list(optimizers.REGISTRY.values())
+    if format != Format.table:
+        _print_records([{"optimizer": spec.name, "description": spec.summary, "hyperparameters": {
+            n: {"default": hp.default, "search": list(hp.search), "log": hp.log} for n, hp in spec.hparams.items()}}
+            for spec in specs], format)
+        return
+    _print_table(("optimizer", "hyperparameter = default [search range]", "description"), [
+        (spec.name, "\n".join(f"{n} = {hp.default:g} [{hp.search[0]:g} … {hp.search[1]:g}{', log' if hp.log else ''}]"
+                              for n, hp in spec.hparams.items()), spec.summary) for spec in specs],
+        fold=("description",))
     _print_own(plugins.OPTIMIZER_GROUP, "./file.py:Class", "Your own optimizer")
+
+
+def _print_table(headers, rows, keep=(), fold=()) -> None:
+    """A table that never cuts a cell: the ``fold`` columns (prose) fold to the terminal, down to
+    FOLD_WIDTH; every other column (names a user types, numbers) keeps its longest line. A table
+    that cannot fit is printed wider than the terminal, which wraps it. Cells are printed as is
+    (never read as markup)."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    rows = [[str(cell) for cell in row] for row in rows]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for index, header in enumerate(headers):
+        widest = max(len(line) for text in [header, *(row[index] for row in rows)] for line in text.splitlines() or [""])
+        folds = header in fold
+        table.add_column(Text(header), overflow="fold", no_wrap=not folds,
+                         min_width=min(widest, FOLD_WIDTH) if folds else widest)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    out.print(table, width=max(out.width, Measurement.get(out, out.options, table).minimum), crop=False)
+
+
+def _print_records(records: list[dict], format: Format, extra: dict | None = None) -> None:
+    """``records`` as CSV (nested values as JSON) or JSON (a list; an object with ``extra`` beside it)."""
+    if format == Format.json:
+        shown = {"studies": records, **extra} if extra else records
+        sys.stdout.write(json.dumps(shown, indent=1, default=str) + "\n")
+        return
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    columns = list(records[0]) if records else []
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow(["" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else v
+                         for v in record.values()])
 
 
 def _print_own(group: str, form: str, section: str) -> None:
     """The names installed packages register (not imported here), and how to name one's own."""
+    import importlib.metadata
+
     installed = importlib.metadata.entry_points(group=group)
     if installed:
         _plain(f"installed ({group}): " + ", ".join(f"{ep.name} = {ep.value}" for ep in installed))
@@ -488,31 +629,54 @@ def _print_own(group: str, form: str, section: str) -> None:
 
 
 @app.command()
-def dashboard(db: DbOption = store.DEFAULT_DB, port: Annotated[int, typer.Option(min=1, max=65535)] = 8501) -> None:
-    """Serve the Streamlit dashboard over the results database."""
-    store.connect(db, must_exist=True)
+def dashboard(db: DbOption = store.DEFAULT_DB, port: Annotated[int, typer.Option(min=1, max=65535)] = 8501,
+              host: Annotated[str, typer.Option(help="Address to listen on: 127.0.0.1 serves this machine only; "
+                                                     "0.0.0.0 every network (e.g. in a container).")] = "127.0.0.1") -> None:
+    """Serve the Streamlit dashboard over the results database (read-only)."""
+    store.connect(db, must_exist=True, read_only=True)
     app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-    out.print(f"dashboard: http://localhost:{port}  (database {db}; Ctrl-C to stop)")
-    env = {**os.environ, "ADAMSCAPE_DB": db}
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
-                                      "--server.port", str(port), "--server.headless", "true",
-                                      "--browser.gatherUsageStats", "false"], env=env))
+    shown = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0") else host
+    _plain(f"dashboard: http://{shown}:{port}  (database {store._describe(db)}; Ctrl-C to stop)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # this process becomes the Streamlit server: Ctrl-C and SIGTERM reach it, and no orphan keeps the port
+    os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app_path),
+                               "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"],
+              {**os.environ, "ADAMSCAPE_DB": db})
+
+
+class _Warnings(logging.Handler):
+    """adamscape's warnings: a ``warning:`` line on the terminal's stderr (also while Ray's messages
+    go to their log), printed as is."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"warning: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
-    import optuna
+    """Entry point: user errors (the study's, the database's, the command line's) become one line on
+    stderr and exit code 2."""
+    from typer._click import exceptions as click_errors  # the click typer runs on
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    logging.getLogger("adamscape").addHandler(handler)
+    logging.getLogger("adamscape").addHandler(_Warnings())
     logging.getLogger("adamscape").setLevel(logging.WARNING)
     try:
-        app()
+        code = app(standalone_mode=False)
     except (UserError, RunAborted) as exc:
         _print_error(str(exc))
         sys.exit(2 if isinstance(exc, UserError) else 1)
+    except click_errors.NoArgsIsHelpError as exc:  # plain `adamscape`: the help
+        _plain(exc.format_message())
+        sys.exit(0)
+    except click_errors.UsageError as exc:  # an unknown option, a value out of range: no usage box
+        where = exc.ctx.command_path if exc.ctx else "adamscape"
+        _print_error(f"{exc.format_message()} (`{where} --help` lists the options)")
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C at a prompt
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 def console() -> None:

@@ -29,6 +29,8 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from . import store
 from .spec import StudySpec, expand
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the progress bar
+
 _STATES = {"complete": TrialState.COMPLETE, "diverged": TrialState.PRUNED, "failed": TrialState.FAIL}
 IDENTITY = "adamscape_study"  # user attr tying an Optuna study to one registered sweep study
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import math
 import shutil
@@ -46,11 +45,15 @@ def is_reference(name: str) -> bool:
 
 
 def entry_point(group: str, name: str) -> importlib.metadata.EntryPoint | None:
+    import importlib.metadata  # here: ~70 ms that `status` and `--help` do without
+
     found = importlib.metadata.entry_points(group=group, name=name)
     return next(iter(found), None)
 
 
 def entry_point_names(group: str) -> list[str]:
+    import importlib.metadata
+
     return sorted(ep.name for ep in importlib.metadata.entry_points(group=group))
 
 
@@ -100,6 +103,8 @@ def locate(reference: str, kind: str, base_dir: Path) -> dict[str, Any]:
 
 
 def _version(top: str) -> str | None:
+    import importlib.metadata
+
     distributions = importlib.metadata.packages_distributions().get(top) or []
     for name in distributions:
         try:
