@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import optimizers
@@ -94,6 +93,8 @@ def _spaced(low: float, high: float, num: int, log: bool) -> list[float]:
     if not math.isfinite(high - low):
         raise too_wide
     try:
+        import numpy as np  # here: `status` and `--help` load study files' models without it
+
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             points = np.logspace(np.log10(low), np.log10(high), num) if log else np.linspace(low, high, num)
     except FloatingPointError:
