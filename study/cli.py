@@ -587,19 +587,21 @@ def _print_table(headers, rows, keep=(), fold=()) -> None:
     that cannot fit is printed wider than the terminal, which wraps it. Cells are printed as is
     (never read as markup)."""
     from rich import box
-    from rich.measure import Measurement
     from rich.text import Text
 
     rows = [[str(cell) for cell in row] for row in rows]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    needed = 0
     for index, header in enumerate(headers):
         widest = max(len(line) for text in [header, *(row[index] for row in rows)] for line in text.splitlines() or [""])
-        folds = header in fold
-        table.add_column(Text(header), overflow="fold", no_wrap=not folds,
-                         min_width=min(widest, FOLD_WIDTH) if folds else widest)
+        narrowest = min(widest, FOLD_WIDTH) if header in fold else widest
+        table.add_column(Text(header), overflow="fold", no_wrap=header not in fold, min_width=narrowest)
+        needed += narrowest + 3  # its padding and the rule between columns
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
-    out.print(table, width=max(out.width, Measurement.get(out, out.options, table).minimum), crop=False)
+    wide = Console(file=out.file, width=max(out.width, needed + 2), emoji=False, force_terminal=out.is_terminal,
+                   color_system=out.color_system or None)  # Console.print is never wider than its console
+    wide.print(table, crop=False)
 
 
 def _print_records(records: list[dict], format: Format, extra: dict | None = None) -> None:

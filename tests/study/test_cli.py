@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from study import store
 from study.catalog import TrainingProtocol
-from tests.conftest import adamscape, study_file
+from tests.conftest import BIN, adamscape, study_file
 from workers import training
 
 
@@ -109,3 +109,148 @@ def test_changed_file_is_refused_and_unreachable_ray_is_reported(tmp_path, sqlit
     assert store.get_study(store.connect(sqlite_url), "tiny")["spec"]["epochs"] == 2
     no_ray = _run_rc("run", "tiny", "--db", sqlite_url, "--address", "127.0.0.1:1", timeout=120)
     assert no_ray.returncode == 2 and "cannot reach the Ray cluster" in no_ray.stderr
+
+
+# --- the everyday commands: whole names, machine-readable output, no slow imports -------------------
+
+LONG = "a-study-name-long-enough-to-be-cut-by-an-eighty-column-table"
+
+
+def _at_80(*args: str, **kw) -> subprocess.CompletedProcess:
+    """``adamscape ARGS`` piped, as in an 80-column terminal."""
+    return adamscape(*args, env={"COLUMNS": "80"}, **kw)
+
+
+def _words(text: str) -> set[str]:
+    return {word.strip("│┃,:;()[]*↑↓") for word in text.split()}
+
+
+def test_every_table_shows_each_full_name_when_piped_at_80_columns(tmp_path, sqlite_url):
+    import optimizers
+    from study.catalog import TASKS
+
+    listed = [info for info in TASKS.values() if info.listed]
+    tasks = _words(_at_80("tasks").stdout)
+    assert {info.name for info in listed} <= tasks
+    assert {metric for info in listed for metric in info.metrics} <= tasks
+    shown = _words(_at_80("optimizers").stdout)
+    assert set(optimizers.names()) <= shown
+    assert {n for name in optimizers.names() for n in optimizers.REGISTRY[name].hparams} <= shown
+
+    adamscape("submit", study_file(tmp_path, name=LONG), "--db", sqlite_url)
+    status = _at_80("status", "--db", sqlite_url).stdout
+    assert LONG in _words(status) and "pending" in status
+    results = _at_80("results", LONG, "--db", sqlite_url).stdout
+    header = results.splitlines()[1]
+    for column in ("cell", "optimizer", "seed", "status", "lr", "momentum"):
+        assert column in header.split(), header  # whole column names, on one line
+    assert {"adam", "sgdm"} <= _words(results)
+
+
+def test_every_table_command_offers_json_and_csv(tmp_path, sqlite_url):
+    import csv
+    import io
+
+    from study.catalog import TASKS
+
+    adamscape("submit", study_file(tmp_path), "--db", sqlite_url)
+    tasks = json.loads(adamscape("tasks", "--format", "json").stdout)
+    assert {t["task"]: t["primary_metric"] for t in tasks} == {
+        i.name: i.primary for i in TASKS.values() if i.listed}
+    optimizers_json = json.loads(adamscape("optimizers", "--format", "json").stdout)
+    assert {o["optimizer"] for o in optimizers_json} >= {"adam", "adabound", "sgdm"}
+    status = json.loads(adamscape("status", "--db", sqlite_url, "--format", "json").stdout)
+    assert [(s["study"], s["pending"], s["total_cells"]) for s in status["studies"]] == [("tiny", 10, 10)]
+    assert status["services"] == []
+    rows = json.loads(adamscape("results", "tiny", "--db", sqlite_url, "--format", "json").stdout)
+    assert [r["cell"] for r in rows] == list(range(10))
+    for command in (("tasks",), ("optimizers",), ("status", "--db", sqlite_url)):
+        parsed = list(csv.DictReader(io.StringIO(adamscape(*command, "--format", "csv").stdout)))
+        assert parsed and all(None not in row for row in parsed)  # one value per column on every row
+
+
+@pytest.mark.parametrize("args", [["--help"], ["status"], ["results", "tiny"], ["tasks"], ["optimizers"],
+                                  ["run", "--help"]])
+def test_everyday_commands_import_neither_torch_nor_ray(args, tmp_path, sqlite_url):
+    """Their wall time is measured by benchmarks/cli_latency.py; here: what they load."""
+    adamscape("submit", study_file(tmp_path), "--db", sqlite_url)
+    if args[0] in ("status", "results"):
+        args = [*args, "--db", sqlite_url]
+    probe = ("import sys\nsys.argv = ['adamscape', *sys.argv[1:]]\nfrom study.cli import main\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+             "heavy = [m for m in ('torch', 'ray', 'pandas', 'numpy', 'optuna') if m in sys.modules]\n"
+             "print('loaded:', heavy, file=sys.stderr)\n")
+    result = subprocess.run([str(BIN / "python"), "-c", probe, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "x", "--workers", "0"], "Invalid value for '--workers'"),
+    (["status", "--bogus"], "No such option: --bogus"),
+    (["dashboard", "--port", "70000"], "Invalid value for '--port'"),
+    (["results"], "Missing argument"),
+    (["submit", "{tmp}/we[red]ird[/].toml"], "we[red]ird[/].toml not found"),
+    (["submit", "{markup}"], "unknown task 'dig[/]its'"),
+    (["submit", "{tiny}", "--workers", "2"], "--workers: options of a run; add --run"),
+    (["status", "--db", "sqlite:///{notdb}"], "is not an SQLite database"),
+    (["status", "--db", "postgresql+psycopg://u@localhost:abc/test"], "abc"),
+])
+def test_command_line_errors_are_one_literal_line_exit_2(args, needle, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    markup = study_file(tmp_path, name="markup", task="dig[/]its")
+    tiny = study_file(tmp_path)
+    result = _run_rc(*[a.format(tmp=tmp_path, markup=markup, tiny=tiny, notdb=tmp_path / "notes.txt") for a in args],
+                     cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert needle in result.stderr and "╭" not in result.stderr
+    assert not (tmp_path / "adamscape.db").exists()  # nothing written
+
+
+def test_version_is_the_installed_package_version():
+    import importlib.metadata
+
+    assert adamscape("--version").stdout.strip() == f"adamscape {importlib.metadata.version('adamscape')}"
+
+
+def test_the_dashboard_command_is_its_server_and_listens_on_loopback(tmp_path, sqlite_url):
+    """SIGTERM to `adamscape dashboard` stops the server (no orphan keeps the port); it serves this machine only."""
+    import signal
+    import time
+    import urllib.request
+
+    import psutil
+
+    from tests.conftest import _free_port
+
+    adamscape("submit", study_file(tmp_path), "--db", sqlite_url)
+    port = _free_port()
+    server = subprocess.Popen([str(BIN / "adamscape"), "dashboard", "--db", sqlite_url, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
+                    assert answer.read() == b"ok"
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.3)
+        listening = [c for c in psutil.Process(server.pid).net_connections()
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+        assert [c.laddr.ip for c in listening] == ["127.0.0.1"]  # the command's own process, loopback only
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        assert not [c for c in psutil.net_connections() if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_submit_run_takes_the_options_of_run(tmp_path, sqlite_url, ray_address):
+    adamscape("submit", study_file(tmp_path), "--db", sqlite_url, "--run", "--address", ray_address,
+              "--workers", "1", "--population", "2", "--lease-seconds", "30")
+    frame = store.results("tiny", sqlite_url)
+    assert set(frame.status) == {"complete", "diverged"} and len(frame) == 10
