@@ -86,8 +86,11 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
         ("workers", workers, None), ("address", address, None), ("gpus_per_trial", gpus_per_trial, 0.0),
         ("lease_seconds", lease_seconds, 60.0), ("stall_seconds", stall_seconds, 3600.0),
         ("db_retry_seconds", db_retry_seconds, 300.0), ("population", population, "auto")) if value != default]
-    if given and not run_now and not (given == ["--address"] and os.environ.get("RAY_ADDRESS") == address):
-        raise UserError(f"{', '.join(given)}: options of a run; add --run to run the study here with them")
+    if given and not (run_now or cluster) and not (given == ["--address"] and os.environ.get("RAY_ADDRESS") == address):
+        raise UserError(f"{', '.join(given)}: options of a run; add --run to run the study here with them, "
+                        "or --cluster to run it on a Ray cluster with them")
+    if cluster and "--address" in given:
+        raise UserError("--address: a --cluster run uses the cluster it is submitted to; drop --address")
     _population(population)  # a bad --population is refused before anything is written
     if cluster:
         _check_shared(db)
@@ -110,7 +113,11 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
             population=population)
         return
     if cluster:
-        job = _submit_job(cluster, study.name, db)
+        options = [arg for name, value in (("--workers", workers), ("--gpus-per-trial", gpus_per_trial),
+                                           ("--lease-seconds", lease_seconds), ("--stall-seconds", stall_seconds),
+                                           ("--db-retry-seconds", db_retry_seconds), ("--population", population))
+                   if name in given for arg in (name, str(value))]
+        job = _submit_job(cluster, study.name, db, options)
         _plain(f"Ray job {job} runs it on the cluster at {cluster} (`adamscape watch {study.name}` or "
                f"`ray job logs {job} --address {cluster}` follows it)")
         return
@@ -135,8 +142,8 @@ def _check_shared(db: str) -> None:
                         "PostgreSQL database both reach (or an absolute path on a file system they share)")
 
 
-def _submit_job(cluster: str, name: str, db: str) -> str:
-    """Start ``adamscape run NAME`` as a Ray job on the cluster (its head runs the driver)."""
+def _submit_job(cluster: str, name: str, db: str, options: list[str]) -> str:
+    """Start ``adamscape run NAME OPTIONS`` as a Ray job on the cluster (its head runs the driver)."""
     import shlex
 
     from ray.job_submission import JobSubmissionClient
@@ -156,7 +163,7 @@ def _submit_job(cluster: str, name: str, db: str) -> str:
         for attempt in Retrying(retry=retry_if_exception(starting), wait=wait_fixed(1), stop=stop_after_delay(180),
                                 before_sleep=say, reraise=True):
             with attempt:
-                return client.submit_job(entrypoint=f"adamscape run {shlex.quote(name)} --db {shlex.quote(db)}",
+                return client.submit_job(entrypoint=shlex.join(["adamscape", "run", name, "--db", db, *options]),
                                          submission_id=f"adamscape-{name}-{os.urandom(3).hex()}",
                                          metadata={"adamscape_study": name})
     except Exception as exc:  # unreachable, no Jobs API (ray[default] missing on the head), refused

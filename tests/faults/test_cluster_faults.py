@@ -83,7 +83,7 @@ def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_
     # noop epochs of 50 ms: each population lasts 10 s however loaded the machine is, so both overlap
     body = "[task_options]\nseconds = 0.05\n\n[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 8 }\n"
     submit(write_study(tmp_path / "p.toml", "population", body, epochs=200, task="noop", metric="train_loss"), db)
-    run = driver("run", "population", "--db", db, "--address", cluster.address)
+    run = driver("run", "population", "--db", db, "--address", cluster.address, ADAMSCAPE_LOG_DIR=str(tmp_path))
     training = "SELECT COUNT(DISTINCT cell_id) FROM sweep_curves"
     wait_for(lambda: query(db, training)[0][0] == 8, what="both populations training")
     assert finished(db, "population") == 0
@@ -98,6 +98,10 @@ def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_
     killed = [r.cell_index for r in losses if r.losses == 1]
     assert killed in ([0, 1, 2, 3], [4, 5, 6, 7]), losses  # the whole population, and only it
     assert all(r.attempts == (2 if r.cell_index in killed else 1) for r in losses)
+    # Ray's note on the dead worker went to the log the driver named, not among its progress bar
+    assert "(raylet)" not in out + err and "worker died" not in (out + err).lower()
+    [log] = tmp_path.glob("ray-*.log")
+    assert err.count(str(log)) == 1 and "A worker died" in log.read_text()
 
 
 def test_killed_driver_then_ctrl_c_then_resume(cluster, sqlite_url, tmp_path):

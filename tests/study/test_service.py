@@ -249,9 +249,11 @@ def test_submit_cluster_runs_the_study_as_a_ray_job(tmp_path, monkeypatch):
     try:
         url = f"sqlite:///{tmp_path / 'cluster.db'}"
         address = f"http://127.0.0.1:{port}"
-        submitted = adamscape("submit", study_file(tmp_path, name="remote"), "--db", url, "--cluster", address)
+        submitted = adamscape("submit", study_file(tmp_path, name="remote"), "--db", url, "--cluster", address,
+                              "--workers", "1", "--population", "3")
         job = submitted.stdout.split("Ray job ")[1].split()[0]
         client = JobSubmissionClient(address)
+        assert client.get_job_info(job).entrypoint.endswith("--workers 1 --population 3")  # run's options travel
         _wait(lambda: client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED),
               180, "the Ray job", lambda: client.get_job_logs(job))
         assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)
