@@ -1,6 +1,7 @@
 """adamscape dashboard: robustness maps over a results database (read-only).
 
-Run with ``adamscape dashboard`` (the database comes from ADAMSCAPE_DB).
+Run with ``adamscape dashboard`` (the database comes from ADAMSCAPE_DB). It connects read-only: an
+empty database, or one at another schema version, is an error message, never a migration.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ st.set_page_config(page_title="adamscape", layout="wide")
 
 @st.cache_resource
 def engine(url: str):
-    return store.connect(url, must_exist=True)
+    # read-only: the dashboard never migrates or writes (a role that may only SELECT is enough)
+    return store.connect(url, read_only=True)
 
 
 @st.cache_data(ttl=5)

@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import math
+import re
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (Connection, Engine, Float, and_, bindparam, case, cast, create_engine, delete, event, exists,
                         func, insert, inspect, or_, select, text, update)
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -30,11 +31,12 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from optimizers import HPARAM_NAMES
 from .errors import UserError
 from .schema import FINISHED, VERSION_TABLE, cells, curves, services, studies
-from .spec import Cell, StudySpec, expand
 
-if TYPE_CHECKING:  # pandas and alembic are imported where used: `submit` and `status` need neither
+if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported where used: `status` needs none
     import pandas as pd
     from alembic.config import Config
+
+    from .spec import Cell, StudySpec
 
 DEFAULT_DB = "sqlite:///adamscape.db"
 SCHEMA_HEAD = "0006"  # the newest migration (a test checks it is alembic's head)
@@ -48,21 +50,53 @@ T = TypeVar("T")
 def _describe(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):
+        return _masked(url)
 
 
-def connect(url: str, must_exist: bool = False) -> Engine:
-    """An engine for ``url`` that is known to answer, with the schema migrated.
+def _masked(url: str) -> str:
+    """``url`` as the user wrote it, but with any password replaced by ***."""
+    return re.sub(r"^([^:/]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
-    ``must_exist``: refuse to create a new SQLite file (read-only commands).
+
+def _bad_url(url: str, exc: ValueError) -> UserError:
+    """SQLAlchemy's ``make_url`` int()s the port: a non-numeric one is a ValueError, not an ArgumentError."""
+    port = re.match(r"^[^:/]+://(?:[^@/]*@)?(?:\[[^\]/]*\]|[^:/?]*):([^/?]*)", url)
+    if port:
+        return UserError(f"database URL {_masked(url)} has a port that is not a number ({port.group(1) or 'empty'}); "
+                         "write host:PORT with digits (e.g. postgresql+psycopg://user@localhost:5432/adamscape) or "
+                         "leave :PORT out for the default, in --db or ADAMSCAPE_DB")
+    return UserError(f"database URL {_masked(url)} is not a valid URL ({exc}); use e.g. sqlite:///adamscape.db or "
+                     "postgresql+psycopg://user@host:5432/db (--db or ADAMSCAPE_DB)")
+
+
+def connect(url: str, must_exist: bool = False, *, read_only: bool = False) -> Engine:
+    """An engine for ``url`` that is known to answer, with its schema at :data:`SCHEMA_HEAD`.
+
+    ``must_exist``: refuse to create a new SQLite file.
+
+    ``read_only`` (the dashboard, ``status``, ``results``, ``watch``): never write. It implies
+    ``must_exist``, and nothing is migrated: a database without adamscape's schema, or at another
+    schema version, is a :class:`UserError` that names the fix (a writing command migrates). Every
+    session of the engine is read-only (PostgreSQL: ``SET SESSION CHARACTERISTICS AS TRANSACTION
+    READ ONLY``; SQLite: ``PRAGMA query_only``, and its journal mode is left as it is), and a write
+    tried through it anyway is a :class:`UserError` too, with nothing changed. A role that may only
+    SELECT is enough.
+
+    Otherwise (writing commands) an older schema is migrated to :data:`SCHEMA_HEAD` under a lock,
+    which the first writer's role must be allowed to do. Either way a schema newer than this
+    adamscape knows, an unreachable server, a file that is not SQLite or a malformed URL is one
+    :class:`UserError` line.
     """
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise UserError(f"database URL {url!r} is not a URL; use e.g. sqlite:///adamscape.db or "
+        raise UserError(f"database URL {_masked(url)} is not a URL; use e.g. sqlite:///adamscape.db or "
                         "postgresql+psycopg://user@host/db (--db or ADAMSCAPE_DB)") from None
+    except ValueError as exc:
+        raise _bad_url(url, exc) from None
     is_sqlite = parsed.get_backend_name() == "sqlite"
+    must_exist = must_exist or read_only
     if is_sqlite and must_exist and parsed.database and not Path(parsed.database).exists():
         raise UserError(f"no results database at {parsed.database}; submit a study first, or point --db / "
                         "ADAMSCAPE_DB at an existing one")
@@ -71,19 +105,53 @@ def connect(url: str, must_exist: bool = False) -> Engine:
     except Exception as exc:  # unknown driver, bad options
         raise UserError(f"cannot use database URL {_describe(url)}: {exc}") from None
     if is_sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_read_only if read_only else _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+    elif read_only and engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgresql_read_only)
+    if read_only:
+        event.listen(engine, "handle_error", _refuse_writes)
     try:
-        with engine.connect():
-            pass
+        version = _schema_version(engine)
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise UserError(f"cannot reach the results database {_describe(url)} ({reason}); start it or fix "
+        engine.dispose()
+        raise UserError(f"cannot reach the results database {_describe(url)} ({_reason(exc)}); start it or fix "
                         "--db / ADAMSCAPE_DB") from None
-    if not _at_head(engine):
-        with exclusive(engine, "migrate"):  # two processes on one new database: one migrates, one waits
-            migrate(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        if is_sqlite and isinstance(exc.orig, sqlite3.DatabaseError):  # "file is not a database", malformed
+            raise UserError(f"{parsed.database} is not an SQLite database ({_reason(exc)}); point --db / "
+                            "ADAMSCAPE_DB at an adamscape results file or a new path") from None
+        raise
+    if version == SCHEMA_HEAD:
+        return engine
+    if version is not None and _newer(version):  # alembic cannot migrate from a revision it does not know
+        engine.dispose()
+        raise UserError(f"the results database {_describe(url)} is at schema {version}, newer than this adamscape "
+                        f"knows (it needs {SCHEMA_HEAD}): upgrade adamscape to the version that wrote it")
+    if read_only:
+        engine.dispose()
+        if version is None:
+            raise UserError(f"no adamscape results in {_describe(url)}; submit a study first (`adamscape submit "
+                            "FILE`), or point --db / ADAMSCAPE_DB at the database that holds them")
+        raise UserError(f"the results database {_describe(url)} is at schema {version}, this adamscape needs "
+                        f"{SCHEMA_HEAD}: run any writing command (e.g. `adamscape submit`) with a role that may "
+                        "migrate")
+    with exclusive(engine, "migrate"):  # two processes on one new database: one migrates, one waits
+        migrate(engine)
     return engine
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the driver's own message (of SQLAlchemy's wrapper where there is none)."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).strip()
+    return message.splitlines()[0] if message else type(orig).__name__
+
+
+def _newer(version: str) -> bool:
+    """Whether schema ``version`` is not one this adamscape's migrations reach (revisions are "0001" …)."""
+    return not version.isdigit() or int(version) > int(SCHEMA_HEAD)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -95,6 +163,33 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # Python's sqlite3 begins a transaction only before its first INSERT/UPDATE/DELETE, so a read
     # and the write that depends on it would see two states of the file; _sqlite_begin begins instead.
     dbapi_connection.isolation_level = None
+
+
+def _sqlite_read_only(dbapi_connection, _record) -> None:
+    # the journal mode is the writers' to set (a file adamscape made is in WAL already, which persists)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+    dbapi_connection.isolation_level = None
+
+
+def _postgresql_read_only(dbapi_connection, _record) -> None:
+    # every transaction of this session is READ ONLY: the server refuses any write (SQLSTATE 25006)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def _refuse_writes(context) -> None:
+    """A read-only engine's refused write is one UserError line (not a retried OperationalError)."""
+    orig = context.original_exception
+    refused = getattr(orig, "sqlstate", None) == "25006" or (
+        isinstance(orig, sqlite3.OperationalError) and getattr(orig, "sqlite_errorname", "") == "SQLITE_READONLY")
+    if refused:
+        url = context.engine.url.render_as_string(hide_password=True) if context.engine else "the results database"
+        raise UserError(f"{url} is open read-only here and refused a write ({_reason(orig)}); only a writing command "
+                        "(e.g. `adamscape submit`) changes it") from context.sqlalchemy_exception
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -123,12 +218,13 @@ def _alembic_config() -> Config:
     return config
 
 
-def _at_head(engine: Engine) -> bool:
-    """Whether the schema is at :data:`SCHEMA_HEAD` (one query; alembic is imported only to migrate)."""
+def _schema_version(engine: Engine) -> str | None:
+    """The schema's alembic revision, or None where adamscape has none here (one query; alembic is
+    imported only to migrate)."""
     with engine.connect() as conn:
         if not inspect(conn).has_table(VERSION_TABLE):
-            return False
-        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == SCHEMA_HEAD
+            return None
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -294,6 +390,8 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False, priority: i
     ``priority`` (default 0): higher runs first on a service; given for an unchanged study, it
     re-prioritises it.
     """
+    from .spec import expand
+
     all_cells = expand(spec)
     with exclusive(engine, f"study:{spec.name}"):
         existing = find_study(engine, spec.name)
@@ -402,6 +500,8 @@ def record_epochs(conn: Connection, owner: str, epochs: list[tuple[dict[str, Any
             rows.append({"cell_id": cell["id"], "attempt": cell["attempts"], "epoch": epoch, "metrics": clean,
                          **{name: clean.get(name) for name in ("train_loss", "test_loss", "test_accuracy")}})
     if rows:
+        from sqlalchemy.dialects import postgresql, sqlite  # each loaded only by its own engine otherwise
+
         dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(dialect_insert(curves).on_conflict_do_nothing(), rows)
 
@@ -515,39 +615,43 @@ def status_counts(engine: Engine, study_id: int) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def _with_own_hparams(frame: pd.DataFrame) -> pd.DataFrame:
-    """A column for each hyperparameter of a study's own optimizers that has no column of its own
-    (the view keeps them in ``hparams``, as JSON)."""
-    parsed = [json.loads(v) if isinstance(v, str) else (v or {}) for v in frame.pop("hparams")]
-    extra = sorted({name for values in parsed for name in values} - set(frame.columns))
-    for name in extra:
-        frame[name] = [values.get(name) for values in parsed]
-    return frame
+def result_rows(engine: Engine, name: str) -> tuple[list[str], list[tuple]]:
+    """The ``sweep_results`` rows of study ``name`` as plain tuples (in cell order) and their column
+    names: the view's columns, then a column for each hyperparameter of the study's own optimizers
+    (the view keeps them in ``hparams``, as JSON) and ``final_<name>`` for each metric that only the
+    ``final_metrics`` JSON holds (x, distance …). No pandas: `adamscape results` answers at once."""
+    get_study(engine, name)
+    with engine.connect() as conn:
+        result = conn.execute(text("SELECT * FROM sweep_results WHERE study = :name ORDER BY cell"), {"name": name})
+        columns, rows = list(result.keys()), [dict(row._mapping) for row in result]
+    hparams = [_parsed_json(row.pop("hparams")) for row in rows]
+    metrics = [_parsed_json(row.pop("final_metrics")) for row in rows]
+    columns = [c for c in columns if c not in ("hparams", "final_metrics")]
+    columns += sorted({n for values in hparams for n in values} - set(columns))
+    metric_columns = sorted({f"final_{n}" for values in metrics for n in values} - set(columns))
+    for row, own, final in zip(rows, hparams, metrics):
+        row.update((n, v) for n, v in own.items() if n not in row)
+        row.update((c, final.get(c.removeprefix("final_"))) for c in metric_columns)
+    columns += metric_columns
+    return columns, [tuple(row.get(c) for c in columns) for row in rows]
+
+
+def _parsed_json(value: Any) -> dict:
+    return json.loads(value) if isinstance(value, str) else value if isinstance(value, dict) else {}
 
 
 def results(name: str, db: str | Engine = DEFAULT_DB) -> pd.DataFrame:
-    """The ``sweep_results`` rows of study ``name`` as a DataFrame (one row per cell, in cell order)."""
+    """The ``sweep_results`` rows of study ``name`` as a DataFrame (one row per cell, in cell order;
+    the columns of :func:`result_rows`)."""
     import pandas as pd
 
-    engine = db if isinstance(db, Engine) else connect(db, must_exist=True)
-    get_study(engine, name)
-    with engine.connect() as conn:
-        frame = pd.read_sql(text("SELECT * FROM sweep_results WHERE study = :name ORDER BY cell"), conn,
-                            params={"name": name})
+    engine = db if isinstance(db, Engine) else connect(db, read_only=True)
+    columns, rows = result_rows(engine, name)
+    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)  # as pandas.read_sql builds it
     frame["diverged"] = frame["diverged"].astype("boolean")
-    frame = _with_own_hparams(frame)
-    return _with_final_metric_columns(frame)
-
-
-def _with_final_metric_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``final_<name>`` for each metric that only the ``final_metrics`` JSON holds (x, distance …)."""
-    import pandas as pd
-
-    parsed = [json.loads(v) if isinstance(v, str) else v if isinstance(v, dict) else {}  # NULL reads as NaN
-              for v in frame.pop("final_metrics")]
-    names = sorted({name for metrics in parsed for name in metrics} - {c.removeprefix("final_") for c in frame})
-    for name in names:
-        frame[f"final_{name}"] = pd.Series([m.get(name) for m in parsed], index=frame.index, dtype="float64")
+    for column in columns:
+        if column.startswith("final_") and frame[column].dtype == object:  # NULL for some cells: NaN
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
 

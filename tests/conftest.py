@@ -13,6 +13,8 @@ import tempfile
 import textwrap
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -147,6 +149,61 @@ def pg_url():
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
     admin.dispose()
+
+
+def pg_admin() -> sa.Engine:
+    """An AUTOCOMMIT engine on the local PostgreSQL server; the test fails (CI=true) or skips if it is unreachable."""
+    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {PG_SERVER} is unreachable under CI=true: {exc}")
+        pytest.skip(f"PostgreSQL at {PG_SERVER} is unreachable")
+    return admin
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards (with whatever still uses it)."""
+    admin = pg_admin()
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield sa.engine.make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextmanager
+def read_only_role(url: str) -> Iterator[str]:
+    """The URL of ``url``'s database as a new LOGIN role that may only read it (CONNECT, USAGE on schema
+    public, SELECT on its tables and views, also those created later by ``url``'s role); the role, and
+    every privilege it was given, is dropped afterwards."""
+    role = f"adamscape_ro_{uuid.uuid4().hex[:8]}"
+    owner = sa.engine.make_url(url)
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {owner.database} TO {role}"))
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner.username} IN SCHEMA public "
+                             f"GRANT SELECT ON TABLES TO {role}"))
+    try:
+        yield owner.set(username=role, password=None).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
+                         {"r": role})
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))  # its privileges here, and CONNECT on the database
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -78,8 +79,9 @@ def test_real_browser_shows_both_maps(finished_db, tmp_path):
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
+    # a session of its own: `adamscape dashboard` runs the Streamlit server as its child, which must stop too
     server = subprocess.Popen([str(BIN / "adamscape"), "dashboard", "--db", finished_db, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -100,7 +102,7 @@ def test_real_browser_shows_both_maps(finished_db, tmp_path):
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             browser.close()
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert os.path.getsize(tmp_path / "dashboard.png") > 10_000
 
@@ -124,3 +126,19 @@ def test_apptest_shows_the_queue_with_states_positions_and_services(tmp_path, mo
     assert frame.loc["urgent", "position"] == 1 and frame.loc["later", "position"] == 2  # priority first
     assert frame.loc["dropped", "cancelled"] == 10
     assert any("service gpu-box:4242 · 8 workers on Ray 10.0.0.1:6379" in c.value for c in app.caption)
+
+
+def test_apptest_on_an_empty_postgresql_database_says_so_and_creates_nothing(monkeypatch):
+    import sqlalchemy as sa
+
+    from tests.conftest import pg_database
+
+    with pg_database() as url:
+        monkeypatch.setenv("ADAMSCAPE_DB", url)
+        app = AppTest.from_file(APP, default_timeout=60).run()
+        assert not app.exception
+        message = app.error[0].value
+        assert message.startswith("no adamscape results in ") and "submit a study first" in message
+        engine = sa.create_engine(url)
+        assert sa.inspect(engine).get_table_names() == []  # read-only: no migration
+        engine.dispose()

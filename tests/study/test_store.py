@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from study import spec, store
 from study.optuna_log import OptunaLog
 from study.errors import UserError
-from tests.conftest import study_file
+from tests.conftest import pg_database, read_only_role, study_file
 
 import pytest
 
@@ -104,3 +104,159 @@ def test_read_commands_do_not_create_a_database(tmp_path):
 def test_unreachable_database_is_a_user_error():
     with pytest.raises(UserError, match="cannot reach the results database"):
         store.connect("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+# --- read-only connections: nothing is written unless the caller writes ----------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def throwaway_url(request, tmp_path):
+    """A new empty database on SQLite or PostgreSQL (this one dropped afterwards)."""
+    if request.param == "sqlite":
+        sqlite3_file = tmp_path / "results.db"
+        sa.create_engine(f"sqlite:///{sqlite3_file}").connect().close()  # an existing, empty file
+        yield f"sqlite:///{sqlite3_file}"
+        return
+    with pg_database() as url:
+        yield url
+
+
+def _objects(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        return set(inspector.get_table_names()) | set(inspector.get_view_names())
+    finally:
+        engine.dispose()
+
+
+def _version(url: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM sweep_alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_read_only_connect_to_an_empty_database_creates_nothing(throwaway_url):
+    with pytest.raises(UserError, match=r"^no adamscape results in .*; submit a study first") as raised:
+        store.connect(throwaway_url, read_only=True)
+    assert "\n" not in str(raised.value)
+    assert _objects(throwaway_url) == set()
+    store.connect(throwaway_url)  # a writing connect creates the schema
+    assert "sweep_studies" in _objects(throwaway_url)
+
+
+def test_read_only_connect_to_an_older_or_newer_schema_says_so_and_leaves_it(throwaway_url):
+    old = sa.create_engine(throwaway_url)
+    store.migrate(old, "0005")
+    with pytest.raises(UserError, match=r"is at schema 0005, this adamscape needs 0006: run any writing command "
+                                        r"\(e.g. `adamscape submit`\) with a role that may migrate"):
+        store.connect(throwaway_url, read_only=True)
+    assert _version(throwaway_url) == "0005" and "sweep_services" not in _objects(throwaway_url)  # 0006's table
+    with old.begin() as conn:
+        conn.execute(sa.text("UPDATE sweep_alembic_version SET version_num = '0099'"))
+    old.dispose()
+    for read_only in (True, False):  # a writing command cannot migrate it either
+        with pytest.raises(UserError, match="is at schema 0099, newer than this adamscape knows .*upgrade adamscape"):
+            store.connect(throwaway_url, read_only=read_only)
+    assert _version(throwaway_url) == "0099"
+
+
+def _counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+                    for table in ("sweep_studies", "sweep_cells", "sweep_curves", "sweep_services")}
+    finally:
+        engine.dispose()
+
+
+def _try_every_kind_of_write(engine, tmp_path) -> None:
+    """Writes through a read-only engine: each a one-line UserError, none retried."""
+    writes = [
+        lambda: store.register(engine, spec.load(study_file(tmp_path, name="other"))),
+        lambda: store.set_state(engine, "tiny", "pause"),
+        lambda: store.claim(engine, store.get_study(engine, "tiny"), "driver-x", 2, lease_seconds=60),
+        lambda: store.service_beat(engine, "host:1:x", host="host", pid=1, workers=1, ray="local", code="0" * 16),
+    ]
+    for write in writes:
+        with pytest.raises(UserError, match="is open read-only here and refused a write") as raised:
+            write()
+        assert "\n" not in str(raised.value)
+    with pytest.raises(UserError, match="refused a write"):
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM sweep_cells"))
+
+
+def _a_finished_study(url: str, tmp_path) -> None:
+    engine = store.connect(url)
+    store.register(engine, spec.load(study_file(tmp_path)))
+    claimed = store.claim(engine, store.get_study(engine, "tiny"), "driver-a", 3, lease_seconds=60)
+    with store.transaction(engine) as conn:
+        store.finish(conn, "driver-a", [{"cell": cell, "status": "complete", "final": {"test_accuracy": 0.5}}
+                                        for cell in claimed])
+    engine.dispose()
+
+
+def test_a_read_only_role_reads_results_and_overview_and_every_write_is_refused(tmp_path):
+    with pg_database() as url:
+        _a_finished_study(url, tmp_path)
+        with read_only_role(url) as ro_url:
+            before = _counts(url)
+            engine = store.connect(ro_url, read_only=True)
+            frame = store.results("tiny", engine)
+            assert frame.shape[0] == 10 and (frame["status"] == "complete").sum() == 3
+            assert store.results("tiny", ro_url).shape[0] == 10  # a URL: results connects read-only itself
+            (row,) = store.overview(engine)
+            assert row["name"] == "tiny" and row["counts"] == {"complete": 3, "pending": 7}
+            assert store.services_alive(engine) == [] and store.list_studies(engine) == ["tiny"]
+            _try_every_kind_of_write(engine, tmp_path)
+            engine.dispose()
+            assert _counts(url) == before
+            # the role itself may not write either: a session not marked read-only is refused by privileges
+            plain = sa.create_engine(ro_url)
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                with plain.begin() as conn:
+                    conn.execute(sa.text("DELETE FROM sweep_cells"))
+            plain.dispose()
+            assert _counts(url) == before
+
+
+def test_a_read_only_sqlite_connection_refuses_writes_and_keeps_the_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    _a_finished_study(url, tmp_path)
+    before = _counts(url)
+    engine = store.connect(url, read_only=True)
+    assert store.results("tiny", engine).shape[0] == 10
+    _try_every_kind_of_write(engine, tmp_path)
+    engine.dispose()
+    assert _counts(url) == before
+
+
+def test_a_file_that_is_not_sqlite_is_one_user_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping: milk, eggs\n" * 20)
+    for read_only in (False, True):
+        with pytest.raises(UserError) as raised:
+            store.connect("sqlite:///notes.txt", read_only=read_only)
+        assert str(raised.value) == ("notes.txt is not an SQLite database (file is not a database); point --db / "
+                                     "ADAMSCAPE_DB at an adamscape results file or a new path")
+    assert notes.read_text() == "shopping: milk, eggs\n" * 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no -wal, -shm or .lock beside it
+
+
+@pytest.mark.parametrize("url,shown,port", [
+    ("postgresql+psycopg://u@localhost:abc/test", "postgresql+psycopg://u@localhost:abc/test", "abc"),
+    ("postgresql+psycopg://u:s3cret@db.example:54x2/test", "postgresql+psycopg://u:***@db.example:54x2/test", "54x2"),
+])
+def test_a_port_that_is_not_a_number_is_one_user_error(url, shown, port):
+    for read_only in (False, True):
+        with pytest.raises(UserError) as raised:
+            store.connect(url, read_only=read_only)
+        message = str(raised.value)
+        assert message.startswith(f"database URL {shown} has a port that is not a number ({port}); ")
+        assert "host:PORT with digits" in message and "--db or ADAMSCAPE_DB" in message and "s3cret" not in message
+        assert "\n" not in message
