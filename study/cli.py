@@ -222,6 +222,7 @@ def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = Non
     with _ray_messages_logged() as ray_log:
         pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study),
                            runtime_env=plugins.runtime_env(records))
+        _name_log(ray_log)
         options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
         with _progress_bar(name, study["total_cells"]) as show:
             try:
@@ -266,8 +267,8 @@ RAY_LOG_FILES_KEPT = 20
 
 @contextmanager
 def _ray_messages_logged() -> Iterator[Path]:
-    """While a driver runs, Ray's own messages go to a log file named once on stderr, not among the
-    progress bar: its logger, the notes the raylet sends the driver (a worker died, memory ran low),
+    """While a driver runs, Ray's own messages go to a log file (the caller names it once Ray is up), not
+    among the progress bar: its logger, the notes the raylet sends the driver (a worker died, memory ran low),
     which Ray prints to sys.stdout, and C++ warnings written to file descriptors 1 and 2. adamscape's
     own output keeps the terminal."""
     import time
@@ -277,7 +278,6 @@ def _ray_messages_logged() -> Iterator[Path]:
     for old in sorted(folder.glob("ray-*.log"))[:-RAY_LOG_FILES_KEPT]:
         old.unlink(missing_ok=True)
     path = folder / f"ray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    err.print(f"Ray's messages: {path}", markup=False, highlight=False, soft_wrap=True)
     streams = sys.stdout, sys.stderr
     with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
         for stream in streams:
@@ -299,6 +299,10 @@ def _ray_messages_logged() -> Iterator[Path]:
             out.file = err.file = None  # back to following sys.stdout / sys.stderr
             for fd in saved:
                 os.close(fd)
+
+
+def _name_log(path: Path) -> None:
+    err.print(f"Ray's messages: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -432,6 +436,7 @@ def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, addres
     engine = store.connect(db)
     with _ray_messages_logged() as ray_log:
         pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=service.warm_up())
+        _name_log(ray_log)
         owner = new_owner()
         options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds,
                              population=population_size, poll_seconds=0.2)

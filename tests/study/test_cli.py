@@ -109,6 +109,7 @@ def test_changed_file_is_refused_and_unreachable_ray_is_reported(tmp_path, sqlit
     assert store.get_study(store.connect(sqlite_url), "tiny")["spec"]["epochs"] == 2
     no_ray = _run_rc("run", "tiny", "--db", sqlite_url, "--address", "127.0.0.1:1", timeout=120)
     assert no_ray.returncode == 2 and "cannot reach the Ray cluster" in no_ray.stderr
+    assert no_ray.stderr.count("\n") == 1, no_ray.stderr  # the error alone (no Ray log line before it)
 
 
 # --- the everyday commands: whole names, machine-readable output, no slow imports -------------------
