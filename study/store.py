@@ -109,8 +109,7 @@ def connect(url: str, must_exist: bool = False, *, read_only: bool = False) -> E
         event.listen(engine, "begin", _sqlite_begin)
     elif read_only and engine.dialect.name == "postgresql":
         event.listen(engine, "connect", _postgresql_read_only)
-    if read_only:
-        event.listen(engine, "handle_error", _refuse_writes)
+    event.listen(engine, "handle_error", _refuse_writes)
     try:
         version = _schema_version(engine)
     except OperationalError as exc:
@@ -182,8 +181,13 @@ def _postgresql_read_only(dbapi_connection, _record) -> None:
 
 
 def _refuse_writes(context) -> None:
-    """A read-only engine's refused write is one UserError line (not a retried OperationalError)."""
+    """A read-only engine's refused write, and a role's missing privilege, are one UserError line (not a
+    retried OperationalError, nor a traceback)."""
     orig = context.original_exception
+    if getattr(orig, "sqlstate", None) == "42501":  # insufficient_privilege: e.g. the dashboard's role in `submit`
+        url = context.engine.url.render_as_string(hide_password=True) if context.engine else "the results database"
+        raise UserError(f"{url}: this database role may not do that ({_reason(orig)}); use the application role "
+                        "(a read-only role serves status, results, watch and the dashboard)") from None
     refused = getattr(orig, "sqlstate", None) == "25006" or (
         isinstance(orig, sqlite3.OperationalError) and getattr(orig, "sqlite_errorname", "") == "SQLITE_READONLY")
     if refused:

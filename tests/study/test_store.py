@@ -224,6 +224,26 @@ def test_a_read_only_role_reads_results_and_overview_and_every_write_is_refused(
             assert _counts(url) == before
 
 
+def test_a_writing_command_through_a_read_only_role_is_one_line_and_writes_nothing(tmp_path):
+    """`submit` with the dashboard's role: the server's "permission denied" is one error line, exit 2 —
+    on a current schema (the insert is refused) and on an older one (the migration is refused)."""
+    from tests.conftest import adamscape, study_file
+
+    with pg_database() as url:
+        _a_finished_study(url, tmp_path)
+        with read_only_role(url) as ro_url:
+            before = _counts(url)
+            refused = adamscape("submit", study_file(tmp_path, name="other"), "--db", ro_url, check=False)
+            assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+            assert refused.stderr.startswith("error: ") and "may not do that (permission denied" in refused.stderr
+            with sa.create_engine(url).begin() as conn:  # an older schema: only the application role migrates
+                conn.execute(sa.text("UPDATE sweep_alembic_version SET version_num = '0005'"))
+            older = adamscape("run", "tiny", "--db", ro_url, check=False)
+            assert older.returncode == 2 and older.stderr.count("\n") == 1, older.stderr
+            assert "may not do that (must be owner of" in older.stderr  # alembic's DDL on the view
+            assert _counts(url) == before
+
+
 def test_a_read_only_sqlite_connection_refuses_writes_and_keeps_the_file(tmp_path):
     url = f"sqlite:///{tmp_path / 'results.db'}"
     _a_finished_study(url, tmp_path)
