@@ -2,18 +2,23 @@
 
 Definitions (documented in the README):
 
-* cell score: mean, std and n of the study metric over the seeds that did not
-  diverge; ``diverged`` counts the seeds that did.
-* good cell: no seed diverged and the mean is within δ of the optimizer's best
-  mean (relative: |best - mean| ≤ δ·|best|, absolute: ≤ δ).
-* robust-area fraction: good cells / cells in the optimizer's grid.
-* learning-rate window: with the other axes at their best, the longest run of
-  consecutive good learning rates that contains the best one; its width is
-  log10(hi/lo) decades (0 for a single point).
+* configuration: an optimizer and one point of its hyperparameter grid; its seeds are its runs.
+* seed statistics: mean, std, standard error (std/√n) and n of the study metric over the seeds
+  that did not diverge; ``diverged`` counts the seeds that did, ``diverged_share`` = diverged/runs.
+* score (what ranks configurations and colours the maps): the mean over *every* finished seed,
+  a diverged seed (or one with no finite value) taking the study's worst finished value. A
+  configuration where 2 of 3 seeds diverged thus ranks below one where none did, whatever its
+  surviving seed reached; with no divergence the score is the seed mean.
+* good configuration: no seed diverged and the mean is within δ of the reference best —
+  the **study-wide** best score (default: an optimizer that never trains well has no good
+  region) or the optimizer's own best; relative |best − mean| ≤ δ·|best|, absolute ≤ δ.
+* good-region fraction: good configurations / configurations in the optimizer's grid.
+* learning-rate window: with the other axes at their best, the longest run of consecutive
+  good learning rates that contains the optimizer's best one; its width is log10(hi/lo)
+  decades (0 for a single point).
 * divergence rate: diverged runs / finished runs.
-* expected best of k (Show-Your-Work): E[max of k configs drawn with
-  replacement] = Σ_v v·(F(v)^k − F(v⁻)^k) over the per-config seed means
-  (diverged configs count as the worst score).
+* expected best of k (Show-Your-Work): E[max of k configs drawn with replacement] =
+  Σ_v v·(F(v)^k − F(v⁻)^k) over the per-configuration scores.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ SCORED = ("complete", "diverged")  # failed cells have no score
 # names of a study's own optimizers' hyperparameters that store.results adds)
 NOT_HPARAMS = {"study", "optimizer", "seed", "status", "final_train_loss", "final_test_loss", "final_test_accuracy",
                "best_test_accuracy", "diverged", "wall_seconds", "cell", "error", "score", "final_metrics", "hparams",
-               "mean", "std", "n", "runs"}  # the last: cell_scores' statistics
+               "started_at", "finished_at",
+               "mean", "std", "n", "runs", "sem", "diverged_share"}  # the last: cell_scores' statistics
 
 
 def metric_column(metric: str, results: pd.DataFrame | None = None) -> str:
@@ -45,20 +51,29 @@ def hparam_columns(results: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a results frame, canonical ones first."""
     return [n for n in HPARAM_NAMES if n in results] + [c for c in results.columns
                                                          if c not in NOT_HPARAMS and c not in HPARAM_NAMES
-                                                         and not c.startswith("_")]
+                                                         and not c.startswith(("_", "final_", "best_"))]
 
 
-def cell_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per (optimizer, hyperparameter point): mean, std, n over non-diverged seeds, diverged count."""
+def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize") -> pd.DataFrame:
+    """One row per configuration (optimizer, hyperparameter point): the seed statistics (mean, std, sem,
+    n over non-diverged seeds; diverged, runs, diverged_share) and ``score`` (diverged seeds at the
+    study's worst finished value; see the module's definitions)."""
     done = results[results["status"].isin(SCORED)].copy()
     column = metric_column(metric, results)
-    done["_ok"] = ~done["diverged"].astype(bool) & done[column].notna()
-    done["_value"] = done[column].where(done["_ok"])
+    values = pd.to_numeric(done[column], errors="coerce")
+    done["_ok"] = ~done["diverged"].astype(bool) & np.isfinite(values)
+    done["_value"] = values.where(done["_ok"])
+    finished = done["_value"].dropna()
+    worst = (finished.min() if direction == "maximize" else finished.max()) if len(finished) else math.nan
+    done["_scored"] = done["_value"].fillna(worst)
     keys = ["optimizer", *[n for n in hparam_columns(done) if done[n].notna().any()]]
     grouped = done.groupby(keys, dropna=False, sort=True)
     scores = grouped["_value"].agg(mean="mean", std="std", n="count").reset_index()
+    scores["sem"] = scores["std"] / np.sqrt(scores["n"])
     scores["diverged"] = grouped["_ok"].apply(lambda ok: int((~ok).sum())).to_numpy()
     scores["runs"] = grouped.size().to_numpy()
+    scores["diverged_share"] = scores["diverged"] / scores["runs"]
+    scores["score"] = grouped["_scored"].mean().to_numpy()
     return scores
 
 
@@ -76,7 +91,8 @@ class Heatmap:
     y: str | None
     x_values: list[float]
     y_values: list[float]
-    mean: np.ndarray  # shape (len(y_values), len(x_values)); NaN where no seed finished un-diverged
+    score: np.ndarray  # shape (len(y_values), len(x_values)): what the map's colour shows
+    mean: np.ndarray  # NaN where no seed finished un-diverged
     std: np.ndarray
     n: np.ndarray
     diverged: np.ndarray  # diverged seeds per cell
@@ -92,12 +108,12 @@ def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr",
     if y is None:
         y = next((a for a in axes if a != x), None)
     keys = [x] + ([y] if y else [])
-    ranked = rows.assign(_rank=_rank_key(rows["mean"], direction)).sort_values("_rank", kind="stable")
+    ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
     best = ranked.groupby(keys, sort=True).head(1)
     x_values = sorted(rows[x].unique())
     y_values = sorted(rows[y].unique()) if y else [math.nan]
     shape = (len(y_values), len(x_values))
-    grids = {name: np.full(shape, np.nan) for name in ("mean", "std", "n", "diverged", "runs")}
+    grids = {name: np.full(shape, np.nan) for name in ("score", "mean", "std", "n", "diverged", "runs")}
     for _, row in best.iterrows():
         i = y_values.index(row[y]) if y else 0
         j = x_values.index(row[x])
@@ -106,17 +122,34 @@ def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr",
     return Heatmap(optimizer, x, y, x_values, y_values, **grids)
 
 
+def colour_range(maps: list[Heatmap]) -> tuple[float, float]:
+    """One colour range for every map of a study (so colours compare across optimizers)."""
+    values = np.concatenate([m.score[np.isfinite(m.score)] for m in maps]) if maps else np.array([])
+    return (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+
+
 def _rank_key(values: pd.Series, direction: str) -> pd.Series:
-    """Smaller is better; NaN (all seeds diverged) last."""
+    """Smaller is better; NaN (nothing finished) last."""
     key = -values if direction == "maximize" else values
     return key.fillna(math.inf)
 
 
-def good_cells(rows: pd.DataFrame, direction: str, delta: float, relative: bool = True) -> pd.Series:
+def best_score(rows: pd.DataFrame, direction: str) -> float:
+    """The best configuration's score among ``rows`` (NaN if none has one)."""
+    scored = rows["score"].dropna()
+    if scored.empty:
+        return math.nan
+    return float(scored.max() if direction == "maximize" else scored.min())
+
+
+def good_cells(rows: pd.DataFrame, direction: str, delta: float, relative: bool = True,
+               best: float | None = None) -> pd.Series:
+    """Configurations with no diverged seed whose mean is within δ of ``best`` (default: the best of
+    ``rows``; pass the study-wide best to compare optimizers)."""
     valid = rows["mean"].notna() & (rows["diverged"] == 0)
-    if not valid.any():
-        return valid
-    best = rows.loc[valid, "mean"].max() if direction == "maximize" else rows.loc[valid, "mean"].min()
+    best = best_score(rows, direction) if best is None else best
+    if not valid.any() or math.isnan(best):
+        return valid & False
     tolerance = delta * abs(best) if relative else delta
     return valid & ((best - rows["mean"]).abs() <= tolerance + 1e-12)
 
@@ -126,7 +159,7 @@ def lr_window_decades(rows: pd.DataFrame, direction: str, good: pd.Series) -> fl
     if "lr" not in rows or rows["lr"].nunique() < 2 or not good.any():
         return 0.0
     per_lr = rows.assign(_good=good).groupby("lr")["_good"].any().sort_index()
-    best_lr = rows.loc[good].assign(_k=_rank_key(rows.loc[good, "mean"], direction)).sort_values("_k")["lr"].iloc[0]
+    best_lr = rows.loc[good].assign(_k=_rank_key(rows.loc[good, "score"], direction)).sort_values("_k")["lr"].iloc[0]
     lrs, flags = list(per_lr.index), list(per_lr.to_numpy())
     lo = hi = lrs.index(best_lr)
     while lo > 0 and flags[lo - 1]:
@@ -150,30 +183,36 @@ def expected_best_of_k(values: np.ndarray, k: int, direction: str) -> float:
 @dataclass
 class Robustness:
     optimizer: str
-    best: float
+    best: float  # the best configuration's score
     good_fraction: float
     lr_window_decades: float
     divergence_rate: float
+    mean_seed_std: float  # over configurations with two or more surviving seeds
     expected_best_1: float
     expected_best_10: float
     configs: int
 
 
-def robustness(scores: pd.DataFrame, direction: str, delta: float = 0.05, relative: bool = True) -> list[Robustness]:
+def robustness(scores: pd.DataFrame, direction: str, delta: float = 0.05, relative: bool = True,
+               reference: str = "study") -> list[Robustness]:
+    """Each optimizer's robustness; ``reference``: "study" measures good regions against the study-wide
+    best (comparable across optimizers), "optimizer" against each optimizer's own best."""
+    if reference not in ("study", "optimizer"):
+        raise ValueError(f"reference must be 'study' or 'optimizer', not {reference!r}")
+    study_best = best_score(scores, direction)
     summary = []
     for optimizer in scores["optimizer"].unique():
         rows = scores[scores["optimizer"] == optimizer].reset_index(drop=True)
-        good = good_cells(rows, direction, delta, relative)
-        worst = rows["mean"].min() if direction == "maximize" else rows["mean"].max()
-        per_config = rows["mean"].where(rows["diverged"] == 0, worst).fillna(worst).to_numpy(dtype=float)
-        valid = rows["mean"].where(rows["diverged"] == 0).dropna()
+        good = good_cells(rows, direction, delta, relative, best=study_best if reference == "study" else None)
+        per_config = rows["score"].dropna().to_numpy(dtype=float)
         summary.append(Robustness(
             optimizer=optimizer,
-            best=float(valid.max() if direction == "maximize" else valid.min()) if len(valid) else math.nan,
+            best=best_score(rows, direction),
             good_fraction=float(good.mean()),
             lr_window_decades=lr_window_decades(rows, direction, good),
             divergence_rate=float(rows["diverged"].sum() / rows["runs"].sum()),
-            expected_best_1=expected_best_of_k(per_config, 1, direction),
-            expected_best_10=expected_best_of_k(per_config, 10, direction),
+            mean_seed_std=float(rows["std"].mean()) if rows["std"].notna().any() else math.nan,
+            expected_best_1=expected_best_of_k(per_config, 1, direction) if len(per_config) else math.nan,
+            expected_best_10=expected_best_of_k(per_config, 10, direction) if len(per_config) else math.nan,
             configs=len(rows)))
     return summary

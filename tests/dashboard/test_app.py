@@ -38,6 +38,50 @@ def test_apptest_renders_a_finished_study(finished_db, monkeypatch):
     assert "10/10 cells finished" in app.get("progress")[0].proto.text
 
 
+def _plotly_array(value):
+    """A figure's array as plotly's JSON holds it: a list, or a typed array {dtype, bdata, shape}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        shape = [int(n) for n in str(value.get("shape", "")).split(",") if n.strip()] or [-1]
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape).tolist()
+    return value
+
+
+def test_apptest_maps_share_one_colour_range_and_show_the_sql_seed_means(finished_db, monkeypatch):
+    import sqlalchemy as sa
+
+    monkeypatch.setenv("ADAMSCAPE_DB", finished_db)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    traces = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)["data"][0]
+              for c in app.get("plotly_chart")}
+    assert set(traces) == {"adam", "sgdm"}
+    assert len({(t["zmin"], t["zmax"]) for t in traces.values()}) == 1  # one scale for every optimizer
+    with sa.create_engine(finished_db).connect() as conn:
+        means = conn.execute(sa.text(
+            "SELECT optimizer, lr, AVG(final_test_accuracy), SUM(CASE WHEN diverged THEN 1 ELSE 0 END) "
+            "FROM sweep_results WHERE study = 'tiny' GROUP BY optimizer, lr ORDER BY optimizer, lr")).all()
+        worst = conn.execute(sa.text("SELECT MIN(final_test_accuracy) FROM sweep_results WHERE NOT diverged")).scalar()
+    for optimizer, lr, mean, diverged in means:
+        trace = traces[optimizer]
+        z = _plotly_array(trace["z"])[0][list(trace["x"]).index(f"{lr:.3g}")]
+        assert z == pytest.approx(worst if diverged == 2 else mean)  # all seeds diverged: the study's worst
+    finite = [z for t in traces.values() for z in _plotly_array(t["z"])[0]]
+    assert (traces["adam"]["zmin"], traces["adam"]["zmax"]) == pytest.approx((min(finite), max(finite)))
+    assert any("✕" in text for text in _plotly_array(traces["sgdm"]["text"])[0])  # the diverged lr is marked
+    # a tighter δ, then good regions against each optimizer's own best instead of the study's: sgdm's
+    # best (lr 0.1) is within 5 % of adam's, not within 1 %, and is its own best
+    assert [m.value for m in app.metric if m.label == "good region"][1] == "50%"
+    app.sidebar.number_input[0].set_value(0.01).run()
+    study_wide = [m.value for m in app.metric if m.label == "good region"]
+    app.sidebar.radio[0].set_value("each optimizer's own best").run()
+    own = [m.value for m in app.metric if m.label == "good region"]
+    assert study_wide[0] == own[0] and (study_wide[1], own[1]) == ("0%", "50%"), (study_wide, own)
+
+
 def test_apptest_maps_an_own_optimizer_beside_adam_without_importing_it(tmp_path, monkeypatch):
     import shutil
     import sys

@@ -75,3 +75,78 @@ def test_expected_best_of_k_matches_monte_carlo():
         assert analysis.expected_best_of_k(values, k, "maximize") == pytest.approx(draws, abs=3e-3)
     assert analysis.expected_best_of_k(values, 1, "minimize") == pytest.approx(values.mean())
     assert analysis.expected_best_of_k(values, 50, "minimize") == pytest.approx(0.2, abs=1e-3)
+
+
+def _table(rows: list[tuple], metric: str = "final_test_accuracy") -> pd.DataFrame:
+    """(optimizer, lr, beta1, seed, value or None for a diverged seed) → a results table."""
+    return pd.DataFrame([dict(optimizer=o, lr=lr, beta1=b, seed=s, status="diverged" if v is None else "complete",
+                              diverged=v is None, **{metric: v}) for o, lr, b, s, v in rows])
+
+
+PARTLY_DIVERGED = _table([
+    ("adam", 1e-2, 0.9, 0, 0.95), ("adam", 1e-2, 0.9, 1, None), ("adam", 1e-2, 0.9, 2, None),  # 2 of 3 diverged
+    ("adam", 1e-2, 0.5, 0, 0.80), ("adam", 1e-2, 0.5, 1, 0.80), ("adam", 1e-2, 0.5, 2, 0.80),
+    ("adam", 1e-3, 0.9, 0, 0.50), ("adam", 1e-3, 0.9, 1, 0.60), ("adam", 1e-3, 0.9, 2, 0.70),
+    ("adam", 1e-3, 0.5, 0, 0.40), ("adam", 1e-3, 0.5, 1, 0.40), ("adam", 1e-3, 0.5, 2, 0.40),
+])
+
+
+def test_a_partly_diverged_configuration_is_scored_with_its_diverged_seeds_at_the_worst():
+    scores = analysis.cell_scores(PARTLY_DIVERGED, "test_accuracy").set_index(["lr", "beta1"])
+    partly = scores.loc[(1e-2, 0.9)]
+    # worst finished value in the study: 0.40; score = (0.95 + 0.40 + 0.40) / 3
+    assert partly["score"] == pytest.approx((0.95 + 0.4 + 0.4) / 3) and partly["mean"] == pytest.approx(0.95)
+    assert (partly["n"], partly["diverged"], partly["runs"]) == (1, 2, 3)
+    assert partly["diverged_share"] == pytest.approx(2 / 3) and math.isnan(partly["sem"])
+    spread = scores.loc[(1e-3, 0.9)]
+    assert spread["sem"] == pytest.approx(np.std([0.5, 0.6, 0.7], ddof=1) / math.sqrt(3))
+    assert spread["score"] == pytest.approx(0.6)
+
+
+def test_the_map_and_the_summary_agree_on_the_best_configuration():
+    scores = analysis.cell_scores(PARTLY_DIVERGED, "test_accuracy")
+    (summary,) = analysis.robustness(scores, "maximize", delta=0.05)
+    assert summary.best == pytest.approx(0.8)  # not the 0.95 of the seed that survived
+    hm = analysis.heatmap(scores, "adam", "maximize")
+    i, j = np.unravel_index(np.nanargmax(hm.score), hm.score.shape)
+    assert (hm.y_values[i], hm.x_values[j]) == (0.5, 1e-2) and hm.score[i, j] == pytest.approx(summary.best)
+    # one-axis map (beta1 reduced to its best per lr): lr 1e-2 shows the un-diverged beta1 = 0.5
+    one = analysis.heatmap(scores[scores.lr > 0], "adam", "maximize", x="beta1")
+    assert one.x == "beta1"
+    assert summary.good_fraction == pytest.approx(1 / 4)  # only (1e-2, 0.5): the 0.95 had diverged seeds
+
+
+def test_a_minimised_metric_scores_diverged_seeds_at_the_largest_loss():
+    table = _table([("sgd", 0.1, 0.9, 0, 0.2), ("sgd", 0.1, 0.9, 1, None),
+                    ("sgd", 0.01, 0.9, 0, 0.3), ("sgd", 0.01, 0.9, 1, 0.5),
+                    ("sgd", 0.001, 0.9, 0, 0.9), ("sgd", 0.001, 0.9, 1, 0.9)], metric="final_test_loss")
+    scores = analysis.cell_scores(table, "test_loss", "minimize").set_index("lr")
+    assert scores.loc[0.1, "score"] == pytest.approx((0.2 + 0.9) / 2)
+    (summary,) = analysis.robustness(scores.reset_index(), "minimize", delta=0.5, relative=True)
+    assert summary.best == pytest.approx(0.4)  # lr 0.01: (0.3 + 0.5) / 2
+    # good: no divergence and |0.4 − mean| ≤ 0.2: lr 0.01 only
+    assert summary.good_fraction == pytest.approx(1 / 3) and summary.lr_window_decades == 0
+    assert summary.mean_seed_std == pytest.approx(np.mean([np.std([0.3, 0.5], ddof=1), 0.0]))
+
+
+def test_good_regions_are_measured_against_the_study_wide_best_by_default():
+    """An optimizer that never trains well has no good region beside one that does (unless asked for its own best)."""
+    rows = [("adam", lr, 0.9, s, v) for lr, v in ((1e-3, 0.90), (1e-2, 0.88), (1e-1, 0.60)) for s in (0, 1)]
+    rows += [("sgdm", lr, 0.9, s, v) for lr, v in ((1e-3, 0.30), (1e-2, 0.31), (1e-1, 0.31)) for s in (0, 1)]
+    scores = analysis.cell_scores(_table(rows), "test_accuracy")
+    study = {r.optimizer: r for r in analysis.robustness(scores, "maximize", delta=0.05)}
+    own = {r.optimizer: r for r in analysis.robustness(scores, "maximize", delta=0.05, reference="optimizer")}
+    assert study["adam"].good_fraction == pytest.approx(2 / 3) and study["sgdm"].good_fraction == 0
+    assert own["sgdm"].good_fraction == pytest.approx(1.0) and own["adam"].good_fraction == pytest.approx(2 / 3)
+    assert study["adam"].lr_window_decades == pytest.approx(1.0) and study["sgdm"].lr_window_decades == 0
+    with pytest.raises(ValueError, match="reference"):
+        analysis.robustness(scores, "maximize", reference="own")
+
+
+def test_every_map_of_a_study_shares_one_colour_range():
+    rows = [("adam", lr, b, 0, 0.5 + lr + b / 10) for lr in (1e-3, 1e-1) for b in (0.5, 0.9)]
+    rows += [("sgdm", lr, b, 0, 0.1 + lr) for lr in (1e-3, 1e-1) for b in (0.5, 0.9)]
+    scores = analysis.cell_scores(_table(rows), "test_accuracy")
+    maps = [analysis.heatmap(scores, o, "maximize") for o in ("adam", "sgdm")]
+    low, high = analysis.colour_range(maps)
+    assert (low, high) == pytest.approx((0.1 + 1e-3, 0.5 + 1e-1 + 0.09))
