@@ -216,3 +216,32 @@ def robustness(scores: pd.DataFrame, direction: str, delta: float = 0.05, relati
             expected_best_10=expected_best_of_k(per_config, 10, direction) if len(per_config) else math.nan,
             configs=len(rows)))
     return summary
+
+
+@dataclass
+class Sensitivity:
+    """The metric against one axis (lr by default) with every other axis at its best per value."""
+
+    optimizer: str
+    axis: str
+    values: list[float]
+    score: list[float]
+    mean: list[float]  # over the surviving seeds of the chosen configuration (NaN: none survived)
+    std: list[float]
+    diverged: list[int]
+    runs: list[int]
+
+
+def sensitivity(scores: pd.DataFrame, optimizer: str, direction: str, axis: str = "lr") -> Sensitivity:
+    rows = scores[scores["optimizer"] == optimizer]
+    ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
+    best = ranked.groupby(axis, sort=True).head(1).sort_values(axis)
+    return Sensitivity(optimizer, axis, best[axis].tolist(), best["score"].tolist(), best["mean"].tolist(),
+                       best["std"].fillna(0.0).tolist(), best["diverged"].astype(int).tolist(),
+                       best["runs"].astype(int).tolist())
+
+
+def expected_best_curve(scores: pd.DataFrame, optimizer: str, direction: str) -> list[float]:
+    """Expected best score of k configurations drawn at random, for k = 1 … the grid's size."""
+    values = scores.loc[scores["optimizer"] == optimizer, "score"].dropna().to_numpy(dtype=float)
+    return [expected_best_of_k(values, k, direction) for k in range(1, len(values) + 1)]

@@ -554,6 +554,19 @@ def _shown_value(value) -> str:
 
 
 @app.command()
+def report(name: str, out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files, leaderboard.csv and report.html.")],
+           db: DbOption = store.DEFAULT_DB,
+           delta: Annotated[float, typer.Option(min=0.0, help="Good region: within δ (relative) of the study's best score.")] = 0.05) -> None:
+    """Write a study's robustness maps, learning-rate sensitivity, expected-best-of-k and leaderboard as
+    PNG files and one self-contained HTML page (opens offline)."""
+    from . import report as atlas
+
+    written = atlas.write(store.connect(db, must_exist=True, read_only=True), name, out, delta)
+    for path in written:
+        _plain(str(path))
+
+
+@app.command()
 def tasks(format: FormatOption = Format.table) -> None:
     """The tasks a study can name, with their metrics (the primary one ranks a study whose file names no
     metric), defaults and task options."""

@@ -150,3 +150,20 @@ def test_every_map_of_a_study_shares_one_colour_range():
     maps = [analysis.heatmap(scores, o, "maximize") for o in ("adam", "sgdm")]
     low, high = analysis.colour_range(maps)
     assert (low, high) == pytest.approx((0.1 + 1e-3, 0.5 + 1e-1 + 0.09))
+
+
+def test_sensitivity_takes_each_lr_at_its_best_other_axes():
+    scores = analysis.cell_scores(PARTLY_DIVERGED, "test_accuracy")
+    curve = analysis.sensitivity(scores, "adam", "maximize")
+    assert curve.values == [1e-3, 1e-2]
+    # lr 1e-3: beta1 0.9 (0.6) beats 0.5 (0.4); lr 1e-2: the un-diverged 0.80 beats the partly diverged 0.617
+    assert curve.score == pytest.approx([0.6, 0.8]) and curve.mean == pytest.approx([0.6, 0.8])
+    assert curve.diverged == [0, 0] and curve.runs == [3, 3]
+
+
+def test_expected_best_curve_rises_from_the_mean_score_to_the_best():
+    scores = analysis.cell_scores(PARTLY_DIVERGED, "test_accuracy")
+    curve = analysis.expected_best_curve(scores, "adam", "maximize")
+    per_config = scores["score"].to_numpy()
+    assert len(curve) == 4 and curve[0] == pytest.approx(per_config.mean())
+    assert all(b >= a for a, b in zip(curve, curve[1:])) and curve[-1] < per_config.max()

@@ -1,0 +1,79 @@
+"""`adamscape report` on a study that really ran: PNG files, the leaderboard's numbers, and an HTML page
+that shows its charts with the network cut off."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from study import analysis, store
+from tests.conftest import IN_CI, adamscape, chromium_path, study_file
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(ray_address, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{tmp / 'results.db'}"
+    adamscape("submit", study_file(tmp), "--db", url, "--run", "--address", ray_address)
+    written = adamscape("report", "tiny", "--db", url, "--out", tmp / "atlas").stdout.split()
+    return url, tmp / "atlas", written
+
+
+def test_report_writes_the_charts_the_leaderboard_and_one_page(report):
+    url, out, written = report
+    names = {"maps.png", "sensitivity.png", "expected_best.png", "leaderboard.csv", "report.html"}
+    assert {p.rsplit("/", 1)[-1] for p in written} == names and {p.name for p in out.iterdir()} == names
+    for chart in ("maps", "sensitivity", "expected_best"):
+        data = (out / f"{chart}.png").read_bytes()
+        assert data.startswith(PNG) and len(data) > 5_000  # a real picture, not an empty canvas
+    engine = store.connect(url, read_only=True)
+    study = store.get_study(engine, "tiny")
+    scores = analysis.cell_scores(store.results("tiny", engine), study["metric"], study["direction"])
+    expected = {r.optimizer: r for r in analysis.robustness(scores, study["direction"])}
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert [r["optimizer"] for r in rows] == ["adam", "sgdm"]  # file order
+    for row in rows:
+        summary = expected[row["optimizer"]]
+        for column in ("best", "good_fraction", "divergence_rate", "expected_best_10"):
+            assert float(row[column]) == pytest.approx(getattr(summary, column), nan_ok=True)
+    assert float(rows[1]["divergence_rate"]) == pytest.approx(0.5)  # sgdm's lr = 1000 diverges on both seeds
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens offline
+    assert not math.isnan(float(rows[0]["best"]))
+
+
+def test_report_page_shows_its_charts_in_a_browser_without_network(report):
+    chromium = chromium_path()
+    if chromium is None:
+        if IN_CI:
+            pytest.fail("chromium is not installed (make test installs Debian's chromium)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    _, out, _ = report
+    fetched = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        page.on("request", lambda request: fetched.append(request.url))
+        page.goto((out / "report.html").as_uri())
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete && i.naturalWidth)")
+        text = page.inner_text("body")
+        page.screenshot(path=str(out / "report-screenshot.png"), full_page=True)
+        browser.close()
+    assert len(widths) == 3 and all(w and w > 100 for w in widths), widths
+    assert "Leaderboard" in text and "sgdm" in text
+    assert all(url.startswith(("file://", "data:")) for url in fetched), fetched
+
+
+def test_report_of_an_unknown_study_is_one_error_line(report, tmp_path):
+    url, _, _ = report
+    result = adamscape("report", "ghost", "--db", url, "--out", tmp_path / "x", check=False)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "x").exists()
