@@ -84,6 +84,157 @@ def queue(db) -> None:
                        f"heartbeat {s['age']:.0f} s ago")
 
 
+PAGES = ("Maps", "Overview", "Sensitivity", "Cells", "Compare studies")
+
+
+@st.cache_data(ttl=5)
+def load_curves(url: str, name: str, cells: tuple[int, ...]) -> dict[int, list[dict]]:
+    return store.cell_curves(engine(url), name, cells)
+
+
+def download(frame: pd.DataFrame, what: str, key: str) -> None:
+    """The data behind a chart as CSV (each chart's own camera button saves it as PNG)."""
+    st.download_button(f"{what} as CSV", frame.to_csv(index=False).encode(), file_name=f"{key}.csv",
+                       mime="text/csv", key=f"csv-{key}")
+
+
+def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str, direction: str,
+              reference: str) -> None:
+    axes = sorted({a for o in shown for a in analysis.swept_axes(scores, o)}, key=lambda a: (a != "lr", a))
+    x = st.selectbox("x axis", axes or ["lr"], key="x-axis")
+    y = st.selectbox("y axis", ["(best of the others)", *[a for a in axes if a != x]], key="y-axis")
+    maps = {}
+    for optimizer in shown:
+        own = analysis.swept_axes(scores, optimizer)
+        chosen_x = x if x in own else (own or [x])[0]
+        chosen_y = y if y in own and y != chosen_x else None
+        if chosen_y is None and y.startswith("(best"):
+            rows = scores[scores["optimizer"] == optimizer]
+            reduced = rows.sort_values("score", ascending=direction == "minimize").groupby(chosen_x).head(1)
+            maps[optimizer] = analysis.heatmap(reduced, optimizer, direction, x=chosen_x)
+        else:
+            maps[optimizer] = analysis.heatmap(scores, optimizer, direction, x=chosen_x, y=chosen_y)
+    zrange = analysis.colour_range(list(maps.values()))
+    for optimizer, hm in maps.items():
+        left, right = st.columns([3, 1])
+        left.plotly_chart(heatmap_figure(hm, metric, direction, zrange), key=f"map-{optimizer}")
+        r = summary[optimizer]
+        right.metric("best " + metric, f"{r.best:.4f}",
+                     help="the best configuration's score: seed mean, diverged seeds at the study's worst")
+        right.metric("good region", f"{r.good_fraction:.0%}",
+                     help=f"configurations within δ of {reference}, no seed diverged")
+        right.metric("lr window", f"{r.lr_window_decades:.2f} decades")
+        right.metric("diverged runs", f"{r.divergence_rate:.0%}")
+        right.metric("expected best of 10", f"{r.expected_best_10:.4f}", help="Show-Your-Work estimator")
+    if len(maps) >= 2:
+        st.subheader("difference map")
+        a, b = st.columns(2)
+        first = a.selectbox("optimizer", list(maps), key="diff-a")
+        second = b.selectbox("minus", [o for o in maps if o != first], key="diff-b")
+        try:
+            diff = analysis.difference(maps[first], maps[second])
+        except ValueError as exc:
+            st.info(f"no common axes: {exc}")
+        else:
+            if diff.x_values:
+                bound = float(np.nanmax(np.abs(diff.score))) if np.isfinite(diff.score).any() else 1.0
+                st.plotly_chart(heatmap_figure(diff, f"Δ {metric}", "maximize", (-bound, bound)), key="diff")
+            else:
+                st.info(f"{first} and {second} share no point on their {diff.x} axis")
+    download(scores, "configurations", "configurations")
+
+
+def overview_page(summary: dict, metric: str) -> None:
+    board = pd.DataFrame([vars(r) for r in summary.values()])
+    help = {"best": f"the best configuration's score ({metric}; diverged seeds at the study's worst)",
+            "good_fraction": "configurations within δ of the reference best, no seed diverged",
+            "lr_window_decades": "consecutive good learning rates around the best one, in decades",
+            "divergence_rate": "diverged runs / finished runs", "mean_seed_std": "mean std over a configuration's seeds",
+            "expected_best_1": "expected best of 1 random configuration",
+            "expected_best_10": "expected best of 10 random configurations (Show-Your-Work)",
+            "configs": "configurations in the grid"}
+    st.dataframe(board, hide_index=True, column_config={c: st.column_config.Column(help=h) for c, h in help.items()})
+    for column, text in help.items():
+        st.caption(f"**{column}**: {text}")
+    download(board, "leaderboard", "leaderboard")
+
+
+def sensitivity_page(scores: pd.DataFrame, shown: list[str], metric: str, direction: str) -> None:
+    from plotly.colors import qualitative
+
+    figure, rows = go.Figure(), []
+    for index, optimizer in enumerate(shown):
+        if "lr" not in analysis.swept_axes(scores, optimizer):
+            continue
+        colour = qualitative.Plotly[index % len(qualitative.Plotly)]
+        curve = analysis.sensitivity(scores, optimizer, direction)
+        upper = [m + s for m, s in zip(curve.mean, curve.std)]
+        lower = [m - s for m, s in zip(curve.mean, curve.std)]
+        figure.add_trace(go.Scatter(x=curve.values + curve.values[::-1], y=upper + lower[::-1], fill="toself",
+                                    mode="lines", fillcolor=colour, opacity=0.2, line={"width": 0, "color": colour},
+                                    showlegend=False, hoverinfo="skip", legendgroup=optimizer))
+        figure.add_trace(go.Scatter(x=curve.values, y=curve.score, mode="lines+markers", name=optimizer,
+                                    line={"color": colour}, legendgroup=optimizer))
+        rows += [{"optimizer": optimizer, "lr": v, "score": sc, "mean": m, "std": sd, "diverged": d, "runs": r}
+                 for v, sc, m, sd, d, r in zip(curve.values, curve.score, curve.mean, curve.std, curve.diverged,
+                                               curve.runs)]
+    figure.update_layout(title=f"{metric} against the learning rate (other axes at their best; band: seed mean ± std)",
+                         xaxis_type="log", xaxis_title="lr", yaxis_title=metric, xaxis_exponentformat="power")
+    st.plotly_chart(figure, key="sensitivity")
+    download(pd.DataFrame(rows), "sensitivity", "sensitivity")
+    best_of_k, rows = go.Figure(), []
+    for optimizer in shown:
+        curve = analysis.expected_best_curve(scores, optimizer, direction)
+        best_of_k.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, name=optimizer))
+        rows += [{"optimizer": optimizer, "k": k, "expected_best": v} for k, v in enumerate(curve, start=1)]
+    best_of_k.update_layout(title="expected best of k configurations drawn at random", xaxis_title="k",
+                            yaxis_title=metric)
+    st.plotly_chart(best_of_k, key="best-of-k")
+    download(pd.DataFrame(rows), "expected best of k", "expected-best-of-k")
+
+
+def cells_page(url: str, name: str, results: pd.DataFrame, shown: list[str]) -> None:
+    optimizer = st.selectbox("optimizer", shown, key="cells-optimizer")
+    rows = results[results["optimizer"] == optimizer]
+    axes = [a for a in analysis.hparam_columns(rows) if rows[a].nunique() > 1]
+    points = rows.drop_duplicates(axes)[axes].to_dict("records") if axes else [{}]
+    label = lambda p: ", ".join(f"{a} = {p[a]:.3g}" for a in axes) or "the only configuration"  # noqa: E731
+    point = points[st.selectbox("configuration", range(len(points)), format_func=lambda i: label(points[i]),
+                                key="cells-point")]
+    chosen = rows[np.logical_and.reduce([rows[a] == v for a, v in point.items()])] if point else rows
+    curves = load_curves(url, name, tuple(int(c) for c in chosen["cell"]))
+    metrics = sorted({m for curve in curves.values() for epoch in curve for m in epoch if m != "epoch"})
+    if not metrics:
+        st.info("no epoch recorded yet for this configuration")
+        return
+    metric = st.selectbox("metric", metrics, key="cells-metric")
+    figure, data = go.Figure(), []
+    for cell, seed in zip(chosen["cell"], chosen["seed"]):
+        epochs = [e for e in curves.get(int(cell), []) if e.get(metric) is not None]
+        figure.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e[metric] for e in epochs],
+                                    mode="lines+markers", name=f"seed {seed}"))
+        data += [{"cell": int(cell), "seed": seed, "epoch": e["epoch"], metric: e[metric]} for e in epochs]
+    figure.update_layout(title=f"{optimizer}: {label(point)}", xaxis_title="epoch", yaxis_title=metric,
+                         xaxis={"tickformat": "d"})
+    st.plotly_chart(figure, key="curves")
+    download(pd.DataFrame(data), "learning curves", "curves")
+
+
+def compare_page(url: str, db, names: list[str], delta: float) -> None:
+    studies = {}
+    for other in names:
+        study = store.get_study(db, other)
+        scores = analysis.cell_scores(load_results(url, other), study["metric"], study["direction"])
+        if not scores.empty:
+            studies[f"{other} ({study['task']})"] = (scores, study["direction"])
+    table = analysis.across_studies(studies, delta)
+    st.caption("each optimizer on every study of this database; good region against each study's best")
+    for column in ("best", "good_fraction", "lr_window_decades"):
+        st.markdown(f"**{column}**")
+        st.dataframe(table.pivot_table(index="optimizer", columns="study", values=column), key=f"compare-{column}")
+    download(table, "optimizer × study", "across-studies")
+
+
 def main() -> None:
     url = os.environ.get("ADAMSCAPE_DB", store.DEFAULT_DB)
     st.title("adamscape · robustness maps")
@@ -97,13 +248,16 @@ def main() -> None:
         st.info("No studies yet: `adamscape submit examples/quickstart.toml --run`.")
         return
     queue(db)
-    name = st.sidebar.selectbox("study", names, index=len(names) - 1)
+    name = st.sidebar.selectbox("study", names, index=len(names) - 1, key="study")
+    page = st.sidebar.radio("page", PAGES, key="page")
     study = store.get_study(db, name)
     metric, direction = study["metric"], study["direction"]
     reference = st.sidebar.radio("good region: within δ of", ["the study's best", "each optimizer's own best"],
-                                 help="the study's best compares optimizers; an optimizer's own best does not")
-    relative = st.sidebar.radio("good region tolerance δ", ["relative", "absolute"]) == "relative"
-    delta = st.sidebar.number_input("δ", min_value=0.0, value=0.05 if relative else 0.02, step=0.01, format="%.3f")
+                                 help="the study's best compares optimizers; an optimizer's own best does not",
+                                 key="reference")
+    relative = st.sidebar.radio("good region tolerance δ", ["relative", "absolute"], key="tolerance") == "relative"
+    delta = st.sidebar.number_input("δ", min_value=0.0, value=0.05 if relative else 0.02, step=0.01, format="%.3f",
+                                    key="delta")
     st.caption(f"task **{study['task']}** · metric **{metric}** ({direction}) · database `{db.url!r}`")
 
     counts = store.status_counts(db, study["id"])
@@ -121,25 +275,16 @@ def main() -> None:
         summary = {r.optimizer: r for r in analysis.robustness(
             scores, direction, delta, relative, reference="study" if reference.startswith("the study") else "optimizer")}
         shown = [o for o in study["spec"]["optimizers"] if o in summary]  # file order
-        maps = {}
-        for optimizer in shown:
-            axes = analysis.swept_axes(scores, optimizer)
-            maps[optimizer] = analysis.heatmap(scores, optimizer, direction,
-                                               x="lr" if "lr" in axes else (axes or ["lr"])[0])
-        zrange = analysis.colour_range(list(maps.values()))
-        for optimizer, hm in maps.items():
-            left, right = st.columns([3, 1])
-            left.plotly_chart(heatmap_figure(hm, metric, direction, zrange), key=f"map-{optimizer}")
-            r = summary[optimizer]
-            right.metric("best " + metric, f"{r.best:.4f}",
-                         help="the best configuration's score: seed mean, diverged seeds at the study's worst")
-            right.metric("good region", f"{r.good_fraction:.0%}",
-                         help=f"configurations within δ of {reference}, no seed diverged")
-            right.metric("lr window", f"{r.lr_window_decades:.2f} decades")
-            right.metric("diverged runs", f"{r.divergence_rate:.0%}")
-            right.metric("expected best of 10", f"{r.expected_best_10:.4f}", help="Show-Your-Work estimator")
-        with st.expander("robustness table"):
-            st.dataframe(pd.DataFrame([vars(r) for r in summary.values()]))
+        if page == "Maps":
+            maps_page(scores, shown, summary, metric, direction, reference)
+        elif page == "Overview":
+            overview_page({o: summary[o] for o in shown}, metric)
+        elif page == "Sensitivity":
+            sensitivity_page(scores, shown, metric, direction)
+        elif page == "Cells":
+            cells_page(url, name, results, shown)
+        else:
+            compare_page(url, db, names, delta)
 
     live()
 

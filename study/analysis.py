@@ -245,3 +245,33 @@ def expected_best_curve(scores: pd.DataFrame, optimizer: str, direction: str) ->
     """Expected best score of k configurations drawn at random, for k = 1 … the grid's size."""
     values = scores.loc[scores["optimizer"] == optimizer, "score"].dropna().to_numpy(dtype=float)
     return [expected_best_of_k(values, k, direction) for k in range(1, len(values) + 1)]
+
+
+def difference(a: Heatmap, b: Heatmap) -> Heatmap:
+    """``a``'s score minus ``b``'s over the points of their common axes (both maps over the same x and y)."""
+    if (a.x, a.y) != (b.x, b.y):
+        raise ValueError(f"the maps are over different axes: {a.x}/{a.y} and {b.x}/{b.y}")
+    xs = [v for v in a.x_values if v in b.x_values]
+    ys = [v for v in a.y_values if v in b.y_values] if a.y else [math.nan]
+
+    def pick(hm: Heatmap, grid: np.ndarray) -> np.ndarray:
+        rows = [hm.y_values.index(y) for y in ys] if hm.y else [0]
+        return grid[np.ix_(rows, [hm.x_values.index(x) for x in xs])]
+
+    grids = {name: pick(a, getattr(a, name)) - pick(b, getattr(b, name)) if name in ("score", "mean")
+             else pick(a, getattr(a, name)) + pick(b, getattr(b, name))
+             for name in ("score", "mean", "std", "n", "diverged", "runs")}
+    grids["std"] = np.full_like(grids["score"], np.nan)  # a difference of means has no seed std here
+    return Heatmap(f"{a.optimizer} − {b.optimizer}", a.x, a.y, xs, ys, **grids)
+
+
+def across_studies(studies: dict[str, tuple[pd.DataFrame, str]], delta: float = 0.05) -> pd.DataFrame:
+    """Per optimizer × study (``studies``: name → (cell_scores, direction)): best, good-region fraction
+    (against each study's own best) and lr window — is an optimizer robust everywhere?"""
+    rows = []
+    for name, (scores, direction) in studies.items():
+        for r in robustness(scores, direction, delta):
+            rows.append({"optimizer": r.optimizer, "study": name, "best": r.best, "good_fraction": r.good_fraction,
+                         "lr_window_decades": r.lr_window_decades, "divergence_rate": r.divergence_rate})
+    return pd.DataFrame(rows, columns=["optimizer", "study", "best", "good_fraction", "lr_window_decades",
+                                       "divergence_rate"])

@@ -612,6 +612,17 @@ def last_curves(conn: Connection, of: list[dict[str, Any]]) -> dict[int, list[di
 
 # --- queries -------------------------------------------------------------------------------------
 
+def cell_curves(engine: Engine, name: str, cell_indexes: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """Per cell index of study ``name``, the per-epoch metrics of the cell's last attempt."""
+    study = get_study(engine, name)
+    with engine.connect() as conn:
+        of = [dict(row) for row in conn.execute(
+            select(cells.c.id, cells.c.cell_index, cells.c.attempts)
+            .where(cells.c.study_id == study["id"], cells.c.cell_index.in_(list(cell_indexes)))).mappings()]
+        found = last_curves(conn, of)
+    return {cell["cell_index"]: found.get(cell["id"], []) for cell in of}
+
+
 def status_counts(engine: Engine, study_id: int) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(cells.c.status, func.count()).where(cells.c.study_id == study_id)

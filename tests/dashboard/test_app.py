@@ -56,9 +56,14 @@ def test_apptest_maps_share_one_colour_range_and_show_the_sql_seed_means(finishe
     monkeypatch.setenv("ADAMSCAPE_DB", finished_db)
     app = AppTest.from_file(APP, default_timeout=60).run()
     assert not app.exception
-    traces = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)["data"][0]
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)["data"][0]
               for c in app.get("plotly_chart")}
+    difference = charts.pop("adam − sgdm")  # over their common lr, 0.1
+    traces = charts
     assert set(traces) == {"adam", "sgdm"}
+    assert list(difference["x"]) == ["0.1"]
+    assert _plotly_array(difference["z"])[0][0] == pytest.approx(
+        _plotly_array(traces["adam"]["z"])[0][2] - _plotly_array(traces["sgdm"]["z"])[0][0])
     assert len({(t["zmin"], t["zmax"]) for t in traces.values()}) == 1  # one scale for every optimizer
     with sa.create_engine(finished_db).connect() as conn:
         means = conn.execute(sa.text(
@@ -75,11 +80,52 @@ def test_apptest_maps_share_one_colour_range_and_show_the_sql_seed_means(finishe
     # a tighter δ, then good regions against each optimizer's own best instead of the study's: sgdm's
     # best (lr 0.1) is within 5 % of adam's, not within 1 %, and is its own best
     assert [m.value for m in app.metric if m.label == "good region"][1] == "50%"
-    app.sidebar.number_input[0].set_value(0.01).run()
+    app.number_input(key="delta").set_value(0.01).run()
     study_wide = [m.value for m in app.metric if m.label == "good region"]
-    app.sidebar.radio[0].set_value("each optimizer's own best").run()
+    app.radio(key="reference").set_value("each optimizer's own best").run()
     own = [m.value for m in app.metric if m.label == "good region"]
     assert study_wide[0] == own[0] and (study_wide[1], own[1]) == ("0%", "50%"), (study_wide, own)
+
+
+def test_apptest_every_page_shows_what_the_database_holds(finished_db, monkeypatch):
+    import sqlalchemy as sa
+
+    from study import analysis, store
+
+    monkeypatch.setenv("ADAMSCAPE_DB", finished_db)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    engine = store.connect(finished_db, read_only=True)
+    scores = analysis.cell_scores(store.results("tiny", engine), "test_accuracy", "maximize")
+
+    app.radio(key="page").set_value("Overview").run()
+    assert not app.exception
+    board = app.dataframe[1].value.set_index("optimizer")  # [0]: the queue
+    expected = {r.optimizer: r for r in analysis.robustness(scores, "maximize")}
+    assert list(board.index) == ["adam", "sgdm"]
+    assert board["best"].to_dict() == pytest.approx({o: r.best for o, r in expected.items()})
+
+    app.radio(key="page").set_value("Sensitivity").run()
+    assert not app.exception
+    (sensitivity, best_of_k) = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    lines = {t["name"]: t for t in sensitivity["data"] if t.get("name")}
+    assert _plotly_array(lines["adam"]["y"]) == pytest.approx(analysis.sensitivity(scores, "adam", "maximize").score)
+    assert len(best_of_k["data"]) == 2
+
+    app.radio(key="page").set_value("Cells").run()
+    assert not app.exception
+    (curves,) = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    with sa.create_engine(finished_db).connect() as conn:  # adam's first configuration: lr 1e-3, seeds 0 and 1
+        stored = conn.execute(sa.text(
+            "SELECT c.seed, v.epoch, v.test_accuracy FROM sweep_curves v JOIN sweep_cells c ON c.id = v.cell_id "
+            "JOIN sweep_results r ON r.study = 'tiny' AND r.cell = c.cell_index "
+            "WHERE r.optimizer = 'adam' AND r.lr = (SELECT MIN(lr) FROM sweep_results WHERE optimizer = 'adam') "
+            "AND v.attempt = c.attempts ORDER BY c.seed, v.epoch")).all()
+    shown = [(int(t["name"].split()[-1]), e, a) for t in curves["data"]
+             for e, a in zip(_plotly_array(t["x"]), _plotly_array(t["y"]))]
+    assert len(shown) == 4 and [v for row in shown for v in row] == pytest.approx([v for row in stored for v in row])
+
+    app.radio(key="page").set_value("Compare studies").run()
+    assert not app.exception and len(app.dataframe) == 4  # the queue, then best, good region, lr window
 
 
 def test_apptest_maps_an_own_optimizer_beside_adam_without_importing_it(tmp_path, monkeypatch):
@@ -100,7 +146,7 @@ def test_apptest_maps_an_own_optimizer_beside_adam_without_importing_it(tmp_path
     assert not app.exception
     assert [m.label for m in app.metric].count("good region") == 2
     titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
-    assert titles == ["adam", "./lion.py:Lion"]  # named as the study file names it, in file order
+    assert titles == ["adam", "./lion.py:Lion", "adam − ./lion.py:Lion"]  # as the file names them, in its order
     assert not [m for m in list(sys.modules.values()) if str(mine) in str(getattr(m, "__file__", None))]
 
 
@@ -114,7 +160,11 @@ def test_apptest_without_studies_says_how_to_start(tmp_path, monkeypatch):
     assert not app.exception and "adamscape submit" in app.info[0].value
 
 
-def test_real_browser_shows_both_maps(finished_db, tmp_path):
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"  # one screenshot per page, kept after the run (gitignored)
+PAGE_CHARTS = {"Maps": 3, "Overview": 0, "Sensitivity": 2, "Cells": 1, "Compare studies": 0}
+
+
+def test_real_browser_opens_every_page_without_an_error(finished_db):
     chromium = chromium_path()
     if chromium is None:
         if IN_CI:
@@ -122,8 +172,8 @@ def test_real_browser_shows_both_maps(finished_db, tmp_path):
         pytest.skip("chromium is not installed")
     from playwright.sync_api import sync_playwright
 
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    # a session of its own: `adamscape dashboard` runs the Streamlit server as its child, which must stop too
     server = subprocess.Popen([str(BIN / "adamscape"), "dashboard", "--db", finished_db, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -140,15 +190,26 @@ def test_real_browser_shows_both_maps(finished_db, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.goto(f"http://127.0.0.1:{port}/")
             page.get_by_text("robustness maps").wait_for(timeout=60_000)
-            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
-            assert page.locator(".js-plotly-plot").count() == 2
-            assert page.get_by_text("10/10 cells finished").count() == 1
-            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            assert page.get_by_text("Deploy").count() == 0  # no Streamlit developer toolbar
+            for name, charts in PAGE_CHARTS.items():
+                page.locator("[data-testid='stSidebar']").get_by_text(name, exact=True).click()
+                # the previous page's elements stay (stale) until the rerun replaces them
+                settled = time.monotonic() + 60
+                while page.locator(".js-plotly-plot").count() != charts or page.locator("[data-stale='true']").count():
+                    assert time.monotonic() < settled, f"{name}: {page.locator('.js-plotly-plot').count()} charts"
+                    page.wait_for_timeout(200)
+                if not charts:
+                    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)
+                page.wait_for_timeout(500)  # the charts draw
+                assert page.locator("[data-testid='stException']").count() == 0, name
+                assert page.get_by_text("10/10 cells finished").count() == 1, name
+                shot = ARTIFACTS / f"{name.lower().replace(' ', '-')}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000, name
             browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    assert os.path.getsize(tmp_path / "dashboard.png") > 10_000
 
 
 def test_apptest_shows_the_queue_with_states_positions_and_services(tmp_path, monkeypatch):

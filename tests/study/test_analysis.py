@@ -167,3 +167,23 @@ def test_expected_best_curve_rises_from_the_mean_score_to_the_best():
     per_config = scores["score"].to_numpy()
     assert len(curve) == 4 and curve[0] == pytest.approx(per_config.mean())
     assert all(b >= a for a, b in zip(curve, curve[1:])) and curve[-1] < per_config.max()
+
+
+def test_a_difference_map_subtracts_scores_over_the_common_points():
+    rows = [("adam", lr, 0.9, 0, 0.5 + lr) for lr in (1e-3, 1e-2, 1e-1)]
+    rows += [("sgdm", lr, 0.9, 0, 0.2 + 2 * lr) for lr in (1e-2, 1e-1, 1.0)]
+    scores = analysis.cell_scores(_table(rows), "test_accuracy")
+    a, b = (analysis.heatmap(scores, o, "maximize") for o in ("adam", "sgdm"))
+    diff = analysis.difference(a, b)
+    assert diff.x_values == [1e-2, 1e-1] and diff.y is None
+    assert diff.score[0] == pytest.approx([(0.5 + 1e-2) - (0.2 + 2e-2), (0.5 + 1e-1) - (0.2 + 2e-1)])
+
+
+def test_across_studies_lists_each_optimizer_on_each_study():
+    easy = analysis.cell_scores(_table([("adam", lr, 0.9, 0, v) for lr, v in ((1e-3, 0.9), (1e-2, 0.89))]),
+                                "test_accuracy")
+    hard = analysis.cell_scores(_table([("adam", lr, 0.9, 0, v) for lr, v in ((1e-3, 0.9), (1e-2, 0.3))]),
+                                "test_accuracy")
+    table = analysis.across_studies({"easy": (easy, "maximize"), "hard": (hard, "maximize")})
+    assert table.set_index("study")["good_fraction"].to_dict() == {"easy": 1.0, "hard": 0.5}
+    assert table.set_index("study")["lr_window_decades"].to_dict() == {"easy": 1.0, "hard": 0.0}
