@@ -62,6 +62,7 @@ def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize")
     column = metric_column(metric, results)
     values = pd.to_numeric(done[column], errors="coerce")
     done["_ok"] = ~done["diverged"].astype(bool) & np.isfinite(values)
+    done["_bad"] = ~done["_ok"]
     done["_value"] = values.where(done["_ok"])
     finished = done["_value"].dropna()
     worst = (finished.min() if direction == "maximize" else finished.max()) if len(finished) else math.nan
@@ -70,7 +71,7 @@ def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize")
     grouped = done.groupby(keys, dropna=False, sort=True)
     scores = grouped["_value"].agg(mean="mean", std="std", n="count").reset_index()
     scores["sem"] = scores["std"] / np.sqrt(scores["n"])
-    scores["diverged"] = grouped["_ok"].apply(lambda ok: int((~ok).sum())).to_numpy()
+    scores["diverged"] = grouped["_bad"].sum().to_numpy().astype(int)
     scores["runs"] = grouped.size().to_numpy()
     scores["diverged_share"] = scores["diverged"] / scores["runs"]
     scores["score"] = grouped["_scored"].mean().to_numpy()
@@ -114,11 +115,10 @@ def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr",
     y_values = sorted(rows[y].unique()) if y else [math.nan]
     shape = (len(y_values), len(x_values))
     grids = {name: np.full(shape, np.nan) for name in ("score", "mean", "std", "n", "diverged", "runs")}
-    for _, row in best.iterrows():
-        i = y_values.index(row[y]) if y else 0
-        j = x_values.index(row[x])
-        for name in grids:
-            grids[name][i, j] = row[name]
+    columns = best[x].map({v: j for j, v in enumerate(x_values)}).to_numpy(dtype=int)
+    rows_at = best[y].map({v: i for i, v in enumerate(y_values)}).to_numpy(dtype=int) if y else np.zeros_like(columns)
+    for name in grids:
+        grids[name][rows_at, columns] = best[name].to_numpy(dtype=float)
     return Heatmap(optimizer, x, y, x_values, y_values, **grids)
 
 
