@@ -144,7 +144,7 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
     download(scores, "configurations", "configurations")
 
 
-def overview_page(summary: dict, metric: str) -> None:
+def overview_page(summary: dict, results: pd.DataFrame, metric: str, direction: str) -> None:
     board = pd.DataFrame([vars(r) for r in summary.values()])
     help = {"best": f"the best configuration's score ({metric}; diverged seeds at the study's worst)",
             "good_fraction": "configurations within δ of the reference best, no seed diverged",
@@ -157,6 +157,12 @@ def overview_page(summary: dict, metric: str) -> None:
     for column, text in help.items():
         st.caption(f"**{column}**: {text}")
     download(board, "leaderboard", "leaderboard")
+    st.subheader("which hyperparameter matters (fANOVA)")
+    weights = pd.DataFrame([{"optimizer": o, **analysis.importance(results, metric, o, direction)} for o in summary])
+    st.dataframe(weights, hide_index=True)
+    st.caption("share of the metric's variance over the grid that each swept hyperparameter explains "
+               "(Optuna's fANOVA evaluator; one trial per seed, diverged seeds at the study's worst)")
+    download(weights, "importance", "importance")
 
 
 def sensitivity_page(scores: pd.DataFrame, shown: list[str], metric: str, direction: str) -> None:
@@ -278,7 +284,7 @@ def main() -> None:
         if page == "Maps":
             maps_page(scores, shown, summary, metric, direction, reference)
         elif page == "Overview":
-            overview_page({o: summary[o] for o in shown}, metric)
+            overview_page({o: summary[o] for o in shown}, results, metric, direction)
         elif page == "Sensitivity":
             sensitivity_page(scores, shown, metric, direction)
         elif page == "Cells":

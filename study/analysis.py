@@ -275,3 +275,37 @@ def across_studies(studies: dict[str, tuple[pd.DataFrame, str]], delta: float = 
                          "lr_window_decades": r.lr_window_decades, "divergence_rate": r.divergence_rate})
     return pd.DataFrame(rows, columns=["optimizer", "study", "best", "good_fraction", "lr_window_decades",
                                        "divergence_rate"])
+
+
+def importance(results: pd.DataFrame, metric: str, optimizer: str, direction: str,
+               evaluator: str = "fanova") -> dict[str, float]:
+    """How much each swept hyperparameter of ``optimizer`` matters, by Optuna's own evaluators (fANOVA or
+    PED-ANOVA) on an in-memory Optuna study of its runs: one trial per seed, a diverged seed at the
+    study's worst finished value (the score rule). Empty when the optimizer sweeps no axis."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    scores = cell_scores(results, metric, direction)
+    axes = swept_axes(scores, optimizer)
+    if not axes:
+        return {}
+    done = results[(results["optimizer"] == optimizer) & results["status"].isin(SCORED)]
+    values = pd.to_numeric(done[metric_column(metric, results)], errors="coerce")
+    finished = pd.to_numeric(results.loc[results["status"] == "complete", metric_column(metric, results)],
+                             errors="coerce").dropna()
+    worst = finished.min() if direction == "maximize" else finished.max()
+    values = values.where(~done["diverged"].astype(bool) & np.isfinite(values), worst)
+    distributions = {}
+    for axis in axes:
+        points = sorted(done[axis].dropna().unique())
+        positive = min(points) > 0
+        log = positive and max(points) / min(points) >= 100  # lr-like ranges are searched in decades
+        distributions[axis] = FloatDistribution(min(points), max(points), log=log)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per call
+    study = optuna.create_study(direction=direction)
+    study.add_trials([optuna.trial.create_trial(params={a: float(row[a]) for a in axes}, distributions=distributions,
+                                                value=float(value))
+                      for (_, row), value in zip(done.iterrows(), values)])
+    chosen = {"fanova": optuna.importance.FanovaImportanceEvaluator(seed=0),
+              "ped-anova": optuna.importance.PedAnovaImportanceEvaluator()}[evaluator]
+    return dict(optuna.importance.get_param_importances(study, evaluator=chosen))

@@ -103,6 +103,8 @@ def test_apptest_every_page_shows_what_the_database_holds(finished_db, monkeypat
     expected = {r.optimizer: r for r in analysis.robustness(scores, "maximize")}
     assert list(board.index) == ["adam", "sgdm"]
     assert board["best"].to_dict() == pytest.approx({o: r.best for o, r in expected.items()})
+    weights = app.dataframe[2].value.set_index("optimizer")  # each optimizer sweeps lr only: all of it
+    assert weights["lr"].to_dict() == pytest.approx({"adam": 1.0, "sgdm": 1.0})
 
     app.radio(key="page").set_value("Sensitivity").run()
     assert not app.exception

@@ -187,3 +187,12 @@ def test_across_studies_lists_each_optimizer_on_each_study():
     table = analysis.across_studies({"easy": (easy, "maximize"), "hard": (hard, "maximize")})
     assert table.set_index("study")["good_fraction"].to_dict() == {"easy": 1.0, "hard": 0.5}
     assert table.set_index("study")["lr_window_decades"].to_dict() == {"easy": 1.0, "hard": 0.0}
+
+
+@pytest.mark.parametrize("evaluator", ["fanova", "ped-anova"])
+def test_importance_finds_the_hyperparameter_that_moves_the_metric(evaluator):
+    """The metric depends on lr only; beta1 is noise-free irrelevant: Optuna's evaluator ranks lr first."""
+    rows = [("adam", lr, beta1, seed, 0.9 - 0.1 * abs(math.log10(lr) + 3))
+            for lr in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1) for beta1 in (0.0, 0.5, 0.9) for seed in (0, 1)]
+    found = analysis.importance(_table(rows), "test_accuracy", "adam", "maximize", evaluator)
+    assert set(found) == {"lr", "beta1"} and found["lr"] > 0.9 and found["lr"] > found["beta1"]
