@@ -31,11 +31,12 @@ def load_results(url: str, name: str) -> pd.DataFrame:
     return store.results(name, engine(url))
 
 
-def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str, zrange: tuple[float, float]) -> go.Figure:
+def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str, zrange: tuple[float, float],
+                   good: np.ndarray | None = None) -> go.Figure:
     """Colour: the configuration's score (diverged seeds at the study's worst), on the study's one colour
-    range; ✕ where a seed diverged; hover with mean ± std (n) and diverged k/n."""
-    x_labels = [f"{v:.3g}" for v in hm.x_values]
-    y_labels = [f"{v:.3g}" for v in hm.y_values] if hm.y else [""]
+    range; ✕ where a seed diverged; the good region outlined; hover with mean ± std (n) and diverged k/n."""
+    x_labels = [analysis.axis_label(v) for v in hm.x_values]
+    y_labels = [analysis.axis_label(v) for v in hm.y_values] if hm.y else [""]
     hover = np.vectorize(lambda sc, m, s, n, d, r: (
         f"score {sc:.4f}<br>mean {m:.4f} ± {s:.4f} (n {int(n)})" if not math.isnan(m) else "no seed finished")
         + (f"<br>diverged {int(d)}/{int(r)}" if d else ""), otypes=[str])(
@@ -51,6 +52,9 @@ def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str, zrange: tu
                          xaxis_title=f"{hm.x} (log-spaced)" if hm.x == "lr" else hm.x, yaxis_title=hm.y or "",
                          xaxis_type="category", yaxis_type="category",
                          plot_bgcolor="#d9d9d9")  # grey shows through where nothing finished
+    for i, j in zip(*np.nonzero(good)) if good is not None else ():
+        figure.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                         line={"color": "white", "width": 2}, name="good")
     return figure
 
 
@@ -99,7 +103,10 @@ def download(frame: pd.DataFrame, what: str, key: str) -> None:
 
 
 def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str, direction: str,
-              reference: str) -> None:
+              reference: str, delta: float, relative: bool) -> None:
+    """Per optimizer its map and numbers; a white outline marks the good region."""
+    study_best = analysis.best_score(scores, direction)
+    goal = {o: study_best if reference.startswith("the study") else summary[o].best for o in shown}
     axes = sorted({a for o in shown for a in analysis.swept_axes(scores, o)}, key=lambda a: (a != "lr", a))
     x = st.selectbox("x axis", axes or ["lr"], key="x-axis")
     y = st.selectbox("y axis", ["(best of the others)", *[a for a in axes if a != x]], key="y-axis")
@@ -117,7 +124,8 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
     zrange = analysis.colour_range(list(maps.values()))
     for optimizer, hm in maps.items():
         left, right = st.columns([3, 1])
-        left.plotly_chart(heatmap_figure(hm, metric, direction, zrange), key=f"map-{optimizer}")
+        good = analysis.good_mask(hm, direction, goal[optimizer], delta, relative)
+        left.plotly_chart(heatmap_figure(hm, metric, direction, zrange, good), key=f"map-{optimizer}")
         r = summary[optimizer]
         right.metric("best " + metric, f"{r.best:.4f}",
                      help="the best configuration's score: seed mean, diverged seeds at the study's worst")
@@ -282,7 +290,7 @@ def main() -> None:
             scores, direction, delta, relative, reference="study" if reference.startswith("the study") else "optimizer")}
         shown = [o for o in study["spec"]["optimizers"] if o in summary]  # file order
         if page == "Maps":
-            maps_page(scores, shown, summary, metric, direction, reference)
+            maps_page(scores, shown, summary, metric, direction, reference, delta, relative)
         elif page == "Overview":
             overview_page({o: summary[o] for o in shown}, results, metric, direction)
         elif page == "Sensitivity":

@@ -122,6 +122,21 @@ def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr",
     return Heatmap(optimizer, x, y, x_values, y_values, **grids)
 
 
+def axis_label(value: float) -> str:
+    """A grid value as an axis shows it: powers of ten as 1e-3, others with 3 significant digits."""
+    if value > 0 and abs(math.log10(value) - round(math.log10(value))) < 1e-9:
+        return f"1e{round(math.log10(value))}"
+    return f"{value:.3g}"
+
+
+def good_mask(hm: Heatmap, direction: str, best: float, delta: float, relative: bool = True) -> np.ndarray:
+    """Which cells of a map are good (as :func:`good_cells`): no seed diverged, mean within δ of ``best``."""
+    tolerance = delta * abs(best) if relative else delta
+    with np.errstate(invalid="ignore"):
+        return (np.nan_to_num(hm.diverged, nan=1) == 0) & np.isfinite(hm.mean) & (
+            np.abs(best - hm.mean) <= tolerance + 1e-12)
+
+
 def colour_range(maps: list[Heatmap]) -> tuple[float, float]:
     """One colour range for every map of a study (so colours compare across optimizers)."""
     values = np.concatenate([m.score[np.isfinite(m.score)] for m in maps]) if maps else np.array([])

@@ -70,12 +70,6 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _label(value: float) -> str:
-    if value > 0 and abs(math.log10(value) - round(math.log10(value))) < 1e-9:
-        return f"1e{round(math.log10(value))}"  # powers of ten as such
-    return f"{value:.3g}"
-
-
 def _maps(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -> bytes:
     """One heatmap per optimizer on the study's one colour range; ✕ where a seed diverged."""
     import matplotlib.pyplot as plt
@@ -95,9 +89,9 @@ def _maps(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -
     for ax, hm in zip(grid.flat, maps):
         ax.set_facecolor("#d9d9d9")  # grey where nothing finished
         image = ax.imshow(hm.score, cmap=colours, norm=norm, aspect="auto", origin="lower")
-        ax.set_xticks(range(len(hm.x_values)), [_label(v) for v in hm.x_values], rotation=45, fontsize=7)
+        ax.set_xticks(range(len(hm.x_values)), [analysis.axis_label(v) for v in hm.x_values], rotation=45, fontsize=7)
         if hm.y:
-            ax.set_yticks(range(len(hm.y_values)), [_label(v) for v in hm.y_values], fontsize=7)
+            ax.set_yticks(range(len(hm.y_values)), [analysis.axis_label(v) for v in hm.y_values], fontsize=7)
         else:
             ax.set_yticks([])  # one swept axis: a strip
         ax.set_xlabel(hm.x)

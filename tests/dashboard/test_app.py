@@ -53,6 +53,8 @@ def _plotly_array(value):
 def test_apptest_maps_share_one_colour_range_and_show_the_sql_seed_means(finished_db, monkeypatch):
     import sqlalchemy as sa
 
+    from study import analysis
+
     monkeypatch.setenv("ADAMSCAPE_DB", finished_db)
     app = AppTest.from_file(APP, default_timeout=60).run()
     assert not app.exception
@@ -61,7 +63,7 @@ def test_apptest_maps_share_one_colour_range_and_show_the_sql_seed_means(finishe
     difference = charts.pop("adam − sgdm")  # over their common lr, 0.1
     traces = charts
     assert set(traces) == {"adam", "sgdm"}
-    assert list(difference["x"]) == ["0.1"]
+    assert list(difference["x"]) == ["1e-1"]  # powers of ten as such
     assert _plotly_array(difference["z"])[0][0] == pytest.approx(
         _plotly_array(traces["adam"]["z"])[0][2] - _plotly_array(traces["sgdm"]["z"])[0][0])
     assert len({(t["zmin"], t["zmax"]) for t in traces.values()}) == 1  # one scale for every optimizer
@@ -72,11 +74,15 @@ def test_apptest_maps_share_one_colour_range_and_show_the_sql_seed_means(finishe
         worst = conn.execute(sa.text("SELECT MIN(final_test_accuracy) FROM sweep_results WHERE NOT diverged")).scalar()
     for optimizer, lr, mean, diverged in means:
         trace = traces[optimizer]
-        z = _plotly_array(trace["z"])[0][list(trace["x"]).index(f"{lr:.3g}")]
+        z = _plotly_array(trace["z"])[0][list(trace["x"]).index(analysis.axis_label(lr))]
         assert z == pytest.approx(worst if diverged == 2 else mean)  # all seeds diverged: the study's worst
     finite = [z for t in traces.values() for z in _plotly_array(t["z"])[0]]
     assert (traces["adam"]["zmin"], traces["adam"]["zmax"]) == pytest.approx((min(finite), max(finite)))
     assert any("✕" in text for text in _plotly_array(traces["sgdm"]["text"])[0])  # the diverged lr is marked
+    outlined = {json.loads(c.proto.spec)["layout"]["title"]["text"]: len(json.loads(c.proto.spec)["layout"].get(
+        "shapes", [])) for c in app.get("plotly_chart")}
+    shown = {m.value for m in app.metric if m.label == "good region"}
+    assert (outlined["adam"], outlined["sgdm"]) == (2, 1) and shown == {"67%", "50%"}  # the good region, outlined
     # a tighter δ, then good regions against each optimizer's own best instead of the study's: sgdm's
     # best (lr 0.1) is within 5 % of adam's, not within 1 %, and is its own best
     assert [m.value for m in app.metric if m.label == "good region"][1] == "50%"
