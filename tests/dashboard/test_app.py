@@ -255,3 +255,32 @@ def test_apptest_on_an_empty_postgresql_database_says_so_and_creates_nothing(mon
         engine = sa.create_engine(url)
         assert sa.inspect(engine).get_table_names() == []  # read-only: no migration
         engine.dispose()
+
+
+def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeypatch):
+    """A study over lr × beta1 (results written directly, no training): the maps follow the chosen axes."""
+    import sqlalchemy as sa
+
+    from study import spec, store
+
+    url = f"sqlite:///{tmp_path / 'axes.db'}"
+    engine = store.connect(url)
+    body = "[optimizers.adam]\nlr = [1e-3, 1e-2, 1e-1]\nbeta1 = [0.5, 0.9]\n"
+    store.register(engine, spec.load(study_file(tmp_path, name="axes", body=body)))
+    with engine.begin() as conn:  # accuracy rises with lr and with beta1: every configuration differs
+        conn.execute(sa.text("UPDATE sweep_cells SET status = 'complete', diverged = 0, attempts = 1, "
+                             "final_test_accuracy = 0.5 + lr + beta1 / 10, score = 0.5 + lr + beta1 / 10, "
+                             "final_metrics = '{}'"))
+    monkeypatch.setenv("ADAMSCAPE_DB", url)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+
+    def layout() -> tuple:
+        spec_ = json.loads(app.get("plotly_chart")[0].proto.spec)
+        return spec_["layout"]["xaxis"]["title"]["text"], len(spec_["data"][0]["x"]), spec_["data"][0]["y"]
+
+    assert layout()[:2] == ("lr (log-spaced)", 3)  # lr across, the other axes at their best
+    app.selectbox(key="y-axis").set_value("beta1").run()
+    assert layout()[0] == "lr (log-spaced)" and list(layout()[2]) == ["0.5", "0.9"]
+    app.selectbox(key="x-axis").set_value("beta1").run()
+    assert layout()[:2] == ("beta1", 2)
