@@ -155,6 +155,7 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
 def overview_page(summary: dict, results: pd.DataFrame, metric: str, direction: str) -> None:
     board = pd.DataFrame([vars(r) for r in summary.values()])
     help = {"best": f"the best configuration's score ({metric}; diverged seeds at the study's worst)",
+            "relative_best": "best as a fraction of the study's best (1: the winner; DeepOBS-style)",
             "good_fraction": "configurations within δ of the reference best, no seed diverged",
             "lr_window_decades": "consecutive good learning rates around the best one, in decades",
             "divergence_rate": "diverged runs / finished runs", "mean_seed_std": "mean std over a configuration's seeds",

@@ -9,6 +9,8 @@ Definitions (documented in the README):
   a diverged seed (or one with no finite value) taking the study's worst finished value. A
   configuration where 2 of 3 seeds diverged thus ranks below one where none did, whatever its
   surviving seed reached; with no divergence the score is the seed mean.
+* relative best (DeepOBS-style): an optimizer's best score as a fraction of the study-wide best
+  (best/study best when maximised, study best/best when minimised; 1 for the winner).
 * good configuration: no seed diverged and the mean is within δ of the reference best —
   the **study-wide** best score (default: an optimizer that never trains well has no good
   region) or the optimizer's own best; relative |best − mean| ≤ δ·|best|, absolute ≤ δ.
@@ -199,6 +201,7 @@ def expected_best_of_k(values: np.ndarray, k: int, direction: str) -> float:
 class Robustness:
     optimizer: str
     best: float  # the best configuration's score
+    relative_best: float  # best against the study-wide best (1 for the winner; DeepOBS-style)
     good_fraction: float
     lr_window_decades: float
     divergence_rate: float
@@ -206,6 +209,15 @@ class Robustness:
     expected_best_1: float
     expected_best_10: float
     configs: int
+
+
+def _relative(best: float, study_best: float, direction: str) -> float:
+    """``best`` as a fraction of the study's best: best/study for a maximised metric, study/best for a
+    minimised one (so 0.9 reads "10 % short of the winner" either way); NaN where undefined."""
+    numerator, denominator = (best, study_best) if direction == "maximize" else (study_best, best)
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator == 0:
+        return math.nan
+    return numerator / denominator
 
 
 def robustness(scores: pd.DataFrame, direction: str, delta: float = 0.05, relative: bool = True,
@@ -223,6 +235,7 @@ def robustness(scores: pd.DataFrame, direction: str, delta: float = 0.05, relati
         summary.append(Robustness(
             optimizer=optimizer,
             best=best_score(rows, direction),
+            relative_best=_relative(best_score(rows, direction), study_best, direction),
             good_fraction=float(good.mean()),
             lr_window_decades=lr_window_decades(rows, direction, good),
             divergence_rate=float(rows["diverged"].sum() / rows["runs"].sum()),

@@ -21,6 +21,7 @@ from . import analysis, store
 LEADERBOARD_COLUMNS = {
     "optimizer": "the optimizer, as the study file names it",
     "best": "the best configuration's score (seed mean; diverged seeds at the study's worst)",
+    "relative_best": "best as a fraction of the study's best (1: the winner)",
     "good_fraction": "configurations within δ of the study's best score, no seed diverged",
     "lr_window_decades": "consecutive good learning rates around the best one, in decades",
     "divergence_rate": "diverged runs / finished runs",

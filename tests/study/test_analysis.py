@@ -124,6 +124,7 @@ def test_a_minimised_metric_scores_diverged_seeds_at_the_largest_loss():
     assert scores.loc[0.1, "score"] == pytest.approx((0.2 + 0.9) / 2)
     (summary,) = analysis.robustness(scores.reset_index(), "minimize", delta=0.5, relative=True)
     assert summary.best == pytest.approx(0.4)  # lr 0.01: (0.3 + 0.5) / 2
+    assert summary.relative_best == 1.0  # the only optimizer: the winner
     # good: no divergence and |0.4 − mean| ≤ 0.2: lr 0.01 only
     assert summary.good_fraction == pytest.approx(1 / 3) and summary.lr_window_decades == 0
     assert summary.mean_seed_std == pytest.approx(np.mean([np.std([0.3, 0.5], ddof=1), 0.0]))
@@ -139,6 +140,7 @@ def test_good_regions_are_measured_against_the_study_wide_best_by_default():
     assert study["adam"].good_fraction == pytest.approx(2 / 3) and study["sgdm"].good_fraction == 0
     assert own["sgdm"].good_fraction == pytest.approx(1.0) and own["adam"].good_fraction == pytest.approx(2 / 3)
     assert study["adam"].lr_window_decades == pytest.approx(1.0) and study["sgdm"].lr_window_decades == 0
+    assert study["adam"].relative_best == 1.0 and study["sgdm"].relative_best == pytest.approx(0.31 / 0.90)
     with pytest.raises(ValueError, match="reference"):
         analysis.robustness(scores, "maximize", reference="own")
 
