@@ -109,7 +109,8 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
     goal = {o: study_best if reference.startswith("the study") else summary[o].best for o in shown}
     axes = sorted({a for o in shown for a in analysis.swept_axes(scores, o)}, key=lambda a: (a != "lr", a))
     x = st.selectbox("x axis", axes or ["lr"], key="x-axis")
-    y = st.selectbox("y axis", ["(best of the others)", *[a for a in axes if a != x]], key="y-axis")
+    others = [a for a in axes if a != x]
+    y = st.selectbox("y axis", ["(best of the others)", *others], index=1 if others else 0, key="y-axis")
     maps = {}
     for optimizer in shown:
         own = analysis.swept_axes(scores, optimizer)
