@@ -88,7 +88,7 @@ def queue(db) -> None:
                        f"heartbeat {s['age']:.0f} s ago")
 
 
-PAGES = ("Maps", "Overview", "Sensitivity", "Cells", "Compare studies")
+PAGES = ("Maps", "Overview", "Sensitivity", "Cells", "Compare studies", "Studies")
 
 
 @st.cache_data(ttl=5)
@@ -110,18 +110,24 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
     axes = sorted({a for o in shown for a in analysis.swept_axes(scores, o)}, key=lambda a: (a != "lr", a))
     x = st.selectbox("x axis", axes or ["lr"], key="x-axis")
     others = [a for a in axes if a != x]
-    y = st.selectbox("y axis", ["(best of the others)", *others], index=1 if others else 0, key="y-axis")
+    y = st.selectbox("y axis", ["(none: a strip over x)", *others], index=1 if others else 0, key="y-axis")
+    y = y if y in others else None
+    how = st.radio("the other axes", ["at their best", "averaged", "fixed"], horizontal=True, key="reduce",
+                   help="each cell of a map is one (x, y) point: the best configuration over the other axes, "
+                        "their average, or the configuration at the values chosen here")
+    fixed = {}
+    if how == "fixed":
+        for axis in (a for a in axes if a not in (x, y)):
+            values = sorted(scores[axis].dropna().unique())
+            fixed[axis] = st.select_slider(axis, values, format_func=analysis.axis_label, key=f"fix-{axis}")
     maps = {}
     for optimizer in shown:
         own = analysis.swept_axes(scores, optimizer)
         chosen_x = x if x in own else (own or [x])[0]
         chosen_y = y if y in own and y != chosen_x else None
-        if chosen_y is None and y.startswith("(best"):
-            rows = scores[scores["optimizer"] == optimizer]
-            reduced = rows.sort_values("score", ascending=direction == "minimize").groupby(chosen_x).head(1)
-            maps[optimizer] = analysis.heatmap(reduced, optimizer, direction, x=chosen_x)
-        else:
-            maps[optimizer] = analysis.heatmap(scores, optimizer, direction, x=chosen_x, y=chosen_y)
+        maps[optimizer] = analysis.heatmap(scores, optimizer, direction, x=chosen_x, y=chosen_y,
+                                           reduce="mean" if how == "averaged" else "best",
+                                           fixed={a: v for a, v in fixed.items() if a in own})
     zrange = analysis.colour_range(list(maps.values()))
     for optimizer, hm in maps.items():
         left, right = st.columns([3, 1])
@@ -251,6 +257,22 @@ def compare_page(url: str, db, names: list[str], delta: float) -> None:
     download(table, "optimizer × study", "across-studies")
 
 
+def studies_page(url: str, db) -> None:
+    """Every study of the database: task, state, progress and each optimizer's best."""
+    rows = []
+    for row in store.overview(db):
+        study = store.get_study(db, row["name"])
+        scores = analysis.cell_scores(load_results(url, row["name"]), study["metric"], study["direction"])
+        best = {r.optimizer: r.best for r in analysis.robustness(scores, study["direction"])} if not scores.empty else {}
+        done = sum(row["counts"].get(s, 0) for s in ("complete", "diverged", "failed"))
+        rows.append({"study": row["name"], "task": row["task"], "metric": study["metric"], "state": row["display"],
+                     "finished": f"{done}/{row['total_cells']}",
+                     "best per optimizer": " · ".join(f"{o} {v:.4g}" for o, v in best.items())})
+    frame = pd.DataFrame(rows)
+    st.dataframe(frame, hide_index=True, key="studies")
+    download(frame, "studies", "studies")
+
+
 def main() -> None:
     url = os.environ.get("ADAMSCAPE_DB", store.DEFAULT_DB)
     st.title("adamscape · robustness maps")
@@ -299,8 +321,10 @@ def main() -> None:
             sensitivity_page(scores, shown, metric, direction)
         elif page == "Cells":
             cells_page(url, name, results, shown)
-        else:
+        elif page == "Compare studies":
             compare_page(url, db, names, delta)
+        else:
+            studies_page(url, db)
 
     live()
 

@@ -102,25 +102,41 @@ class Heatmap:
     runs: np.ndarray
 
 
-def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr", y: str | None = None) -> Heatmap:
-    """The map over (x, y); every other swept axis is set to its best value per (x, y) cell."""
+AUTO = "auto"  # heatmap's y: the optimizer's next swept axis
+
+
+def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr", y: str | None = AUTO,
+            reduce: str = "best", fixed: dict[str, float] | None = None) -> Heatmap:
+    """The map over (x, y) (``y`` None: a strip over x; AUTO: the next swept axis). Every other swept
+    axis is first fixed where ``fixed`` says, then reduced per (x, y) cell: ``best`` takes the
+    configuration with the best score, ``mean`` averages the configurations (scores and seed means
+    averaged, seeds and diverged seeds summed)."""
+    if reduce not in ("best", "mean"):
+        raise ValueError(f"reduce must be 'best' or 'mean', not {reduce!r}")
     rows = scores[scores["optimizer"] == optimizer]
+    for axis, value in (fixed or {}).items():
+        rows = rows[np.isclose(rows[axis], value)]
     axes = swept_axes(scores, optimizer)
     if x not in axes:
         x = axes[0] if axes else x
-    if y is None:
+    if y == AUTO:
         y = next((a for a in axes if a != x), None)
     keys = [x] + ([y] if y else [])
-    ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
-    best = ranked.groupby(keys, sort=True).head(1)
+    if reduce == "best":
+        ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
+        cells = ranked.groupby(keys, sort=True).head(1)
+    else:
+        cells = rows.groupby(keys, sort=True).agg(score=("score", "mean"), mean=("mean", "mean"), std=("std", "mean"),
+                                                  n=("n", "sum"), diverged=("diverged", "sum"),
+                                                  runs=("runs", "sum")).reset_index()
     x_values = sorted(rows[x].unique())
     y_values = sorted(rows[y].unique()) if y else [math.nan]
     shape = (len(y_values), len(x_values))
     grids = {name: np.full(shape, np.nan) for name in ("score", "mean", "std", "n", "diverged", "runs")}
-    columns = best[x].map({v: j for j, v in enumerate(x_values)}).to_numpy(dtype=int)
-    rows_at = best[y].map({v: i for i, v in enumerate(y_values)}).to_numpy(dtype=int) if y else np.zeros_like(columns)
+    columns = cells[x].map({v: j for j, v in enumerate(x_values)}).to_numpy(dtype=int)
+    rows_at = cells[y].map({v: i for i, v in enumerate(y_values)}).to_numpy(dtype=int) if y else np.zeros_like(columns)
     for name in grids:
-        grids[name][rows_at, columns] = best[name].to_numpy(dtype=float)
+        grids[name][rows_at, columns] = cells[name].to_numpy(dtype=float)
     return Heatmap(optimizer, x, y, x_values, y_values, **grids)
 
 

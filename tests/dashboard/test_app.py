@@ -135,6 +135,12 @@ def test_apptest_every_page_shows_what_the_database_holds(finished_db, monkeypat
     app.radio(key="page").set_value("Compare studies").run()
     assert not app.exception and len(app.dataframe) == 4  # the queue, then best, good region, lr window
 
+    app.radio(key="page").set_value("Studies").run()
+    assert not app.exception
+    (row,) = app.dataframe[1].value.to_dict("records")
+    assert (row["study"], row["finished"]) == ("tiny", "10/10")
+    assert row["best per optimizer"] == " · ".join(f"{o} {expected[o].best:.4g}" for o in ("adam", "sgdm"))
+
 
 def test_apptest_maps_an_own_optimizer_beside_adam_without_importing_it(tmp_path, monkeypatch):
     import shutil
@@ -169,7 +175,7 @@ def test_apptest_without_studies_says_how_to_start(tmp_path, monkeypatch):
 
 
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"  # one screenshot per page, kept after the run (gitignored)
-PAGE_CHARTS = {"Maps": 3, "Overview": 0, "Sensitivity": 2, "Cells": 1, "Compare studies": 0}
+PAGE_CHARTS = {"Maps": 3, "Overview": 0, "Sensitivity": 2, "Cells": 1, "Compare studies": 0, "Studies": 0}
 
 
 def test_real_browser_opens_every_page_without_an_error(finished_db):
@@ -280,7 +286,11 @@ def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeyp
         return spec_["layout"]["xaxis"]["title"]["text"], len(spec_["data"][0]["x"]), spec_["data"][0]["y"]
 
     assert layout()[:2] == ("lr (log-spaced)", 3) and list(layout()[2]) == ["0.5", "0.9"]  # lr × beta1 at first
-    app.selectbox(key="y-axis").set_value("(best of the others)").run()
+    app.selectbox(key="y-axis").set_value("(none: a strip over x)").run()
     assert layout()[:2] == ("lr (log-spaced)", 3) and list(layout()[2]) == [""]  # a strip: beta1 at its best
+    app.radio(key="reduce").set_value("averaged").run()  # beta1 averaged: (0.05 + 0.09) / 2 over lr 1e-3
+    assert _plotly_array(json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["z"])[0][0] == pytest.approx(
+        0.5 + 1e-3 + 0.07)
+    app.radio(key="reduce").set_value("at their best").run()
     app.selectbox(key="x-axis").set_value("beta1").run()
     assert layout()[:2] == ("beta1", 2)

@@ -198,3 +198,21 @@ def test_importance_finds_the_hyperparameter_that_moves_the_metric(evaluator):
             for lr in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1) for beta1 in (0.0, 0.5, 0.9) for seed in (0, 1)]
     found = analysis.importance(_table(rows), "test_accuracy", "adam", "maximize", evaluator)
     assert set(found) == {"lr", "beta1"} and found["lr"] > 0.9 and found["lr"] > found["beta1"]
+
+
+def test_a_map_fixes_or_reduces_the_other_axes_as_asked():
+    rows = [("adam", lr, b1, 0, 0.5 + lr + b1 / 10 + eps * 1e6) for lr in (1e-3, 1e-1) for b1 in (0.5, 0.9)
+            for eps in (1e-8, 1e-7)]
+    table = _table(rows)
+    table["eps"] = [eps for _ in (1e-3, 1e-1) for _ in (0.5, 0.9) for eps in (1e-8, 1e-7)]
+    scores = analysis.cell_scores(table, "test_accuracy")
+    best = analysis.heatmap(scores, "adam", "maximize")  # lr × beta1, eps at its best (1e-7)
+    assert (best.x, best.y) == ("lr", "beta1") and best.score[0, 0] == pytest.approx(0.5 + 1e-3 + 0.05 + 0.1)
+    mean = analysis.heatmap(scores, "adam", "maximize", reduce="mean")  # eps averaged: + 0.055
+    assert mean.score[0, 0] == pytest.approx(0.5 + 1e-3 + 0.05 + 0.055) and mean.runs[0, 0] == 2
+    fixed = analysis.heatmap(scores, "adam", "maximize", fixed={"eps": 1e-8})
+    assert fixed.score[0, 0] == pytest.approx(0.5 + 1e-3 + 0.05 + 0.01)
+    strip = analysis.heatmap(scores, "adam", "maximize", y=None, reduce="mean")
+    assert strip.score.shape == (1, 2) and strip.runs[0, 0] == 4
+    with pytest.raises(ValueError, match="reduce"):
+        analysis.heatmap(scores, "adam", "maximize", reduce="median")
