@@ -79,14 +79,28 @@ class KernelOptimizer(torch.optim.Optimizer):
                     state.update(self._init_state(param, group))
                 state["step"] += 1
                 buckets[(state["step"], param.device, param.dtype)].append(param)
+            devices = {device for _, device, _ in buckets}
             for (step, device, _), params in buckets.items():
                 buffers = {name: [self.state[p][name] for p in params] for name in self.buffer_names(group)}
                 grads = [p.grad for p in params]
+                hyper = _on_device(group, device, in_place=len(devices) == 1)
                 if self._compiled is None:
-                    self.kernel(params, grads, buffers, step, group)
+                    self.kernel(params, grads, buffers, step, hyper)
                 else:
-                    self._compiled(params, grads, buffers, step, _as_tensors(group, params[0]))
+                    self._compiled(params, grads, buffers, step, _as_tensors(hyper, params[0]))
         return loss
+
+
+def _on_device(group: dict[str, Any], device: torch.device, in_place: bool) -> dict[str, Any]:
+    """The group with its tensor hyperparameters (a population's (K,) values) on ``device``. A group whose
+    parameters share one device keeps them there (moved once, then updated in place by whoever changes
+    them); a group spread over devices gets a copy per device and step."""
+    moved = {key: value.to(device) for key, value in group.items()
+             if key != "params" and isinstance(value, Tensor) and value.device != device}
+    if in_place:
+        group.update(moved)
+        return group
+    return {**group, **moved} if moved else group
 
 
 def _as_tensors(group: dict[str, Any], like: Tensor) -> dict[str, Any]:

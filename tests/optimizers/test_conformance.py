@@ -223,3 +223,21 @@ def test_compiled_kernel_matches_eager(name):
     for a, b in zip(eager, fused):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     assert (eager[0] - _params(torch.float32)[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_population_hyperparameters_follow_their_parameters_device(name):
+    """(K,) hyperparameter tensors made on the CPU drive parameters on another device (``meta`` here, as
+    CUDA would): nothing mixes devices, and the step leaves every parameter on its own device."""
+    configs = _configs(name)
+    stacked = [torch.zeros((len(configs), *s), dtype=torch.float32, device="meta").requires_grad_(True)
+               for s in SHAPES]
+    hparams = {key: torch.tensor([c[key] for c in configs], dtype=torch.float64) for key in configs[0]}
+    optimizer = optimizers.create(name, stacked, **hparams)
+    for _ in range(2):
+        for p in stacked:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+    assert all(p.device.type == "meta" for p in stacked)
+    assert all(t.device.type == "meta" for state in optimizer.state.values() for t in state.values()
+               if isinstance(t, torch.Tensor) and t.dim() > 0)
