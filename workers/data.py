@@ -125,25 +125,42 @@ class ImagePipeline:
         x = images.float() / 255.0
         if generator is not None:  # training batches only
             x = self._augment(x, generator)
-        shape = (1, -1, 1, 1)
-        return (x - torch.tensor(self.mean, device=x.device).view(shape)) / torch.tensor(
-            self.std, device=x.device).view(shape)
+        mean, std = _normalisation(self.mean, self.std, x.device)
+        return (x - mean) / std
 
     def _augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         batch, _, height, width = x.shape
         pad = self.crop_padding
+        # the batch's draws, made on the CPU by the seeded generator (in the order they always were: crop rows,
+        # crop columns, flips), reach the device as one non-blocking copy: the CPU does not wait for the GPU
+        draws = [torch.randint(0, 2 * pad + 1, (batch,), generator=generator) for _ in range(2)] if pad else []
+        if self.flip:
+            draws.append((torch.rand(batch, generator=generator) < 0.5).long())
+        if not draws:
+            return x
+        together = torch.stack(draws)
+        if x.device.type == "cuda":
+            together = together.pin_memory()
+        draws = list(together.to(x.device, non_blocking=True).unbind(0))
         if pad:  # torchvision's RandomCrop(size, padding=pad): a uniform offset per image into the padded image
             padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-            dy, dx = (torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(x.device) for _ in range(2))
+            dy, dx = draws[0], draws[1]
             rows = (dy[:, None] + torch.arange(height, device=x.device))[:, None, :, None]
             cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, None, :]
             index = torch.arange(batch, device=x.device)[:, None, None, None]
             channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
             x = padded[index, channel, rows, cols]
         if self.flip:  # RandomHorizontalFlip(p=0.5)
-            flip = (torch.rand(batch, generator=generator) < 0.5).to(x.device)
+            flip = draws[-1].bool()
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x
+
+
+@functools.lru_cache(maxsize=32)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-channel normalisation constants, made on ``device`` once (not copied there every batch)."""
+    shape = (1, -1, 1, 1)
+    return torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape)
 
 
 UNIT = ImagePipeline()

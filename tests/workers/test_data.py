@@ -30,3 +30,32 @@ def test_an_unwritable_cache_costs_only_time(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("ADAMSCAPE_CACHE", str(blocker / "below-a-file"))
     assert _equal(data._cached("digits", "scikit-learn", data._digits), data._digits())
+
+
+def test_an_augmented_batch_reaches_its_device_in_one_copy_with_cached_constants():
+    """On another device (``meta`` here, as CUDA would), a CIFAR batch's crop and flip draws cross as one
+    copy, and the normalisation constants are made there once: no per-batch host→device traffic beyond it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from workers.data import CIFAR10, _normalisation
+
+    class Crossings(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.copies = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = [a for a in args if isinstance(a, torch.Tensor)]
+            if isinstance(out, torch.Tensor) and any(a.device != out.device for a in inputs):
+                self.copies += 1
+            return out
+
+    images = torch.zeros((8, 3, 32, 32), dtype=torch.uint8, device="meta")
+    generator = torch.Generator().manual_seed(0)
+    CIFAR10(images, generator)  # the first batch makes the constants
+    hits = _normalisation.cache_info().hits
+    with Crossings() as crossings:
+        out = CIFAR10(images, generator)
+    assert crossings.copies == 1 and out.device.type == "meta" and out.shape == images.shape
+    assert _normalisation.cache_info().hits == hits + 1
