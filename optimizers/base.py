@@ -53,7 +53,31 @@ class KernelOptimizer(torch.optim.Optimizer):
         (tens of seconds for a ResNet's parameter list on CPU).
         """
         self._compiled = torch.compile(self.kernel, **options)
+        self._device_hyper: dict[tuple, dict[str, list]] = {}
         return self
+
+    def _as_tensors(self, group: dict[str, Any], hyper: dict[str, Any], like: Tensor) -> dict[str, Any]:
+        """``hyper`` with its numbers as 0-d tensors on ``like``'s device, in its dtype but at least float32
+        (as torch's capturable optimizers); flags and tensors stay as they are. The 0-d tensors persist
+        across steps and are refilled in place only when a number changes (a scheduler's new lr): no new
+        device tensor and no host-to-device copy per step, the same inputs for a captured graph."""
+        dtype = torch.promote_types(like.dtype, torch.float32)
+        kept = self._device_hyper.setdefault((id(group), like.device, dtype), {})
+        shown = {}
+        for key, value in hyper.items():
+            if key == "params":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                shown[key] = value
+                continue
+            entry = kept.get(key)
+            if entry is None:
+                entry = kept[key] = [torch.tensor(value, dtype=dtype, device=like.device), value]
+            elif entry[1] != value:
+                entry[0].fill_(value)
+                entry[1] = value
+            shown[key] = entry[0]
+        return shown
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {"step": 0}
@@ -87,7 +111,7 @@ class KernelOptimizer(torch.optim.Optimizer):
                 if self._compiled is None:
                     self.kernel(params, grads, buffers, step, hyper)
                 else:
-                    self._compiled(params, grads, buffers, step, _as_tensors(hyper, params[0]))
+                    self._compiled(params, grads, buffers, step, self._as_tensors(group, hyper, params[0]))
         return loss
 
 
@@ -101,12 +125,3 @@ def _on_device(group: dict[str, Any], device: torch.device, in_place: bool) -> d
         group.update(moved)
         return group
     return {**group, **moved} if moved else group
-
-
-def _as_tensors(group: dict[str, Any], like: Tensor) -> dict[str, Any]:
-    """The group with its numeric hyperparameters as 0-d tensors on ``like``'s device, in its dtype but at
-    least float32 (as torch's capturable optimizers); flags stay Python bools."""
-    dtype = torch.promote_types(like.dtype, torch.float32)
-    return {key: torch.tensor(value, dtype=dtype, device=like.device)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-            for key, value in group.items() if key != "params"}

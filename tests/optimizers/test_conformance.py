@@ -241,3 +241,23 @@ def test_population_hyperparameters_follow_their_parameters_device(name):
     assert all(p.device.type == "meta" for p in stacked)
     assert all(t.device.type == "meta" for state in optimizer.state.values() for t in state.values()
                if isinstance(t, torch.Tensor) and t.dim() > 0)
+
+
+def test_the_compiled_path_keeps_its_hyperparameter_tensors_and_refills_them_in_place():
+    """The kernel behind compile() gets the same 0-d tensors every step (no new device tensor, no copy per
+    step); a scheduler's new lr is written into them."""
+    params = _params(torch.float32)
+    optimizer = _create("adam", params).compile()
+    seen = []
+
+    def kernel(params, grads, buffers, step, group):  # stands in for the compiled kernel: records its inputs
+        seen.append({k: v for k, v in group.items() if isinstance(v, torch.Tensor)})
+        optimizers.REGISTRY["adam"].cls.kernel(params, grads, buffers, step, group)
+
+    optimizer._compiled = kernel
+    _train(optimizer, params, 2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    scheduler.step()
+    _train(optimizer, params, 1, first_step=2)
+    assert all(seen[2][k] is v for k, v in seen[0].items())  # (the scheduler adds initial_lr)
+    assert seen[2]["lr"].item() == pytest.approx(0.005) and seen[2]["lr"].dtype == torch.float32
