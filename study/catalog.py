@@ -76,6 +76,7 @@ class TaskInfo:
     dataset: str = ""  # the torchvision dataset, for messages
     listed: bool = True  # False: accepted in study files but not shown by `adamscape tasks` (measuring tools)
     primary: str = ""  # the metric a study ranks by when its file names none ("": the first evaluation metric)
+    convolutional: bool = False  # `amp = true` (bf16 autocast on CUDA) applies to convolutional tasks only
 
     def __post_init__(self) -> None:
         if not self.primary:
@@ -129,7 +130,7 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("mnist1d-mlp", "MNIST-1D (generated locally, seed 42, 4000/1000), 40-100-100-10 ReLU MLP",
                  _CLASSIFICATION, default_epochs=20, default_batch_size=100),
         TaskInfo("mnist1d-cnn", "MNIST-1D, three 1-D conv layers (25 channels) + linear, the MNIST-1D paper's CNN",
-                 _CLASSIFICATION, default_epochs=20, default_batch_size=100),
+                 _CLASSIFICATION, default_epochs=20, default_batch_size=100, convolutional=True),
         TaskInfo("quadratic-deep", "DeepOBS noisy quadratic: 100-D, Hessian eigenvalues 90×U(0,1) + 10×U(30,60)",
                  {"train_loss": "minimize", "test_loss": "minimize"}, default_epochs=100, default_batch_size=128),
         TaskInfo("rosenbrock", "2-D Rosenbrock valley from (-1.2, 1); distance to the optimum (1, 1)",
@@ -151,18 +152,18 @@ TASKS: dict[str, TaskInfo] = {
                  dataset_files=_mnist_files("MNIST"), dataset="MNIST"),
         TaskInfo("fmnist-2c2d", "Fashion-MNIST, DeepOBS 2c2d: two 5x5 conv + max-pool, fc 1024, fc 10",
                  _CLASSIFICATION, default_epochs=100, default_batch_size=128,
-                 dataset_files=_mnist_files("FashionMNIST"), dataset="FashionMNIST"),
+                 dataset_files=_mnist_files("FashionMNIST"), dataset="FashionMNIST", convolutional=True),
         TaskInfo("cifar10-3c3d", "CIFAR-10, DeepOBS 3c3d: three conv + max-pool, fc 512, fc 256, fc 10",
                  _CLASSIFICATION, default_epochs=100, default_batch_size=128, dataset_files=_CIFAR10,
-                 dataset="CIFAR10"),
+                 dataset="CIFAR10", convolutional=True),
         TaskInfo("cifar10-resnet34", "CIFAR-10, ResNet-34 with a CIFAR stem (the AdaBound demo), crop+flip",
                  _CLASSIFICATION, default_epochs=200, default_batch_size=128, dataset_files=_CIFAR10,
-                 dataset="CIFAR10"),
+                 dataset="CIFAR10", convolutional=True),
         TaskInfo("cifar10-densenet121", "CIFAR-10, DenseNet-121 with a CIFAR stem (the AdaBound demo), crop+flip",
                  _CLASSIFICATION, default_epochs=200, default_batch_size=128, dataset_files=_CIFAR10,
-                 dataset="CIFAR10"),
+                 dataset="CIFAR10", convolutional=True),
         TaskInfo("cifar100-resnet34", "CIFAR-100, ResNet-34 with a CIFAR stem (the AdaMod demo), crop+flip",
                  _CLASSIFICATION, default_epochs=300, default_batch_size=128, dataset_files=_CIFAR100,
-                 dataset="CIFAR100"),
+                 dataset="CIFAR100", convolutional=True),
     ]
 }

@@ -68,7 +68,7 @@ def train_population(task: str, optimizer: str, members: list[dict[str, float]],
     population = _Population(problem, optimizer, members, device)
     generator = torch.Generator().manual_seed(seed)
     reference = problem.reference_loss()
-    autocast = autocast_for(plan, device)
+    autocast = autocast_for(plan, device, task)
     best_accuracy = [-math.inf] * len(members)
     step = 0
     for epoch in range(1, plan.epochs + 1):

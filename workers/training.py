@@ -47,7 +47,7 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(problem, plan, step))
     generator = torch.Generator().manual_seed(seed)
     reference = problem.reference_loss()
-    autocast = autocast_for(plan, device)
+    autocast = autocast_for(plan, device, task)
 
     diverged, best_accuracy, metrics = False, -math.inf, {}
     for epoch in range(1, plan.epochs + 1):
@@ -73,9 +73,14 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
     yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started)
 
 
-def autocast_for(plan: TrainingProtocol, device: str):
-    """bfloat16 autocast where the study asks for it and the device is CUDA; nothing otherwise."""
-    if plan.amp and device.startswith("cuda"):
+def autocast_for(plan: TrainingProtocol, device: str, task: str):
+    """bfloat16 autocast where the study asks for it, the device is CUDA and the task is convolutional (a
+    built-in task's ``TaskInfo.convolutional``; the user's own tasks decide for themselves); nothing
+    otherwise: a quadratic's or an MLP's matmuls stay in float32."""
+    from study.catalog import TASKS
+
+    info = TASKS.get(task)
+    if plan.amp and device.startswith("cuda") and (info is None or info.convolutional):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

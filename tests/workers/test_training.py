@@ -55,3 +55,25 @@ def test_test_metrics_every_eval_every_epochs_and_at_the_last():
                                   TrainingProtocol(epochs=3, batch_size=64, eval_every=2)))
     assert ["test_accuracy" in r for r in records[:3]] == [False, True, True]
     assert all("train_loss" in r for r in records[:3])
+
+
+def test_amp_applies_to_convolutional_tasks_only():
+    """`amp = true` never turns a quadratic's or an MLP's matmul into bf16 (the DeepOBS quadratic's gradient
+    would be off by ~1e-3); on CUDA it autocasts the convolutional tasks and the user's own."""
+    import contextlib
+    import warnings
+
+    from study.catalog import TASKS, TrainingProtocol
+    from workers.training import autocast_for
+
+    plan = TrainingProtocol(epochs=1, batch_size=8, amp=True)
+    for name in ("quadratic-deep", "digits-mlp", "rosenbrock", "mnist-mlp"):
+        assert isinstance(autocast_for(plan, "cuda", name), contextlib.nullcontext), name
+        assert not TASKS[name].convolutional
+    assert isinstance(autocast_for(plan, "cpu", "cifar10-3c3d"), contextlib.nullcontext)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU-only machine warns that CUDA autocast is unavailable
+        for name in ("cifar10-3c3d", "mnist1d-cnn", "./mine.py:build"):
+            assert isinstance(autocast_for(plan, "cuda", name), torch.autocast), name
+    plain = TrainingProtocol(epochs=1, batch_size=8)
+    assert isinstance(autocast_for(plain, "cuda", "cifar10-3c3d"), contextlib.nullcontext)
