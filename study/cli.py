@@ -378,7 +378,24 @@ def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float,
         raise UserError("--gpus-per-trial was given but the Ray cluster has no GPUs; drop the option to train on CPU")
     if workers is None:
         workers = int(resources.get("GPU", 0) / gpus_per_trial) if gpus_per_trial else int(resources.get("CPU", 1))
-    return RayPool(max(1, workers), gpus_per_trial=gpus_per_trial, stall_seconds=stall_seconds, warm=warm)
+    pool = RayPool(max(1, workers), gpus_per_trial=gpus_per_trial, stall_seconds=stall_seconds, warm=warm)
+    if gpus_per_trial:
+        _check_gpus(pool)
+    return pool
+
+
+def _check_gpus(pool) -> None:
+    """GPU workers say what they train on before any cell is leased; a GPU share that cannot be used fails
+    the run here, in one line, rather than every cell on one CPU thread (or with "no kernel image")."""
+    devices = pool.devices(timeout=600)
+    problems = sorted({d["problem"] for d in devices if d["problem"]})
+    if problems:
+        pool.close()
+        raise UserError(f"--gpus-per-trial: {problems[0]}; fix the GPU nodes' driver or torch build, or drop "
+                        "--gpus-per-trial to train on CPU")
+    for shown in sorted({f"{d['gpu']} ({d['capability']}, {d['memory_gib']} GiB), torch {d['torch']}, CUDA {d['cuda']}"
+                         for d in devices}):
+        err.print(f"workers on: {shown}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

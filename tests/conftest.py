@@ -38,13 +38,15 @@ class RayNode:
     SIGTERM to its own ``ray start`` process, never ``ray stop``, which ends every Ray on the machine."""
 
     def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1,
-                 cwd: Path | None = None, auth_home: Path | None = None, dashboard_port: int | None = None):
+                 cwd: Path | None = None, auth_home: Path | None = None, dashboard_port: int | None = None,
+                 num_gpus: int = 0):
         """``auth_home``: a head with token authentication, started the ordinary way: ``ray start --head`` with
         RAY_AUTH_MODE unset and HOME=``auth_home``, whose ``.ray/auth_token`` (written here if missing) it finds.
         Without it, token authentication is off (RAY_AUTH_MODE=disabled). Each node runs in its own RAY_TMPDIR
         (a worker node keeps its files in its head's), removed when it stops: no test touches /tmp/ray, where
         a user's Ray keeps its sessions and the ray_current_cluster file. ``dashboard_port``: a head whose
-        dashboard (and Jobs API) listens there, on loopback."""
+        dashboard (and Jobs API) listens there, on loopback. ``num_gpus``: GPUs the node declares (Ray takes
+        the number as given: on a machine without one, a GPU share no CUDA device backs)."""
         if auth_home is not None and not head_port:
             raise ValueError("auth_home: a head only")
         self.port = head_port
@@ -65,7 +67,7 @@ class RayNode:
                 token.parent.mkdir(parents=True, exist_ok=True)
                 token.write_text(secrets.token_hex(32))
         self.process = subprocess.Popen(
-            [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", "--num-gpus=0",
+            [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
              "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
         seen = []

@@ -59,6 +59,29 @@ class CellWorker:
         """The Ray node this actor runs on (answered once it is up)."""
         return ray.get_runtime_context().get_node_id()
 
+    def describe(self) -> dict[str, Any]:
+        """What this worker trains on: its device, and for a GPU share the GPU's name, compute capability,
+        memory, torch and CUDA versions; ``problem``: why a GPU share cannot be used here (None if it can)."""
+        import torch
+
+        found: dict[str, Any] = {"device": self.device, "torch": torch.__version__, "cuda": torch.version.cuda,
+                                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "problem": None}
+        if not found["gpu_ids"]:
+            return found
+        if self.device != "cuda":
+            found["problem"] = (f"Ray gave this worker a GPU share but torch {torch.__version__} (CUDA "
+                                f"{torch.version.cuda}) finds no usable CUDA device (an NVIDIA driver too old "
+                                "for this CUDA, or none)")
+            return found
+        major, minor = torch.cuda.get_device_capability()
+        name = torch.cuda.get_device_name()
+        found.update(gpu=name, capability=f"sm_{major}{minor}",
+                     memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
+        if found["capability"] not in torch.cuda.get_arch_list():
+            found["problem"] = (f"{name} ({found['capability']}) is not among the architectures this torch "
+                                f"build has kernels for ({', '.join(torch.cuda.get_arch_list())})")
+        return found
+
     def train(self, payload: dict[str, Any]):
         from .population import train_payload
 
@@ -125,6 +148,10 @@ class RayPool:
     def free_slots(self) -> list[int]:
         self._poll_starting()
         return [i for i, slot in enumerate(self.slots) if slot.starting is None and not slot.busy]
+
+    def devices(self, timeout: float) -> list[dict[str, Any]]:
+        """Every worker's :meth:`CellWorker.describe`, once each is up (at most ``timeout`` seconds)."""
+        return ray.get([slot.actor.describe.remote() for slot in self.slots], timeout=timeout)
 
     def started(self) -> int:
         """How many workers are up (and warm: an actor answers once its warm-up is done)."""

@@ -247,3 +247,28 @@ def test_nothing_listening_is_one_line_at_once(tmp_path):
     line = assert_one_quiet_line(done, done.stdout)
     assert line.startswith(f"cannot reach the Ray cluster at {address}: nothing answers there"), line
     assert elapsed < 10, elapsed
+
+
+def test_a_gpu_share_without_a_usable_cuda_device_fails_the_run_at_start_in_one_line(tmp_path, sqlite_url):
+    """A node that declares a GPU torch cannot use (here: none at all; on a cluster, a driver too old for the
+    CUDA 13 wheels): `run --gpus-per-trial` stops before any cell is leased, instead of training every cell
+    on one CPU thread while holding the GPU."""
+    import torch
+
+    from study import store
+    from tests.conftest import RayNode, _free_port, adamscape, study_file
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable GPU: the fault cannot be staged")
+    adamscape("submit", study_file(tmp_path), "--db", sqlite_url)
+    head = RayNode(head_port=_free_port(), num_cpus=2, num_gpus=1)
+    try:
+        result = adamscape("run", "tiny", "--db", sqlite_url, "--address", head.address, "--gpus-per-trial", "0.5",
+                           check=False, env={"RAY_AUTH_MODE": "disabled"}, timeout=300)
+    finally:
+        head.stop()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "finds no usable CUDA device" in result.stderr, result.stderr
+    assert "drop --gpus-per-trial" in result.stderr and "Traceback" not in result.stderr
+    engine = store.connect(sqlite_url, read_only=True)
+    assert store.status_counts(engine, store.get_study(engine, "tiny")["id"]) == {"pending": 10}  # nothing leased
