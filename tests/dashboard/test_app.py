@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import BIN, IN_CI, ROOT, _free_port, adamscape, chromium_path, study_file
+from tests.conftest import BIN, ROOT, _free_port, adamscape, chromium_or_skip, study_file
 
 APP = str(ROOT / "dashboard" / "app.py")
 
@@ -179,11 +179,7 @@ PAGE_CHARTS = {"Maps": 3, "Overview": 0, "Sensitivity": 2, "Cells": 1, "Compare 
 
 
 def test_real_browser_opens_every_page_without_an_error(finished_db):
-    chromium = chromium_path()
-    if chromium is None:
-        if IN_CI:
-            pytest.fail("chromium is not installed (make test installs Debian's chromium)")
-        pytest.skip("chromium is not installed")
+    chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

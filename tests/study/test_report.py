@@ -9,7 +9,7 @@ import math
 import pytest
 
 from study import analysis, store
-from tests.conftest import IN_CI, adamscape, chromium_path, study_file
+from tests.conftest import adamscape, chromium_or_skip, study_file
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -48,11 +48,7 @@ def test_report_writes_the_charts_the_leaderboard_and_one_page(report):
 
 
 def test_report_page_shows_its_charts_in_a_browser_without_network(report):
-    chromium = chromium_path()
-    if chromium is None:
-        if IN_CI:
-            pytest.fail("chromium is not installed (make test installs Debian's chromium)")
-        pytest.skip("chromium is not installed")
+    chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     _, out, _ = report
