@@ -217,6 +217,8 @@ class RayPool:
         except RayTaskError as exc:
             return self._end(index, "error", str(exc))
         key = item.pop("key")
+        if "fault" in item:  # out of device memory, a CUDA error: its cells run again, on a fresh worker
+            return self._end(index, "lost", f"resource fault on the worker: {item['fault']}")
         if "epoch" in item:
             return [Event(key, "epoch", item)]
         slot.keys.remove(key)

@@ -289,11 +289,25 @@ def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict
                 if "epoch" not in record:
                     finished.add(index)
                 yield {"key": cells[index]["key"], **record}
-        except Exception:  # a crashed trial is a result to record, not a reason to lose the worker
+        except Exception as exc:  # a crashed trial is a result to record, not a reason to lose the worker
+            if resource_fault(exc):  # not the cell's doing: it runs again on a fresh worker, this one goes
+                yield {"key": next(c["key"] for i, c in enumerate(cells) if i not in finished),
+                       "fault": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+                return
             error = traceback.format_exc(limit=8)
             for index, cell in enumerate(cells):
                 if index not in finished:
                     yield {"key": cell["key"], "error": error}
+
+
+CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error", "NCCL error")
+
+
+def resource_fault(exc: BaseException) -> bool:
+    """Out of device memory (a neighbour on a shared GPU may hold it) or a CUDA error (sticky: the process
+    cannot use the GPU again): the worker's fault, not the configuration's."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in CUDA_FAULTS))
 
 
 _said: set[str] = set()

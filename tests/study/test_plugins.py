@@ -219,3 +219,29 @@ def test_a_changed_plugin_is_refused_until_the_study_is_replaced(tmp_path):
     assert "different study" in adamscape("submit", study, "--db", db, check=False).stderr
     assert "replaced" in adamscape("submit", study, "--db", db, "--replace").stdout
     assert query(db, "SELECT COUNT(*) FROM sweep_cells WHERE status = 'pending'")[0][0] == 4  # results discarded
+
+
+def test_out_of_device_memory_is_a_resource_fault_its_cell_runs_again_on_a_fresh_worker(two_nodes, tmp_path):
+    """A cell whose step raises torch.OutOfMemoryError (a neighbour on a shared GPU took the memory) is not
+    failed as the configuration's fault: its worker is replaced and the cell runs again, once."""
+    plugins = tmp_path / "mine"
+    armed = tmp_path / "armed"
+    flaky = SIGN_SGD.replace("        for group in self.param_groups:", f"""        import os
+        if os.path.exists({str(armed)!r}):  # once: the first step after the test arms it
+            os.remove({str(armed)!r})
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        for group in self.param_groups:""", 1)
+    _write(plugins, {"flaky.py": flaky, "line.py": LINE_TASK})
+    study = _study(plugins, "oom", "./line.py:line", """
+        [optimizers."./flaky.py:SignSGD"]
+        lr = [1e-2, 1e-1]
+        """, epochs=3, seeds=[0])
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    adamscape("submit", study, "--db", db)  # its checks train a few steps: armed only afterwards
+    armed.write_text("")
+    ran = adamscape("run", "oom", "--db", db, "--address", two_nodes, "--population", "1")
+    assert "2 complete, 0 diverged, 0 failed" in ran.stdout, ran.stdout + ran.stderr
+    assert not armed.exists()
+    cells = query(db, "SELECT losses, attempts FROM sweep_cells ORDER BY cell_index")
+    assert sorted((c.losses, c.attempts) for c in cells) == [(0, 1), (1, 2)]  # the hit cell, once more
+    assert_exactly_once(db, "oom")
