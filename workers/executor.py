@@ -44,6 +44,8 @@ class CellWorker:
 
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch of a task has one shape: pick the fastest kernels
         if warm:
             try:
                 plugins.install(warm.get("plugins"))
