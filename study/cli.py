@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -224,19 +225,21 @@ def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = Non
                            runtime_env=plugins.runtime_env(records))
         _name_log(ray_log)
         options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
-        with _progress_bar(name, study["total_cells"]) as show:
+        with _stop_on(signal.SIGINT) as stop, _progress_bar(name, study["total_cells"]) as show:
             try:
                 counts = run_cells(engine, name, pool, options, on_progress=show)
-            except KeyboardInterrupt:
-                show.stop()
-                err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
-                          markup=False, highlight=False)
-                _leave(130)
             except ClusterLost as exc:
                 show.stop()
                 _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray "
                              f"is back (Ray's messages: {ray_log})")
                 _leave(1)
+            except BaseException:
+                if not stop.is_set():
+                    raise
+                show.stop()
+                err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
+                          markup=False, highlight=False)
+                _leave(130)
         pool.close()
         _shutdown_ray()  # here: what Ray prints while it stops goes to its log too
     _plain(f"study {name}: {_final(counts)}")
@@ -299,6 +302,31 @@ def _ray_messages_logged() -> Iterator[Path]:
             out.file = err.file = None  # back to following sys.stdout / sys.stderr
             for fd in saved:
                 os.close(fd)
+
+
+@contextmanager
+def _stop_on(*signals: int) -> Iterator["threading.Event"]:
+    """Ctrl-C (and SIGTERM for a service) stop a driver: the handler notes it, then raises KeyboardInterrupt
+    wherever the driver is. Landing inside a database driver's call, that can come out as another error
+    (psycopg's "can't change 'autocommit' now"): the caller treats any error after the note as the stop.
+    A signal this process was started ignoring (a background job of a script) stays ignored."""
+    import threading
+
+    stop = threading.Event()
+
+    def interrupt(signum, frame):
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = {number: signal.getsignal(number) for number in signals}
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(number, interrupt)
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _name_log(path: Path) -> None:
@@ -442,8 +470,6 @@ def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, addres
           gpus_per_trial: GpusOption = 0.0, lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
           db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
     """Run every queued study with warm workers, and wait for more (Ctrl-C or SIGTERM stops it)."""
-    import signal
-
     from workers.executor import ClusterLost
 
     from . import service
@@ -460,23 +486,22 @@ def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, addres
         ticker = service.Ticker(engine, owner, service.details(pool.size, address), db_retry_seconds)
         waker = service.Waker(engine)
 
-        def terminate(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, terminate)
         _plain(f"serving {store._describe(db)} with {pool.size} workers on Ray {address or '(local)'}; "
                "Ctrl-C or SIGTERM stops it (running cells are handed back)")
         code = 0
         try:
-            serve_queue(engine, pool, options, wait=waker, tick=ticker, owner=owner, announce=_stamped)
-        except KeyboardInterrupt:
-            _stamped("stopping: the running cells were handed back")
-        except ClusterLost as exc:
-            _print_error(f"{exc}; the running cells were handed back, restart `adamscape serve` once Ray is back "
-                         f"(Ray's messages: {ray_log})")
-            code = 1
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            with _stop_on(signal.SIGINT, signal.SIGTERM) as stop:
+                try:
+                    serve_queue(engine, pool, options, wait=waker, tick=ticker, owner=owner, announce=_stamped)
+                except ClusterLost as exc:
+                    _print_error(f"{exc}; the running cells were handed back, restart `adamscape serve` once Ray "
+                                 f"is back (Ray's messages: {ray_log})")
+                    code = 1
+                except BaseException:
+                    if not stop.is_set():
+                        raise
+                    _stamped("stopping: the running cells were handed back")
+        finally:  # the handlers are back: a second SIGTERM during this clean-up ends the process
             waker.close()
             try:
                 store.retrying(lambda: store.service_stopped(engine, owner), 5)
