@@ -123,8 +123,7 @@ def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr",
         y = next((a for a in axes if a != x), None)
     keys = [x] + ([y] if y else [])
     if reduce == "best":
-        ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
-        cells = ranked.groupby(keys, sort=True).head(1)
+        cells = _best_per(rows, keys, direction)
     else:
         cells = rows.groupby(keys, sort=True).agg(score=("score", "mean"), mean=("mean", "mean"), std=("std", "mean"),
                                                   n=("n", "sum"), diverged=("diverged", "sum"),
@@ -149,16 +148,26 @@ def axis_label(value: float) -> str:
 
 def good_mask(hm: Heatmap, direction: str, best: float, delta: float, relative: bool = True) -> np.ndarray:
     """Which cells of a map are good (as :func:`good_cells`): no seed diverged, mean within δ of ``best``."""
-    tolerance = delta * abs(best) if relative else delta
     with np.errstate(invalid="ignore"):
-        return (np.nan_to_num(hm.diverged, nan=1) == 0) & np.isfinite(hm.mean) & (
-            np.abs(best - hm.mean) <= tolerance + 1e-12)
+        return (np.nan_to_num(hm.diverged, nan=1) == 0) & np.isfinite(hm.mean) & _within(best, hm.mean, delta, relative)
+
+
+def _within(best: float, means, delta: float, relative: bool):
+    """Elementwise: |best − mean| ≤ δ·|best| (relative) or ≤ δ (absolute)."""
+    tolerance = delta * abs(best) if relative else delta
+    return abs(best - means) <= tolerance + 1e-12
 
 
 def colour_range(maps: list[Heatmap]) -> tuple[float, float]:
     """One colour range for every map of a study (so colours compare across optimizers)."""
     values = np.concatenate([m.score[np.isfinite(m.score)] for m in maps]) if maps else np.array([])
     return (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+
+
+def _best_per(rows: pd.DataFrame, keys: list[str], direction: str) -> pd.DataFrame:
+    """The best-scored configuration of ``rows`` for each value of ``keys``."""
+    ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
+    return ranked.groupby(keys, sort=True).head(1)
 
 
 def _rank_key(values: pd.Series, direction: str) -> pd.Series:
@@ -183,8 +192,7 @@ def good_cells(rows: pd.DataFrame, direction: str, delta: float, relative: bool 
     best = best_score(rows, direction) if best is None else best
     if not valid.any() or math.isnan(best):
         return valid & False
-    tolerance = delta * abs(best) if relative else delta
-    return valid & ((best - rows["mean"]).abs() <= tolerance + 1e-12)
+    return valid & _within(best, rows["mean"], delta, relative)
 
 
 def lr_window_decades(rows: pd.DataFrame, direction: str, good: pd.Series) -> float:
@@ -277,9 +285,7 @@ class Sensitivity:
 
 
 def sensitivity(scores: pd.DataFrame, optimizer: str, direction: str, axis: str = "lr") -> Sensitivity:
-    rows = scores[scores["optimizer"] == optimizer]
-    ranked = rows.assign(_rank=_rank_key(rows["score"], direction)).sort_values("_rank", kind="stable")
-    best = ranked.groupby(axis, sort=True).head(1).sort_values(axis)
+    best = _best_per(scores[scores["optimizer"] == optimizer], [axis], direction).sort_values(axis)
     return Sensitivity(optimizer, axis, best[axis].tolist(), best["score"].tolist(), best["mean"].tolist(),
                        best["std"].fillna(0.0).tolist(), best["diverged"].astype(int).tolist(),
                        best["runs"].astype(int).tolist())

@@ -69,7 +69,8 @@ CELL_STATUSES = ("pending", "running", "complete", "diverged", "failed", "cancel
 
 
 @app.command()
-def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db: DbOption = store.DEFAULT_DB,
+def submit(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
+           db: DbOption = store.DEFAULT_DB,
            replace: Annotated[bool, typer.Option(help="Replace a changed study of the same name, discarding its results.")] = False,
            priority: Annotated[Optional[int], typer.Option(help="Queue priority on a service: higher runs first (default 0); given for an unchanged study, it re-prioritises it.")] = None,
            run_now: Annotated[bool, typer.Option("--run", help="Run the study here right after submitting it.")] = False,
@@ -83,14 +84,15 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
 
     if run_now and cluster:
         raise UserError("--run runs the study here and --cluster on a Ray cluster; give one of them")
-    given = [f"--{name.replace('_', '-')}" for name, value, default in (
-        ("workers", workers, None), ("address", address, None), ("gpus_per_trial", gpus_per_trial, 0.0),
-        ("lease_seconds", lease_seconds, 60.0), ("stall_seconds", stall_seconds, 3600.0),
-        ("db_retry_seconds", db_retry_seconds, 300.0), ("population", population, "auto")) if value != default]
-    if given and not (run_now or cluster) and not (given == ["--address"] and os.environ.get("RAY_ADDRESS") == address):
-        raise UserError(f"{', '.join(given)}: options of a run; add --run to run the study here with them, "
+    from typer._click.core import ParameterSource
+
+    # run's options typed on this command line (not their defaults, nor RAY_ADDRESS from the environment)
+    given = [name for name in RUN_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    flags = [_flag(name) for name in given]
+    if given and not (run_now or cluster):
+        raise UserError(f"{', '.join(flags)}: options of a run; add --run to run the study here with them, "
                         "or --cluster to run it on a Ray cluster with them")
-    if cluster and "--address" in given:
+    if cluster and "address" in given:
         raise UserError("--address: a --cluster run uses the cluster it is submitted to; drop --address")
     _population(population)  # a bad --population is refused before anything is written
     if cluster:
@@ -109,16 +111,11 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
     _plain(f"study {study.name} {verb}: {count} cells ({len(study.optimizers)} optimizers × grid × "
            f"{len(study.seeds)} seeds)")
     if run_now:
-        run(study.name, db=db, workers=workers, address=address, gpus_per_trial=gpus_per_trial,
-            lease_seconds=lease_seconds, stall_seconds=stall_seconds, db_retry_seconds=db_retry_seconds,
-            population=population)
+        run(study.name, db=db, **{name: ctx.params[name] for name in RUN_OPTIONS})
         return
     if cluster:
-        options = [arg for name, value in (("--workers", workers), ("--gpus-per-trial", gpus_per_trial),
-                                           ("--lease-seconds", lease_seconds), ("--stall-seconds", stall_seconds),
-                                           ("--db-retry-seconds", db_retry_seconds), ("--population", population))
-                   if name in given for arg in (name, str(value))]
-        job = _submit_job(cluster, study.name, db, options)
+        job = _submit_job(cluster, study.name, db,
+                          [arg for name in given for arg in (_flag(name), str(ctx.params[name]))])
         _plain(f"Ray job {job} runs it on the cluster at {cluster} (`adamscape watch {study.name}` or "
                f"`ray job logs {job} --address {cluster}` follows it)")
         return
@@ -131,6 +128,14 @@ def submit(file: Annotated[Path, typer.Argument(help="Study file (TOML).")], db:
                f"(`adamscape watch {study.name}` shows its progress)")
     else:
         _plain(f"no service is running: `adamscape run {study.name}` runs it here, or start `adamscape serve`")
+
+
+RUN_OPTIONS = ("workers", "address", "gpus_per_trial", "lease_seconds", "stall_seconds", "db_retry_seconds",
+               "population")  # run's, also taken by `submit --run` and `submit --cluster`
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def _check_shared(db: str) -> None:

@@ -76,10 +76,7 @@ def _maps(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
 
-    maps = []
-    for optimizer in order:
-        axes = analysis.swept_axes(scores, optimizer)
-        maps.append(analysis.heatmap(scores, optimizer, direction, x="lr" if "lr" in axes else (axes or ["lr"])[0]))
+    maps = [analysis.heatmap(scores, optimizer, direction) for optimizer in order]  # lr across where swept
     low, high = analysis.colour_range(maps)
     norm = Normalize(low, high)
     columns = min(3, len(maps))
