@@ -8,7 +8,7 @@ VENV := .venv
 DB ?= sqlite:///adamscape.db
 PORT ?= 8501
 
-.PHONY: install install-test install-bench demo test bench bench-throughput browser clean
+.PHONY: install install-test install-bench demo test bench gpu-smoke bench-throughput browser clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -37,6 +37,10 @@ test: install-test
 # Optimizer step times on ResNet-18's parameters (CPU; add BENCH_ARGS="--device cuda" on a GPU).
 bench: install-test
 	$(VENV)/bin/python benchmarks/optimizer_step.py $(BENCH_ARGS)
+
+# First thing on a GPU machine: both CIFAR-10 tasks, 2 optimizers × 2 lr, 2 epochs, amp off/on, a checked row per cell (SMOKE_ARGS="--data-dir DIR").
+gpu-smoke: install-test
+	$(VENV)/bin/python benchmarks/gpu_smoke.py $(SMOKE_ARGS)
 
 # adamscape against Ray Tune and plain Optuna on one grid (GRID_ARGS="--grid 4|64|512 --workers N --only a,b,c,d"),
 # and the driver's own cost per cell on SQLite and PostgreSQL (DRIVER_ARGS="--cells 2000 --workers 1,2,4,8").

@@ -133,28 +133,45 @@ class NAdam(KernelOptimizer):
         \theta_t &= \theta_{t-1} - lr\Big(\frac{1-\mu_t}{1-\Pi_t} g_t
                     + \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}} m_t\Big) \Big/ \Big(\sqrt{v_t/(1-\beta_2^t)} + \epsilon\Big)
 
-    torch keeps the product Π_t as per-parameter state in the default float
-    dtype; here it is recomputed from t in float64, so it cannot drift or lose
-    precision in float32 training.
+    Π_t is per-parameter state, ``mu_product``, as in torch, but always float64 (torch keeps it in the
+    default float dtype): a 0-d tensor, or one value per configuration when β1 or ψ is a (K,) tensor,
+    on the parameter's device. Each step multiplies it by μ_t (μ_t from β1 and ψ in float64), so a step
+    costs the same at any t. The eager kernel on a CPU 0-d product reads it as a Python number (the
+    fused update and torch's rounding); elsewhere it stays a tensor, so CUDA pays no host sync.
+
+    ``load_state_dict`` casts floating state to the parameter's dtype; a post-hook then recomputes each
+    ``mu_product`` in float64 from its ``step`` and the group's β1 and ψ by the same sequential
+    multiplication, with the same μ_s (bit-identical to the eager kernel's product; the compiled
+    kernel computes μ_t from its 0-d hyperparameter tensors, so its product agrees to their rounding).
+    A state saved without ``mu_product`` gets one the same way.
     """
 
     hyperparameters = declaration("nadam")
 
-    buffers = ("exp_avg", "exp_avg_sq")
+    buffers = ("exp_avg", "exp_avg_sq", "mu_product")
 
     def __init__(self, params, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
                  momentum_decay=4e-3, decoupled_weight_decay=False):
         super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay))
+        self.register_load_state_dict_post_hook(_restore_mu_products)
+
+    def initial_buffer(self, name, param, group):
+        if name != "mu_product":
+            return super().initial_buffer(name, param, group)
+        return torch.ones(_mu_shape(group), dtype=torch.float64, device=param.device)
 
     @staticmethod
     def kernel(params, grads, buffers, step, group):
-        lr, beta1, beta2, psi = group["lr"], group["beta1"], group["beta2"], group["momentum_decay"]
+        lr, beta2 = group["lr"], group["beta2"]
+        beta1, psi = _float64(group["beta1"]), _float64(group["momentum_decay"])
         grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
-        adam_moments_(buffers, grads, beta1, beta2)
+        adam_moments_(buffers, grads, group["beta1"], beta2)
         mu, mu_next = _nadam_mu(beta1, psi, step), _nadam_mu(beta1, psi, step + 1)
-        mu_product = _nadam_mu_product(beta1, psi, step)
+        products = buffers["mu_product"]
+        foreach("mul_", products, per_tensor(mu, products))
+        mu_product = _number_if_free(products[0])  # a bucket's parameters share the step, hence Π_t
         denom = sqrt_plus_eps(buffers["exp_avg_sq"], group["eps"], scale=sqrt(1 - beta2**step))
         add_quotient_(params, grads, denom, -lr * (1 - mu) / (1 - mu_product))
         add_quotient_(params, buffers["exp_avg"], denom, -lr * mu_next / (1 - mu_product * mu_next))
@@ -164,11 +181,53 @@ def _nadam_mu(beta1, psi, step):
     return beta1 * (1 - 0.5 * 0.96 ** (step * psi))
 
 
-def _nadam_mu_product(beta1, psi, step):
-    """Π_{s≤t} μ_s in float64: a number, or one value per config when β1 or ψ is a tensor."""
-    tensor = next((h for h in (beta1, psi) if isinstance(h, Tensor)), None)
-    steps = torch.arange(1, step + 1, dtype=torch.float64, device=None if tensor is None else tensor.device)
-    if tensor is None:
-        return _nadam_mu(beta1, psi, steps).prod().item()
-    column = lambda h: torch.as_tensor(h, dtype=torch.float64, device=steps.device).unsqueeze(-1)  # noqa: E731
-    return _nadam_mu(column(beta1), column(psi), steps).prod(dim=-1)
+def _float64(h):
+    """A tensor hyperparameter in float64 (a compiled kernel's 0-d float32 ones included); a number as is."""
+    return h.to(torch.float64) if isinstance(h, Tensor) else h
+
+
+def _mu_shape(group) -> torch.Size:
+    """Π_t's shape: () when β1 and ψ are numbers, else their tensors' (a population's (K,))."""
+    return torch.broadcast_shapes(*(h.shape for h in (group["beta1"], group["momentum_decay"])
+                                    if isinstance(h, Tensor)))
+
+
+def _number_if_free(product: Tensor):
+    """Π_t as a Python number where reading it syncs nothing (a 0-d CPU tensor, run eagerly), so the update
+    takes the fused scalar path with torch's rounding; otherwise the tensor (CUDA, populations, tracing)."""
+    if product.dim() == 0 and product.device.type == "cpu" and not torch.compiler.is_compiling():
+        return product.item()
+    return product
+
+
+def _restore_mu_products(optimizer: NAdam) -> None:
+    """``load_state_dict`` post-hook: every state's ``mu_product`` recomputed in float64 from its step
+    (the load cast it to the parameter's dtype, or an older state dict lacks it). Parameters of a group
+    at the same step on the same device share one computation; each gets its own copy."""
+    for group in optimizer.param_groups:
+        computed: dict[tuple, Tensor] = {}
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if not state:
+                continue
+            key = (int(state["step"]), param.device)
+            if key not in computed:
+                computed[key] = _mu_product(group, *key)
+            state["mu_product"] = computed[key].clone()
+
+
+def _mu_product(group, step: int, device: torch.device) -> Tensor:
+    """Π_step in float64 on ``device``, multiplied up one μ_s at a time from the same μ_s the kernel computes
+    (same hyperparameter tensors on the same device, same ops), so it equals the incremental product bit for
+    bit. Numbers multiply in Python floats (IEEE double, as the tensor's ``mul_``): t steps cost O(t) once."""
+    beta1, psi = (_float64(h.to(device)) if isinstance(h, Tensor) else h
+                  for h in (group["beta1"], group["momentum_decay"]))
+    if not isinstance(beta1, Tensor) and not isinstance(psi, Tensor):
+        value = 1.0
+        for s in range(1, step + 1):
+            value *= _nadam_mu(beta1, psi, s)
+        return torch.tensor(value, dtype=torch.float64, device=device)
+    product = torch.ones(_mu_shape(group), dtype=torch.float64, device=device)
+    for s in range(1, step + 1):
+        product.mul_(_nadam_mu(beta1, psi, s))
+    return product

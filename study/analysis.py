@@ -38,7 +38,7 @@ SCORED = ("complete", "diverged")  # failed cells have no score
 # names of a study's own optimizers' hyperparameters that store.results adds)
 NOT_HPARAMS = {"study", "optimizer", "seed", "status", "final_train_loss", "final_test_loss", "final_test_accuracy",
                "best_test_accuracy", "diverged", "wall_seconds", "cell", "error", "score", "final_metrics", "hparams",
-               "started_at", "finished_at",
+               "started_at", "finished_at", "device", "peak_memory_mib",
                "mean", "std", "n", "runs", "sem", "diverged_share"}  # the last: cell_scores' statistics
 
 

@@ -105,7 +105,8 @@ class TrainingProtocol:
     divergence_factor: float = 100.0  # train loss above this × the initial loss = diverged; 0: non-finite only
     data_dir: str = "data"
     download: bool = False
-    amp: bool = False  # bfloat16 autocast, CUDA only
+    amp: bool = False  # bfloat16 autocast and channels_last, CUDA and convolutional tasks only
+    deterministic: bool = False  # torch's deterministic algorithms (workers.training.reproducible)
     task_options: dict[str, Any] = field(default_factory=dict)
 
 

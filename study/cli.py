@@ -426,8 +426,10 @@ def _check_gpus(pool) -> None:
         pool.close()
         raise UserError(f"--gpus-per-trial: {problems[0]}; fix the GPU nodes' driver or torch build, or drop "
                         "--gpus-per-trial to train on CPU")
-    for shown in sorted({f"{d['gpu']} ({d['capability']}, {d['memory_gib']} GiB), torch {d['torch']}, CUDA {d['cuda']}"
-                         for d in devices}):
+    share = lambda d: (f", {d['memory_fraction']:.0%} of it per worker"  # noqa: E731
+                       if d.get("memory_fraction", 1) < 1 else "")
+    for shown in sorted({f"{d['gpu']} ({d['capability']}, {d['memory_gib']} GiB{share(d)}), torch {d['torch']}, "
+                         f"CUDA {d['cuda']}" for d in devices}):
         err.print(f"workers on: {shown}", markup=False, highlight=False, soft_wrap=True)
 
 

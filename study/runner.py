@@ -102,8 +102,10 @@ def new_owner() -> str:
 def payload(study: dict[str, Any], protocol: dict[str, Any], cells: list[dict[str, Any]],
             population: int | None) -> dict[str, Any]:
     """What a worker trains in one pass: ``cells`` of one study (keyed by cell id), in populations of at
-    most ``population`` configs (None: as many as fit its device)."""
-    return {"task": study["task"], "protocol": protocol, "population": population,
+    most ``population`` configs (None: as many as fit its device), halved once per worker lost on any of
+    them (``halvings``): a population that ran out of device memory is not tried at its size again."""
+    halvings = max((cell.get("losses") or 0 for cell in cells), default=0)
+    return {"task": study["task"], "protocol": protocol, "population": population, "halvings": halvings,
             "plugins": study["spec"].get("plugins", {}),
             "cells": [{"key": cell["id"], "optimizer": cell["optimizer"], "seed": cell["seed"],
                        "hparams": store.cell_hparams(cell)} for cell in cells]}

@@ -52,6 +52,8 @@ cells = Table(
     Column("final_metrics", JSON),
     Column("diverged", Boolean),
     Column("wall_seconds", Float),
+    Column("device", String(255)),  # "cpu", or "cuda (GPU name)": what the cell trained on
+    Column("peak_memory_mib", Float),  # CUDA only: peak allocated memory of the pass that trained it
     Column("error", Text),
     Column("optuna_trial", Integer),
     Column("finished_at", Float),

@@ -160,6 +160,7 @@ class StudySpec(_Strict):
     data_dir: str = "data"
     download: bool = False
     amp: bool = False
+    deterministic: bool = False
     task_options: dict[str, Any] = {}
 
     @field_validator("name")
@@ -258,7 +259,7 @@ class StudySpec(_Strict):
         return TrainingProtocol(epochs=self.total_epochs, batch_size=self.batch_size or info.default_batch_size,
                         lr_schedule=self.lr_schedule.model_dump(), eval_every=self.eval_every,
                         divergence_factor=self.divergence_factor, data_dir=self.data_dir, download=self.download,
-                        amp=self.amp, task_options={**options, **self.task_options})
+                        amp=self.amp, deterministic=self.deterministic, task_options={**options, **self.task_options})
 
     def grid(self, optimizer: str) -> dict[str, list[float]]:
         """Each hyperparameter's values for ``optimizer``: swept ones and fixed ones alike."""

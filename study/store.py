@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported wher
     from .spec import Cell, StudySpec
 
 DEFAULT_DB = "sqlite:///adamscape.db"
-SCHEMA_HEAD = "0006"  # the newest migration (a test checks it is alembic's head)
+SCHEMA_HEAD = "0007"  # the newest migration (a test checks it is alembic's head)
 QUEUE_CHANNEL = "adamscape_queue"  # PostgreSQL NOTIFY channel: a study was submitted, paused, resumed or cancelled
 SERVICE_ALIVE_SECONDS = 15.0  # a service whose heartbeat is older than this is gone
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -514,7 +514,7 @@ def finish(conn: Connection, owner: str, results: list[dict[str, Any]], metric: 
     """Record finished cells; returns the ids recorded (those ``owner`` still held; the others' results
     are dropped). Each result: ``cell`` (its row), ``status`` and optionally ``final`` (metrics; the
     study's ``metric`` among them is the cell's ``score``), ``best_test_accuracy``, ``wall_seconds``,
-    ``error``."""
+    ``device``, ``peak_memory_mib``, ``error``."""
     mine = held(conn, owner, {result["cell"]["id"] for result in results})
     rows = []
     for result in results:
@@ -527,7 +527,8 @@ def finish(conn: Connection, owner: str, results: list[dict[str, Any]], metric: 
                      "b_accuracy": final.get("test_accuracy"),
                      "b_best": _finite(result.get("best_test_accuracy")),
                      "b_score": final.get(metric) if metric else None, "b_diverged": result["status"] == "diverged",
-                     "b_wall": result.get("wall_seconds"), "b_error": result.get("error")})
+                     "b_wall": result.get("wall_seconds"), "b_error": result.get("error"),
+                     "b_device": result.get("device"), "b_memory": _finite(result.get("peak_memory_mib"))})
     if rows:
         conn.execute(update(cells).where(cells.c.id == bindparam("b_id")).values(
             status=bindparam("b_status"), lease_owner=None, lease_expires=None,
@@ -535,7 +536,8 @@ def finish(conn: Connection, owner: str, results: list[dict[str, Any]], metric: 
             final_train_loss=bindparam("b_train"), final_test_loss=bindparam("b_test"),
             final_test_accuracy=bindparam("b_accuracy"), best_test_accuracy=bindparam("b_best"),
             score=bindparam("b_score"), diverged=bindparam("b_diverged"), wall_seconds=bindparam("b_wall"),
-            error=bindparam("b_error"), finished_at=db_now(conn)), rows)
+            device=bindparam("b_device"), peak_memory_mib=bindparam("b_memory"), error=bindparam("b_error"),
+            finished_at=db_now(conn)), rows)
     return {row["b_id"] for row in rows}
 
 

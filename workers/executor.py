@@ -33,19 +33,26 @@ class ClusterLost(RuntimeError):
 class CellWorker:
     """One training process; its imports and datasets stay warm across cells."""
 
-    def __init__(self, threads: int, warm: dict[str, Any] | None = None):
+    def __init__(self, threads: int, warm: dict[str, Any] | None = None, gpu_share: float = 0.0):
         """``warm``: the study's ``task`` and ``protocol``, built once here (imports, dataset), while the
         driver is still setting up, so the first cells do not pay for it; or a whole payload (``cells``),
-        trained once and discarded (a service, which has no study yet)."""
+        trained once and discarded (a service, which has no study yet). ``gpu_share``: the fraction of a
+        GPU Ray gave this worker (``--gpus-per-trial``); below 1 it also caps the worker's GPU memory, so
+        the workers sharing a GPU cannot starve each other."""
         import torch
 
         from study import plugins
-        from . import population, tasks
+        from . import population, tasks, training
 
+        # before CUDA starts (cuBLAS reads it then): the workspace a `deterministic = true` study needs;
+        # as large as cuBLAS's own default, so the other studies lose nothing
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", training.CUBLAS_DETERMINISTIC)
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch of a task has one shape: pick the fastest kernels
+            if 0 < gpu_share < 1:
+                torch.cuda.set_per_process_memory_fraction(gpu_share)
         if warm:
             try:
                 plugins.install(warm.get("plugins"))
@@ -78,7 +85,8 @@ class CellWorker:
         major, minor = torch.cuda.get_device_capability()
         name = torch.cuda.get_device_name()
         found.update(gpu=name, capability=f"sm_{major}{minor}",
-                     memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
+                     memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+                     memory_fraction=torch.cuda.get_per_process_memory_fraction())
         if found["capability"] not in torch.cuda.get_arch_list():
             found["problem"] = (f"{name} ({found['capability']}) is not among the architectures this torch "
                                 f"build has kernels for ({', '.join(torch.cuda.get_arch_list())})")
@@ -135,7 +143,7 @@ class RayPool:
 
     def _spawn(self) -> _Slot:
         actor = CellWorker.options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0).remote(
-            max(1, int(self.cpus)), self.warm)
+            max(1, int(self.cpus)), self.warm, self.gpus)
         return _Slot(actor, actor.node.remote(), time.monotonic())
 
     def _respawn(self, index: int) -> None:

@@ -33,7 +33,8 @@ import optimizers
 from study import plugins
 from study.catalog import TrainingProtocol
 from . import tasks
-from .training import autocast_for, is_diverged, plan_of, schedule_factor, summary, train
+from .training import (autocast_for, is_diverged, plan_of, reproducible, schedule_factor, summary, train,
+                       watch_memory)
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -62,7 +63,14 @@ def train_population(task: str, optimizer: str, members: list[dict[str, float]],
     population's wall time (elapsed / K).
     """
     plan = plan_of(protocol)
+    with reproducible(plan.deterministic):
+        yield from _train_population(task, optimizer, members, seed, plan, device)
+
+
+def _train_population(task: str, optimizer: str, members: list[dict[str, float]], seed: int,
+                      plan: TrainingProtocol, device: str) -> Iterator[tuple[int, dict[str, Any]]]:
     started = time.perf_counter()
+    watch_memory(device)
     torch.manual_seed(seed)
     problem = tasks.build(task, plan, device)
     population = _Population(problem, optimizer, members, device)
@@ -88,13 +96,14 @@ def train_population(task: str, optimizer: str, members: list[dict[str, float]],
             metrics = {"train_loss": epoch_losses[row]}
             diverged = is_diverged(metrics["train_loss"], reference, plan)
             if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
-                metrics |= population.evaluate(row)
+                with autocast:
+                    metrics |= population.evaluate(row)
             best_accuracy[member] = max(best_accuracy[member], metrics.get("test_accuracy", -math.inf))
             yield member, {"epoch": epoch, **metrics}
             if diverged or epoch == plan.epochs:
                 share = (time.perf_counter() - started) / len(members)
                 finished.append(row)
-                yield member, summary(metrics, diverged, best_accuracy[member], share)
+                yield member, summary(metrics, diverged, best_accuracy[member], share, device)
         if finished:
             population.drop(finished)
         if not population.size:
@@ -222,7 +231,11 @@ def _activation_bytes(problem: tasks.Problem) -> int:
 
 def _free_memory(device: str) -> int:
     if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(torch.device(device))[0]
+        index = torch.device(device)
+        free, total = torch.cuda.mem_get_info(index)
+        # a worker that shares its GPU may use its fraction of it (CellWorker caps its allocator there)
+        own = torch.cuda.get_per_process_memory_fraction(index) * total - torch.cuda.memory_reserved(index)
+        return int(max(0, min(free, own)))
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
@@ -231,9 +244,11 @@ def _free_memory(device: str) -> int:
 
 
 def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, float]], protocol: TrainingProtocol | dict,
-                device: str = "cpu", population: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+                device: str = "cpu", population: int | None = None, halvings: int = 0
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train every member (same task, optimizer, seed, protocol) in populations of at most ``population``
-    configs (None: as many as fit the device's memory); yields ``(member index, record)``.
+    configs (None: as many as fit the device's memory), halved ``halvings`` times (a retry of cells whose
+    worker ran out of device memory); yields ``(member index, record)``.
 
     A model that cannot be stacked trains one config at a time (said once in the log). On CUDA a
     population that runs out of memory before its first epoch ends is split in two and retried.
@@ -251,6 +266,9 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
         limit = 1
     else:
         limit = population_size(probe, device) if population is None else population
+        if halvings:
+            limit = max(1, limit >> halvings)
+            log.warning("retrying %d cells after a resource fault: populations of at most %d", len(members), limit)
     del probe
     pending = list(range(len(members)))
     while pending:
@@ -285,7 +303,8 @@ def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict
         finished: set[int] = set()
         try:
             for index, record in train_cells(payload["task"], optimizer, seed, [c["hparams"] for c in cells],
-                                             payload["protocol"], device, payload.get("population")):
+                                             payload["protocol"], device, payload.get("population"),
+                                             payload.get("halvings", 0)):
                 if "epoch" not in record:
                     finished.add(index)
                 yield {"key": cells[index]["key"], **record}

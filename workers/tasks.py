@@ -90,16 +90,17 @@ class Classification(Problem):
         inputs, targets = data
         return nn.functional.cross_entropy(self.model(inputs), targets)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _mean_loss_and_accuracy(self, x: Tensor, y: Tensor) -> tuple[float, float]:
         self.model.eval()
-        total = correct = 0.0
+        sums = torch.zeros(2, dtype=torch.float64, device=y.device)  # loss, correct: summed on the device
         for start in range(0, len(y), EVAL_CHUNK):
             logits = self.model(self.pipeline(x[start:start + EVAL_CHUNK], None)).float()
             target = y[start:start + EVAL_CHUNK]
-            total += nn.functional.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == target).sum().item()
+            sums[0] += nn.functional.cross_entropy(logits, target, reduction="sum")
+            sums[1] += (logits.argmax(dim=1) == target).sum()
         self.model.train()
+        total, correct = sums.tolist()  # the evaluation's one read from the device
         return total / len(y), correct / len(y)
 
     def evaluate(self):
@@ -129,13 +130,13 @@ class Regression(Problem):
         inputs, targets = data
         return nn.functional.mse_loss(self.model(inputs), targets)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _mean_loss(self, x: Tensor, y: Tensor) -> float:
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=y.device)  # summed on the device, read once
         for start in range(0, len(y), EVAL_CHUNK):
             prediction = self.model(x[start:start + EVAL_CHUNK]).float()
-            total += nn.functional.mse_loss(prediction, y[start:start + EVAL_CHUNK], reduction="sum").item()
-        return total / y[:1].numel() / len(y)
+            total += nn.functional.mse_loss(prediction, y[start:start + EVAL_CHUNK], reduction="sum")
+        return total.item() / y[:1].numel() / len(y)
 
     def evaluate(self):
         return {"test_loss": self._mean_loss(self.split.test_x, self.split.test_y)}
@@ -418,4 +419,9 @@ def build(name: str, plan: TrainingProtocol, device: str) -> Problem:
         problem = info.missing_dataset(plan.data_dir)
         if problem:
             raise data.DatasetMissingError(problem)
-    return IMPLEMENTATIONS[name](plan, device)
+    problem = IMPLEMENTATIONS[name](plan, device)
+    if plan.amp and info.convolutional and torch.device(device).type == "cuda":
+        # with bf16 autocast, cuDNN's tensor-core convolutions want channels-last (NHWC) weights; a
+        # convolution takes that layout when its weight has it, so the inputs need no conversion
+        problem.model.to(memory_format=torch.channels_last)
+    return problem

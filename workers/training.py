@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -39,7 +40,14 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
     that is positive and the factor is not 0).
     """
     plan = plan_of(protocol)
+    with reproducible(plan.deterministic):
+        yield from _train(task, optimizer, hparams, seed, plan, device)
+
+
+def _train(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
+           device: str) -> Iterator[dict[str, Any]]:
     started = time.perf_counter()
+    watch_memory(device)
     torch.manual_seed(seed)
     problem = tasks.build(task, plan, device)
     parameters = dict(problem.model.named_parameters())
@@ -65,12 +73,38 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
         metrics = {"train_loss": total.item() / weight}
         diverged = is_diverged(metrics["train_loss"], reference, plan)
         if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
-            metrics |= problem.evaluate()
+            with autocast:  # evaluated as trained: in bfloat16 where the study's amp trains so
+                metrics |= problem.evaluate()
         best_accuracy = max(best_accuracy, metrics.get("test_accuracy", -math.inf))
         yield {"epoch": epoch, **metrics}
         if diverged:
             break
-    yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started)
+    yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started, device)
+
+
+CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace setting cuBLAS needs for reproducible matmuls (CUDA >= 10.2)
+
+
+@contextlib.contextmanager
+def reproducible(deterministic: bool) -> Iterator[None]:
+    """While training a study with ``deterministic = true``: torch's deterministic algorithms (an op without
+    one raises, naming itself), cuDNN's deterministic kernels and no benchmark-picked ones, and cuBLAS's
+    fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when CUDA starts: GPU workers set it at start). The
+    process's settings are restored afterwards: a worker trains other studies too."""
+    if not deterministic:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.deterministic, cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark = saved[2], saved[3]
 
 
 def autocast_for(plan: TrainingProtocol, device: str, task: str):
@@ -92,11 +126,34 @@ def is_diverged(train_loss: float, reference: float, plan: TrainingProtocol) -> 
         plan.divergence_factor > 0 and reference > 0 and train_loss > plan.divergence_factor * reference)
 
 
-def summary(metrics: dict[str, float], diverged: bool, best_accuracy: float, wall_seconds: float) -> dict[str, Any]:
-    """The last record of a cell: its final metrics, status, best test accuracy and wall time."""
+def summary(metrics: dict[str, float], diverged: bool, best_accuracy: float, wall_seconds: float,
+            device: str) -> dict[str, Any]:
+    """The last record of a cell: its final metrics, status, best test accuracy, wall time, and what it
+    trained on (``device_label``) with the peak memory of its pass (CUDA only)."""
     return {"final": metrics, "status": "diverged" if diverged else "complete",
             "best_test_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
-            "wall_seconds": wall_seconds}
+            "wall_seconds": wall_seconds, "device": device_label(device), "peak_memory_mib": peak_memory_mib(device)}
+
+
+def device_label(device: str) -> str:
+    """``cpu``, or ``cuda (GPU name)``: what a result was computed on, as the results record it."""
+    if torch.device(device).type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return torch.device(device).type
+
+
+def watch_memory(device: str) -> None:
+    """Start measuring the peak memory of a training pass (CUDA's allocator counts it; a CPU does not)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
+def peak_memory_mib(device: str) -> float | None:
+    """The peak memory allocated on ``device`` since :func:`watch_memory`, in MiB; None on a CPU. Read from
+    the allocator's counters: no device synchronisation."""
+    if torch.device(device).type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, 1)
 
 
 def plan_of(protocol: TrainingProtocol | dict) -> TrainingProtocol:

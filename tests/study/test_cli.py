@@ -47,6 +47,7 @@ def test_submit_run_results_end_to_end(db_url, ray_address, tmp_path):
     assert set(healthy.status) == {"complete"} and not healthy.diverged.any()
     assert (healthy.best_test_accuracy >= healthy.final_test_accuracy).all()
     assert (healthy.wall_seconds > 0).all()
+    assert set(frame.device) == {"cpu"} and frame.peak_memory_mib.isna().all()  # what each cell trained on
     # the numbers in the database are the numbers the cell produces when trained directly
     for _, row in healthy.iloc[[0, 5]].iterrows():
         direct = _direct_run(row)

@@ -54,6 +54,7 @@ class ScriptedPool:
         self.running: dict[int, dict[Any, Any]] = {}  # slot -> {key: script} of its unfinished cells
         self.dispatched: list[tuple[Any, dict]] = []
         self.batches: list[list[Any]] = []
+        self.payloads: list[dict] = []
         self.cancelled: list[Any] = []
         self.calls = 0
 
@@ -62,6 +63,7 @@ class ScriptedPool:
         return [slot for slot in range(started) if slot not in self.running]
 
     def dispatch(self, slot, payload) -> None:
+        self.payloads.append(payload)
         scripts = {}
         for cell in payload["cells"]:
             key = cell["key"]
@@ -205,10 +207,13 @@ def test_a_lost_worker_is_retried_and_fails_with_its_cause_after_max_attempts(sq
         else:
             yield from healthy(key, payload)
 
-    run(engine, "tiny", ScriptedPool(size=2, behave=behave), FAST)
+    pool = ScriptedPool(size=2, behave=behave)
+    run(engine, "tiny", pool, FAST)
     rows = _assert_exactly_once(engine, sqlite_url, study)
     doomed = [r for r in rows if r["status"] == "failed"]
     assert len(doomed) == 1 and doomed[0]["attempts"] == 3 and doomed[0]["losses"] == 3
+    # each retry trains in populations half as large as the attempt before (it may have run out of memory)
+    assert [p["halvings"] for p in pool.payloads if doomed[0]["id"] in {c["key"] for c in p["cells"]}] == [0, 1, 2]
     assert "worker died: node gone (3)" in doomed[0]["error"]
     retried = [r for r in rows if r["optimizer"] == "sgdm" and r["seed"] == 1]
     assert all(r["status"] == "complete" and r["attempts"] == 2 and r["losses"] == 1 for r in retried)

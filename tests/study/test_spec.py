@@ -226,6 +226,14 @@ def test_training_keys_default_to_the_task_and_global_weight_decay_fills_in():
     assert decay == {"adam": 5e-4, "adamw": 0.1, "adagrad": 5e-4}
 
 
+def test_deterministic_reaches_the_protocol_and_only_a_file_that_sets_it_changes_fingerprint():
+    text = BASE + ADAM
+    assert not spec.parse(text).protocol().deterministic
+    assert spec.parse(BASE + "deterministic = false\n" + ADAM).fingerprint() == spec.parse(text).fingerprint()
+    strict = spec.parse(BASE + "deterministic = true\n" + ADAM)
+    assert strict.protocol().deterministic and strict.fingerprint() != spec.parse(text).fingerprint()
+
+
 def test_every_example_is_a_valid_study():
     for path in sorted((ROOT / "examples").rglob("*.toml")):  # examples/plugins/ too (imports their code)
         assert spec.load(path).cell_count() > 0, path
@@ -234,6 +242,7 @@ def test_every_example_is_a_valid_study():
 @pytest.mark.parametrize("text,needle", [
     (BASE + 'amp = "yes"\n' + ADAM, "amp: must be true or false (got 'yes')"),
     (BASE + "download = 1\n" + ADAM, "download: must be true or false (got 1)"),
+    (BASE + 'deterministic = "on"\n' + ADAM, "deterministic: must be true or false (got 'on')"),
     (BASE.replace("epochs = 2", "epochs = 2.0") + ADAM, "epochs: must be a whole number (got 2.0)"),
     (BASE.replace('name = "s"', "name = 3") + ADAM, "name: must be a string in quotes (got 3)"),
     (BASE.replace('metric = "test_accuracy"', "metric = true") + ADAM, "metric: must be a string in quotes (got true)"),

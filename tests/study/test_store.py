@@ -18,7 +18,7 @@ VIEW_COLUMNS = ["study", "optimizer", "seed", "status", "lr", "beta1", "beta2", 
                 "gamma", "beta3", "momentum", "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value",
                 "final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy", "diverged",
                 "wall_seconds", "cell", "error", "score", "final_metrics", "hparams",
-                "started_at", "finished_at"]
+                "started_at", "finished_at", "device", "peak_memory_mib"]
 
 
 def test_schema_lives_beside_optunas_without_collisions(db_url, tmp_path):
@@ -150,7 +150,7 @@ def test_read_only_connect_to_an_empty_database_creates_nothing(throwaway_url):
 def test_read_only_connect_to_an_older_or_newer_schema_says_so_and_leaves_it(throwaway_url):
     old = sa.create_engine(throwaway_url)
     store.migrate(old, "0005")
-    with pytest.raises(UserError, match=r"is at schema 0005, this adamscape needs 0006: run any writing command "
+    with pytest.raises(UserError, match=rf"is at schema 0005, this adamscape needs {store.SCHEMA_HEAD}: run any writing command "
                                         r"\(e.g. `adamscape submit`\) with a role that may migrate"):
         store.connect(throwaway_url, read_only=True)
     assert _version(throwaway_url) == "0005" and "sweep_services" not in _objects(throwaway_url)  # 0006's table

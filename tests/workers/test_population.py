@@ -150,6 +150,29 @@ def test_a_population_that_runs_out_of_memory_is_split_before_it_reports(monkeyp
         _assert_close(records[index], list(training.train("rosenbrock", "adam", hparams, 0, plan)), str(index))
 
 
+def test_a_retry_after_a_resource_fault_trains_in_smaller_populations(monkeypatch, data_dir, caplog):
+    """Cells whose worker ran out of device memory come back with ``halvings`` (one per worker lost on them,
+    ``study.runner.payload``): their populations are that many times halved, and they still train as alone."""
+    plan = _protocol("rosenbrock", data_dir[0])
+    real = population.train_population
+    tried = []
+
+    def recorded(task, optimizer, members, seed, protocol, device="cpu"):
+        tried.append(len(members))
+        return real(task, optimizer, members, seed, protocol, device)
+
+    monkeypatch.setattr(population, "train_population", recorded)
+    members = [optimizers.spec("adam").defaults() | {"lr": lr} for lr in (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)]
+    cells = [{"key": index, "optimizer": "adam", "seed": 0, "hparams": hparams} for index, hparams in enumerate(members)]
+    batch = {"task": "rosenbrock", "protocol": plan, "population": 6, "cells": cells}
+    first = list(train_payload(batch))
+    assert tried == [6]
+    tried.clear()
+    retried = list(train_payload(batch | {"halvings": 1}))
+    assert tried == [3, 3] and "populations of at most 3" in caplog.text
+    _assert_close(sorted(retried, key=lambda r: r["key"]), sorted(first, key=lambda r: r["key"]), "halved")
+
+
 def test_auto_population_size_shrinks_with_the_model_and_grows_with_the_memory(monkeypatch, data_dir):
     plan = _protocol("mnist-mlp", data_dir[0])
     torch.manual_seed(0)

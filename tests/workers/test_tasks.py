@@ -77,3 +77,32 @@ def test_the_quadratic_is_deepobs_construction():
     assert not np.allclose(hessian.numpy(), np.diag(np.diag(hessian.numpy())), atol=1e-3), "must be rotated"
     np.testing.assert_allclose(train.numpy(), np.random.RandomState(42).normal(0.0, 0.6, (1000, 100)), rtol=1e-6)
     np.testing.assert_allclose(test.numpy(), np.random.RandomState(43).normal(0.0, 0.6, (1000, 100)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "mnist1d-cnn"])
+def test_an_evaluation_sums_on_the_device_and_reads_it_once(name, monkeypatch):
+    """However many chunks the test set takes, an evaluation reads one value from the device (each
+    ``.item()`` per chunk would stall the host on a GPU), and its numbers are the whole set's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten._local_scalar_dense.default  # what .item() dispatches
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(tasks, "EVAL_CHUNK", 64)
+    torch.manual_seed(0)
+    problem = tasks.build(name, _protocol(name, "unused"), "cpu")
+    split = problem.split
+    assert len(split.test_y) > 4 * tasks.EVAL_CHUNK  # several chunks
+    with Reads() as reads:
+        metrics = problem.evaluate()
+    assert reads.count <= 1
+    with torch.no_grad():
+        logits = problem.model.eval()(problem.pipeline(split.test_x, None))
+    assert metrics["test_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, split.test_y).item(), rel=1e-5)
+    assert metrics["test_accuracy"] == (logits.argmax(1) == split.test_y).double().mean().item()

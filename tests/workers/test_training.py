@@ -77,3 +77,41 @@ def test_amp_applies_to_convolutional_tasks_only():
             assert isinstance(autocast_for(plan, "cuda", name), torch.autocast), name
     plain = TrainingProtocol(epochs=1, batch_size=8)
     assert isinstance(autocast_for(plain, "cuda", "cifar10-3c3d"), contextlib.nullcontext)
+
+
+def _settings():
+    cudnn = torch.backends.cudnn
+    return (torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark)
+
+
+@pytest.mark.parametrize("task,batch_size", [("digits-mlp", 64), ("mnist1d-cnn", 500), ("cifar10-3c3d", 8)])
+def test_a_deterministic_study_trains_under_deterministic_algorithms_and_leaves_the_process_as_it_was(
+        task, batch_size, data_dir, monkeypatch):
+    """`deterministic = true`: every op of a cell runs under torch's deterministic algorithms (one without
+    a deterministic kernel would raise here); the worker's own settings come back afterwards, even when
+    the cell is stopped midway, since the same worker trains other studies' cells."""
+    from workers import tasks
+
+    seen = []
+    real_build = tasks.build
+
+    def build(*args, **kwargs):  # what the cell trains under, seen from inside it
+        seen.append(_settings())
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "build", build)
+    torch.backends.cudnn.benchmark = True  # as a GPU worker has it
+    before = _settings()
+    plan = lambda deterministic: TrainingProtocol(epochs=2, batch_size=batch_size,  # noqa: E731
+                                                  data_dir=str(data_dir[0]), deterministic=deterministic)
+    strict = list(training.train(task, "adam", {"lr": 1e-3}, 0, plan(True)))
+    assert seen == [(True, True, False)] and _settings() == before
+    plain = list(training.train(task, "adam", {"lr": 1e-3}, 0, plan(False)))
+    strip = lambda records: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]  # noqa: E731
+    assert strip(strict) == strip(plain)  # a CPU is deterministic anyway
+    stopped = training.train(task, "adam", {"lr": 1e-3}, 0, plan(True))
+    next(stopped)
+    assert _settings() == (True, True, False)
+    stopped.close()
+    assert _settings() == before
+    torch.backends.cudnn.benchmark = False
