@@ -240,6 +240,9 @@ def cells_page(url: str, name: str, results: pd.DataFrame, shown: list[str]) -> 
                          xaxis={"tickformat": "d"})
     st.plotly_chart(figure, key="curves")
     download(pd.DataFrame(data), "learning curves", "curves")
+    shown_columns = [c for c in ("cell", "seed", "status", "wall_seconds", "device", "peak_memory_mib", "error")
+                     if c in chosen]
+    st.dataframe(chosen[shown_columns], hide_index=True, key="cells-runs")  # what each seed ran on, and how long
 
 
 def compare_page(url: str, db, names: list[str], delta: float) -> None:

@@ -131,6 +131,8 @@ def test_apptest_every_page_shows_what_the_database_holds(finished_db, monkeypat
     shown = [(int(t["name"].split()[-1]), e, a) for t in curves["data"]
              for e, a in zip(_plotly_array(t["x"]), _plotly_array(t["y"]))]
     assert len(shown) == 4 and [v for row in shown for v in row] == pytest.approx([v for row in stored for v in row])
+    runs = app.dataframe[-1].value  # what each seed of the configuration trained on
+    assert sorted(runs["seed"]) == [0, 1] and set(runs["device"]) == {"cpu"} and runs["peak_memory_mib"].isna().all()
 
     app.radio(key="page").set_value("Compare studies").run()
     assert not app.exception and len(app.dataframe) == 4  # the queue, then best, good region, lr window
