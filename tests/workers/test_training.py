@@ -115,3 +115,48 @@ def test_a_deterministic_study_trains_under_deterministic_algorithms_and_leaves_
     stopped.close()
     assert _settings() == before
     torch.backends.cudnn.benchmark = False
+
+
+# Ops without a deterministic CUDA kernel (torch.use_deterministic_algorithms' documentation: they raise when
+# it is on): a built-in task that used one could not train in a `deterministic = true` study on a GPU.
+NO_DETERMINISTIC_CUDA_KERNEL = {
+    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
+    "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
+    "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward", "upsample_bilinear2d_backward",
+    "upsample_bicubic2d_backward", "upsample_trilinear3d_backward", "reflection_pad1d_backward",
+    "reflection_pad2d_backward", "reflection_pad3d_backward", "nll_loss2d_forward", "_ctc_loss_backward",
+    "_embedding_bag_backward", "put_", "histc", "bincount", "median", "grid_sampler_2d_backward",
+    "grid_sampler_3d_backward"}
+
+
+@pytest.mark.parametrize("task", ["cifar10-resnet34", "cifar10-densenet121", "cifar10-3c3d", "fmnist-2c2d",
+                                  "mnist1d-cnn", "digits-mlp", "quadratic-deep"])
+def test_a_training_step_of_every_builtin_network_has_a_deterministic_cuda_kernel(task, data_dir):
+    """Seen on the CPU with a dispatch mode: every op of a training step (forward, loss, backward), so a
+    GPU never meets one that `deterministic = true` forbids. (The networks' global average pooling is
+    adaptive pooling to 1×1, which ATen computes as a mean on every device: allowed.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from study.catalog import TASKS
+    from workers import tasks
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func._schema.name.split("::")[-1])
+            return func(*args, **(kwargs or {}))
+
+    plan = TrainingProtocol(epochs=1, batch_size=4, data_dir=str(data_dir[0]),
+                            task_options={key: option.default for key, option in TASKS[task].options.items()})
+    torch.manual_seed(0)
+    problem = tasks.build(task, plan, "cpu")
+    generator = torch.Generator().manual_seed(0)
+    batch = next(iter(problem.batches(generator)))
+    with Ops() as ops:
+        loss, _ = problem.loss(batch, generator)
+        loss.backward()
+    assert "convolution" in ops.names or "mm" in ops.names or "addmm" in ops.names  # the mode saw the network
+    assert not ops.names & NO_DETERMINISTIC_CUDA_KERNEL
