@@ -433,7 +433,8 @@ class Driver:
             if event.kind == "lost":
                 lost.append((cell, event.data["error"]))
             elif event.kind == "error":
-                results.append({"cell": cell, "status": "failed", "error": event.data["error"]})
+                results.append({"cell": cell, "status": "failed", "error": event.data["error"],
+                                "device": event.data.get("device")})
             else:
                 results.append({"cell": cell, **event.data})
         outcomes = []

@@ -45,7 +45,7 @@ class CellWorker:
         from . import population, tasks, training
 
         # before CUDA starts (cuBLAS reads it then): the workspace a `deterministic = true` study needs;
-        # as large as cuBLAS's own default, so the other studies lose nothing
+        # no smaller than torch's default cuBLAS workspace, so the other studies lose nothing
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", training.CUBLAS_DETERMINISTIC)
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"

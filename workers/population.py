@@ -33,8 +33,8 @@ import optimizers
 from study import plugins
 from study.catalog import TrainingProtocol
 from . import tasks
-from .training import (autocast_for, is_diverged, plan_of, reproducible, schedule_factor, summary, train,
-                       watch_memory)
+from .training import (autocast_for, device_label, is_diverged, plan_of, reproducible, schedule_factor, summary,
+                       train, watch_memory)
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -268,7 +268,8 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
         limit = population_size(probe, device) if population is None else population
         if halvings:
             limit = max(1, limit >> halvings)
-            log.warning("retrying %d cells after a resource fault: populations of at most %d", len(members), limit)
+            log.warning("%d cells whose worker was lost before (out of device memory, say): populations of at most %d "
+                        "this time", len(members), limit)
     del probe
     pending = list(range(len(members)))
     while pending:
@@ -316,7 +317,7 @@ def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict
             error = traceback.format_exc(limit=8)
             for index, cell in enumerate(cells):
                 if index not in finished:
-                    yield {"key": cell["key"], "error": error}
+                    yield {"key": cell["key"], "error": error, "device": device_label(device)}
 
 
 CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error", "NCCL error")

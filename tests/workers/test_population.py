@@ -169,7 +169,7 @@ def test_a_retry_after_a_resource_fault_trains_in_smaller_populations(monkeypatc
     assert tried == [6]
     tried.clear()
     retried = list(train_payload(batch | {"halvings": 1}))
-    assert tried == [3, 3] and "populations of at most 3" in caplog.text
+    assert tried == [3, 3] and "populations of at most 3 this time" in caplog.text
     _assert_close(sorted(retried, key=lambda r: r["key"]), sorted(first, key=lambda r: r["key"]), "halved")
 
 
@@ -202,7 +202,8 @@ def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cell
     for cell in cells[:4]:
         alone = list(training.train("rosenbrock", "adam", cell["hparams"], cell["seed"], plan))
         _assert_close(by_key[cell["key"]], alone, cell["key"])
-    assert [list(r) for r in by_key["bad"]] == [["error"]] and "lr=-1" in by_key["bad"][0]["error"]
+    assert [sorted(r) for r in by_key["bad"]] == [["device", "error"]] and "lr=-1" in by_key["bad"][0]["error"]
+    assert by_key["bad"][0]["device"] == "cpu"  # a failed cell says what it failed on, too
     assert by_key["bad2"] == by_key["bad"]
 
 
