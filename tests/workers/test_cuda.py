@@ -89,8 +89,9 @@ def test_a_population_on_the_gpu_trains_each_config_as_it_trains_alone(name):
         together.setdefault(member, []).append(record)
     for index, hparams in enumerate(members):
         alone = list(training.train("rosenbrock", name, hparams, 0, plan, "cuda"))
+        assert together[index][-1]["status"] == alone[-1]["status"]  # a large lr may diverge: alike
         assert together[index][-1]["final"]["train_loss"] == pytest.approx(alone[-1]["final"]["train_loss"],
-                                                                           rel=1e-3, abs=1e-6)
+                                                                           rel=1e-3, abs=1e-6, nan_ok=True)
 
 
 def test_a_deterministic_study_repeats_bit_for_bit_on_the_gpu(data_dir):
