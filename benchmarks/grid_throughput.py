@@ -423,6 +423,7 @@ def timed(command: list[str], log: Path, label: str, total: int, progress, env: 
 def base_env(workers: int) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     env.pop("RAY_ADDRESS", None)  # every system starts a local Ray of its own
+    env["ADAMSCAPE_KEEP_WARM"] = "0"  # cold, each run on workers of its own (benchmarks/warm_default.py: warm)
     if workers > (os.cpu_count() or 1):  # let the CLI's local Ray hold N one-CPU actors on a small machine
         env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"CPU": workers})
     return env

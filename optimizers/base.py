@@ -16,10 +16,19 @@ The shell gathers each group's parameters that have a gradient, buckets them by
 (step, device, dtype) so foreach ops see homogeneous lists (a parameter whose
 gradient was ``None`` on some steps has fallen behind), and calls the kernel.
 :meth:`KernelOptimizer.compile` swaps in a ``torch.compile``-fused kernel.
+
+torch wraps ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and
+``load_state_dict`` in ``torch._disable_dynamo``, which imports ``torch._dynamo``
+(1–2 s) on its first call: every fresh worker paid it in its first cell. The
+shell calls the undecorated methods while ``torch._dynamo`` has not been imported
+(then nothing can be tracing, and the guard is a no-op) and torch's guarded ones
+once it has (a ``torch.compile`` anywhere in the process).
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
@@ -30,9 +39,27 @@ from torch import Tensor
 Kernel = Callable[[list[Tensor], list[Tensor], dict[str, list[Tensor]], int, dict[str, Any]], None]
 
 
+def _unless_dynamo(guarded: Callable) -> Callable:
+    """``guarded`` (a ``torch._disable_dynamo``-wrapped ``Optimizer`` method) without its first-call import of
+    ``torch._dynamo`` while that module is not loaded: no frame can be under ``torch.compile`` then, so the
+    undecorated method does exactly the same. Once it is loaded, ``guarded`` itself."""
+    plain = getattr(guarded, "__wrapped__", guarded)
+
+    @functools.wraps(plain)
+    def method(self, *args: Any, **kwargs: Any) -> Any:
+        return (plain if sys.modules.get("torch._dynamo") is None else guarded)(self, *args, **kwargs)
+
+    return method
+
+
 class KernelOptimizer(torch.optim.Optimizer):
     buffers: ClassVar[tuple[str, ...]] = ()
     _compiled: Kernel | None = None
+
+    add_param_group = _unless_dynamo(torch.optim.Optimizer.add_param_group)
+    zero_grad = _unless_dynamo(torch.optim.Optimizer.zero_grad)
+    state_dict = _unless_dynamo(torch.optim.Optimizer.state_dict)
+    load_state_dict = _unless_dynamo(torch.optim.Optimizer.load_state_dict)
 
     @staticmethod
     def kernel(params, grads, buffers, step, group) -> None:  # pragma: no cover - abstract

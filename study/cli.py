@@ -54,6 +54,10 @@ GpusOption = Annotated[float, typer.Option(min=0.0, help="GPU share per worker, 
 LeaseOption = Annotated[float, typer.Option(min=1.0, help="How long a dead driver's cells stay leased before another driver takes them.")]
 StallOption = Annotated[float, typer.Option(min=1.0, help="A cell that reports nothing (no epoch) for this long is treated as a lost worker and retried.")]
 DbRetryOption = Annotated[float, typer.Option(min=0.0, help="How long to keep retrying a results database that stopped answering.")]
+KeepWarmOption = Annotated[Optional[str], typer.Option(
+    "--keep-warm", envvar="ADAMSCAPE_KEEP_WARM", metavar="DURATION",
+    help="Without --address: run on this user's warm background workers (started if none), which stay up this "
+         "long after the last study (10m, 90s, 1h; default 10m); 0: workers of this command's own, ended with it.")]
 PopulationOption = Annotated[str, typer.Option(help="Configs trained together as one stacked model per worker pass: auto (as many as fit, up to 64), or K; 1 trains one cell at a time.")]
 
 
@@ -77,7 +81,8 @@ def submit(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Study 
            cluster: Annotated[Optional[str], typer.Option(help="Hand the run to the Ray cluster whose dashboard is at this address (http://HEAD:8265) through Ray's Jobs API; this machine may then disconnect.")] = None,
            workers: WorkersOption = None, address: AddressOption = None, gpus_per_trial: GpusOption = 0.0,
            lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
-           db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
+           db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto",
+           keep_warm: KeepWarmOption = None) -> None:
     """Validate a study file and register its cells (idempotent for an unchanged file); a running service picks it up.
     With --run, the options after --cluster are `run`'s."""
     from . import spec
@@ -95,12 +100,17 @@ def submit(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Study 
     if cluster and "address" in given:
         raise UserError("--address: a --cluster run uses the cluster it is submitted to; drop --address")
     _population(population)  # a bad --population is refused before anything is written
+    keep = _keep_warm(keep_warm)
     if cluster:
         _check_shared(db)
     study = spec.load(file)
     missing = None if study.download else study.task_info.missing_dataset(study.data_dir)
     if missing:
         raise UserError(f"{file}: {missing}")
+    if run_now and address is None and keep > 0:  # warm workers start while the study is checked and written
+        from . import warm
+
+        warm.prestart(warm.wanted(workers, gpus_per_trial, keep), stall_seconds)
     if study.plugins:  # the user's own code: try it before anything is written
         from workers.check import check_study
 
@@ -131,7 +141,7 @@ def submit(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Study 
 
 
 RUN_OPTIONS = ("workers", "address", "gpus_per_trial", "lease_seconds", "stall_seconds", "db_retry_seconds",
-               "population")  # run's, also taken by `submit --run` and `submit --cluster`
+               "population", "keep_warm")  # run's, also taken by `submit --run` and `submit --cluster`
 
 
 def _flag(name: str) -> str:
@@ -212,42 +222,90 @@ def _plain(text: str) -> None:
 @app.command()
 def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, address: AddressOption = None,
         gpus_per_trial: GpusOption = 0.0, lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
-        db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
-    """Run the pending cells of a study on Ray workers (resumes an interrupted study)."""
-    from workers.executor import ClusterLost
-
-    from .runner import RunOptions, run as run_cells
+        db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto",
+        keep_warm: KeepWarmOption = None,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run the study's failed cells again (their earlier attempts are kept).")] = False) -> None:
+    """Run the pending cells of a study on Ray workers (resumes an interrupted study). Without --address, on
+    this user's warm background workers (see --keep-warm)."""
+    from .runner import RunOptions
 
     population_size = _population(population)
+    keep = _keep_warm(keep_warm)
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
     if study["state"] == "paused":
         raise UserError(f"study {name!r} is paused; `adamscape resume {name}` first")
     records = study["spec"].get("plugins", {})
     _check_plugins(name, records)
+    if retry_failed:
+        _plain(f"retrying {store.retry_failed(engine, name)} failed cells of study {name}")
+    options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
+    pool = None
+    if address is None and keep > 0:
+        from . import warm
+
+        say = lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        pool = warm.attach(warm.wanted(workers, gpus_per_trial, keep), stall_seconds, say)
+    if pool is not None:  # the warm workers: Ray runs in their process, its messages go to their log
+        if gpus_per_trial:
+            _check_gpus(pool)
+        counts = _drive(engine, name, study, pool, options, f"`adamscape run {name}` resumes")
+        pool.close()
+        _plain(f"study {name}: {_final(counts)}")
+        return
     with _ray_messages_logged() as ray_log:
         pool = _start_pool(address, workers, gpus_per_trial, stall_seconds, warm=_warm_up(study),
                            runtime_env=plugins.runtime_env(records))
         _name_log(ray_log)
-        options = RunOptions(lease_seconds=lease_seconds, db_retry_seconds=db_retry_seconds, population=population_size)
-        with _stop_on(signal.SIGINT) as stop, _progress_bar(name, study["total_cells"]) as show:
-            try:
-                counts = run_cells(engine, name, pool, options, on_progress=show)
-            except ClusterLost as exc:
-                show.stop()
-                _print_error(f"{exc}; the running cells were handed back, `adamscape run {name}` resumes once Ray "
-                             f"is back (Ray's messages: {ray_log})")
-                _leave(1)
-            except BaseException:
-                if not stop.is_set():
-                    raise
-                show.stop()
-                err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
-                          markup=False, highlight=False)
-                _leave(130)
+        counts = _drive(engine, name, study, pool, options,
+                        f"`adamscape run {name}` resumes once Ray is back (Ray's messages: {ray_log})")
         pool.close()
         _shutdown_ray()  # here: what Ray prints while it stops goes to its log too
     _plain(f"study {name}: {_final(counts)}")
+
+
+def _drive(engine, name: str, study: dict, pool, options, when_lost: str) -> dict[str, int]:
+    """The driver in the foreground: the progress bar, Ctrl-C hands the running cells back (exit 130), a
+    lost cluster (or lost warm workers) is one line (exit 1)."""
+    from .errors import ClusterLost
+    from .runner import run as run_cells
+
+    with _stop_on(signal.SIGINT) as stop, _progress_bar(name, study["total_cells"]) as show:
+        say = lambda line: show.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        try:
+            return run_cells(engine, name, pool, options, on_progress=show, announce=say)
+        except ClusterLost as exc:
+            show.stop()
+            _print_error(f"{exc}; the running cells were handed back, {when_lost}")
+            _leave(1)
+        except BaseException:
+            if not stop.is_set():
+                raise
+            show.stop()
+            err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
+                      markup=False, highlight=False)
+            _leave(130)
+    raise AssertionError("unreachable")
+
+
+def _keep_warm(value: str | None) -> float:
+    from .warm import DEFAULT_KEEP_WARM, parse_duration
+
+    if value is None:
+        return DEFAULT_KEEP_WARM
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+@app.command()
+def shutdown() -> None:
+    """End this user's warm background workers now (and the Ray they started)."""
+    from . import warm
+
+    pid = warm.shutdown()
+    _plain("no warm workers were running" if pid is None else f"warm workers (pid {pid}) stopped")
 
 
 def _final(counts: dict[str, int]) -> str:
@@ -370,7 +428,9 @@ def _shutdown_ray(seconds: float = 5.0) -> None:
     """Stop the local Ray we started, if it answers within ``seconds``."""
     import threading
 
-    import ray
+    ray = sys.modules.get("ray")
+    if ray is None:  # a driver of warm workers never imports Ray
+        return
 
     stopper = threading.Thread(target=ray.shutdown, daemon=True)
     stopper.start()
@@ -443,13 +503,16 @@ def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption
         store.get_study(engine, name)
         rows = [r for r in rows if r["name"] == name]
     services = store.services_alive(engine)
+    from . import warm
+
+    warm_set = warm.describe()
     if format != Format.table:
         studies = [{"study": r["name"], "task": r["task"], "metric": r["metric"], "state": r["display"],
                     "position": r["position"], "priority": r["priority"], "total_cells": r["total_cells"],
                     **{s: r["counts"].get(s, 0) for s in CELL_STATUSES}} for r in rows]
         _print_records(studies, format, {"services": [
             {k: service[k] for k in ("host", "pid", "workers", "ray", "started_at")} | {"heartbeat_age": service["age"]}
-            for service in services]})
+            for service in services], "warm_workers": [warm_set] if warm_set else []})
         return
     _print_table(("study", "task", "state", "queue", "cells"), [
         (r["name"], r["task"], r["display"],
@@ -460,6 +523,21 @@ def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption
     for service in services:
         _plain(f"service {service['host']}:{service['pid']}: {service['workers']} workers on Ray {service['ray']}, "
                f"heartbeat {service['age']:.0f} s ago")
+    _plain(_warm_line(warm_set))
+
+
+def _warm_line(found: dict | None) -> str:
+    """``warm workers: pid 123, 2 workers, started 10:02:03, idle for 40 s (ends after 10 min), code 1a2b…``."""
+    import time
+
+    if found is None:
+        return "warm workers: none (the next `adamscape run` starts them)"
+    idle = (f"idle for {found['idle_seconds']:.0f} s (they end after {found['keep_warm']:g} s idle)"
+            if found["idle_seconds"] is not None else f"serving {found['commands']} command(s)")
+    share = f" with {found['gpus_per_trial']:g} GPU each" if found["gpus_per_trial"] else ""
+    return (f"warm workers: pid {found['pid']}, {found['workers']} workers{share}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(found['started']))}, {idle}, "
+            f"{found['cells_done']} cells trained, code {found['code']}")
 
 
 def _cells_line(row: dict) -> str:

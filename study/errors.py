@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class RunAborted(Exception):
     """A run stopped by something outside the user's input (its cells handed back; exit code 1)."""
+
+
+class ClusterLost(RuntimeError):
+    """The Ray cluster (or this driver's node of it, or the warm workers) is gone, or no worker can start on it."""

@@ -25,6 +25,27 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_SERVER = os.environ.get("ADAMSCAPE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# every command the suite runs ends its own workers, as before warm workers were the default; the tests of
+# warm workers (tests/study/test_warm.py) ask for them with a state folder of their own
+os.environ["ADAMSCAPE_KEEP_WARM"] = "0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_warm_workers_left_behind():
+    """The suite leaves no background warm workers running: any it started are an error (and are ended)."""
+    import time
+
+    started = time.time()
+    yield
+    left = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        try:
+            if "workers.warm_server" in " ".join(proc.info["cmdline"] or []) and proc.info["create_time"] >= started:
+                left.append(proc)
+                proc.kill()
+        except psutil.Error:
+            pass
+    assert not left, f"the suite left {len(left)} warm-worker processes running"
 
 
 def _free_port() -> int:

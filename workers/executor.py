@@ -25,8 +25,7 @@ ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashe
 log = logging.getLogger("adamscape")
 
 
-class ClusterLost(RuntimeError):
-    """The Ray cluster (or this driver's node of it) is gone, or no worker can start on it."""
+from study.errors import ClusterLost  # noqa: E402  (the driver catches it without importing Ray)
 
 
 @ray.remote
@@ -61,8 +60,28 @@ class CellWorker:
                         pass
                 else:
                     tasks.build(warm["task"], population.plan_of(warm["protocol"]), self.device)
+                    self._first_calls()
             except Exception:  # a missing dataset, say: the cells report it, one by one, as their error
                 pass
+
+    def _first_calls(self) -> None:
+        """What a process's first population step pays whatever the task, paid while the worker starts:
+        the first vmapped cross-entropy (its decomposition imports torch.fx's symbolic shapes and sympy,
+        ~0.3 s, 3/4 of what a first digits cell cost more than the second), the first matmul and backward
+        on the device, the batched optimizer kernel. Zeros only: no random number is drawn."""
+        import torch
+        from torch.func import vmap
+
+        import optimizers
+
+        weight = torch.zeros(2, 3, 4, device=self.device, requires_grad=True)  # 2 configs of a 3→4 linear
+        inputs = torch.zeros(1, 3, device=self.device)
+        targets = torch.zeros(1, dtype=torch.long, device=self.device)
+        losses = vmap(lambda w: torch.nn.functional.cross_entropy(inputs @ w, targets))(weight)
+        opt = optimizers.create("adam", [weight], lr=torch.tensor([1e-3, 1e-2], device=self.device))
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
 
     def node(self) -> str:
         """The Ray node this actor runs on (answered once it is up)."""
@@ -114,6 +133,7 @@ class _Slot:
     keys: list = field(default_factory=list)  # the dispatched cells that have not ended yet
     stream: Any = None
     last_progress: float = 0.0
+    stall_seconds: float | None = None  # this batch's own limit (a warm pool serves commands with their own)
 
     @property
     def busy(self) -> bool:
@@ -168,10 +188,12 @@ class RayPool:
         self._poll_starting()
         return sum(1 for slot in self.slots if slot.starting is None)
 
-    def dispatch(self, index: int, payload: dict[str, Any]) -> None:
-        """Start ``payload["cells"]`` on worker ``index``; their events come back under each cell's ``key``."""
+    def dispatch(self, index: int, payload: dict[str, Any], stall_seconds: float | None = None) -> None:
+        """Start ``payload["cells"]`` on worker ``index``; their events come back under each cell's ``key``.
+        ``stall_seconds``: this batch's limit, instead of the pool's."""
         slot = self.slots[index]
         slot.keys, slot.last_progress = [cell["key"] for cell in payload["cells"]], time.monotonic()
+        slot.stall_seconds = stall_seconds
         slot.stream = slot.actor.train.options(num_returns="streaming").remote(payload)
 
     def cancel(self, key: Any) -> list[Any]:
@@ -282,8 +304,9 @@ class RayPool:
         for index, slot in enumerate(self.slots):
             if slot.node is not None and slot.node not in alive:
                 lost += self._end(index, "lost", f"worker node {slot.node[:12]} died")
-            elif slot.busy and now - slot.last_progress > self.stall_seconds:
-                lost += self._end(index, "lost", f"no progress for {self.stall_seconds:g} s: worker presumed lost")
+            elif slot.busy and now - slot.last_progress > (slot.stall_seconds or self.stall_seconds):
+                stall = slot.stall_seconds or self.stall_seconds
+                lost += self._end(index, "lost", f"no progress for {stall:g} s: worker presumed lost")
         if any(slot.starting is None for slot in self.slots):
             self.last_ready = now
         elif now - self.last_ready > self.start_seconds:
