@@ -34,20 +34,33 @@ def load_results(url: str, name: str) -> pd.DataFrame:
 def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str, zrange: tuple[float, float],
                    good: np.ndarray | None = None) -> go.Figure:
     """Colour: the configuration's score (diverged seeds at the study's worst), on the study's one colour
-    range; ✕ where a seed diverged; the good region outlined; hover with mean ± std (n) and diverged k/n."""
+    range; ✕ where a seed diverged; the good region outlined; hover with mean ± std (n) and diverged k/n.
+    A map with the study's cells (a study still running, or stopped) also shows the points where no cell
+    has finished: white, with "·", hover "not run yet" (a trace of their own, "not run yet"); grey: cells
+    finished, but none with a score (failed)."""
     x_labels = [analysis.axis_label(v) for v in hm.x_values]
     y_labels = [analysis.axis_label(v) for v in hm.y_values] if hm.y else [""]
-    hover = np.vectorize(lambda sc, m, s, n, d, r: (
+    planned = hm.planned if hm.planned is not None else np.zeros(hm.score.shape, dtype=int)
+    finished = hm.finished if hm.finished is not None else planned
+    hover = np.vectorize(lambda sc, m, s, n, d, r, f, p: (
         f"score {sc:.4f}<br>mean {m:.4f} ± {s:.4f} (n {int(n)})" if not math.isnan(m) else "no seed finished")
-        + (f"<br>diverged {int(d)}/{int(r)}" if d else ""), otypes=[str])(
+        + (f"<br>diverged {int(d)}/{int(r)}" if d else "") + (f"<br>{f} of {p} cells finished" if f < p else ""),
+        otypes=[str])(
         hm.score, hm.mean, np.nan_to_num(hm.std), np.nan_to_num(hm.n), np.nan_to_num(hm.diverged),
-        np.nan_to_num(hm.runs))
+        np.nan_to_num(hm.runs), finished, planned)
     marks = np.where(np.nan_to_num(hm.diverged) > 0, "✕", "")
     figure = go.Figure(go.Heatmap(
         z=hm.score, x=x_labels, y=y_labels, text=marks, texttemplate="%{text}", customdata=hover,
         zmin=zrange[0], zmax=zrange[1],
         hovertemplate=f"{hm.x} %{{x}}" + (f"<br>{hm.y} %{{y}}" if hm.y else "") + "<br>%{customdata}<extra></extra>",
         colorscale="Viridis", reversescale=direction == "minimize", colorbar={"title": metric}))
+    if hm.missing is not None and hm.missing.any():
+        figure.add_trace(go.Heatmap(
+            z=np.where(hm.missing, 1.0, np.nan), x=x_labels, y=y_labels, name="not run yet", showscale=False,
+            colorscale=[[0, "#ffffff"], [1, "#ffffff"]], text=np.where(hm.missing, "·", ""), texttemplate="%{text}",
+            customdata=np.vectorize(lambda p: f"not run yet (0 of {p} cells finished)", otypes=[str])(planned),
+            hovertemplate=f"{hm.x} %{{x}}" + (f"<br>{hm.y} %{{y}}" if hm.y else "")
+            + "<br>%{customdata}<extra></extra>", xgap=1, ygap=1))
     figure.update_layout(title=hm.optimizer, height=320, margin=dict(l=10, r=10, t=40, b=10),
                          xaxis_title=f"{hm.x} (log-spaced)" if hm.x == "lr" else hm.x, yaxis_title=hm.y or "",
                          xaxis_type="category", yaxis_type="category",
@@ -61,10 +74,7 @@ def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str, zrange: tu
 def progress(counts: dict[str, int], total: int) -> None:
     done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed"))
     cancelled = counts.get("cancelled", 0)
-    st.progress((done + cancelled) / total if total else 1.0,
-                text=f"{done}/{total} cells finished · running {counts.get('running', 0)} · "
-                     f"diverged {counts.get('diverged', 0)} · failed {counts.get('failed', 0)}"
-                     + (f" · cancelled {cancelled}" if cancelled else ""))
+    st.progress((done + cancelled) / total if total else 1.0, text=analysis.finished_line(counts, total))
 
 
 def queue_frame(rows: list[dict], services: list[dict]) -> pd.DataFrame:
@@ -103,11 +113,12 @@ def download(frame: pd.DataFrame, what: str, key: str) -> None:
 
 
 def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str, direction: str,
-              reference: str, delta: float, relative: bool) -> None:
-    """Per optimizer its map and numbers; a white outline marks the good region."""
+              reference: str, delta: float, relative: bool, results: pd.DataFrame) -> None:
+    """Per optimizer its map over its whole grid (``results``: every cell) and numbers; a white outline
+    marks the good region; points where no cell has finished yet are marked "not run yet"."""
     study_best = analysis.best_score(scores, direction)
     goal = {o: study_best if reference.startswith("the study") else summary[o].best for o in shown}
-    axes = sorted({a for o in shown for a in analysis.swept_axes(scores, o)}, key=lambda a: (a != "lr", a))
+    axes = sorted({a for o in shown for a in analysis.swept_axes(results, o)}, key=lambda a: (a != "lr", a))
     x = st.selectbox("x axis", axes or ["lr"], key="x-axis")
     others = [a for a in axes if a != x]
     y = st.selectbox("y axis", ["(none: a strip over x)", *others], index=1 if others else 0, key="y-axis")
@@ -118,16 +129,16 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
     fixed = {}
     if how == "fixed":
         for axis in (a for a in axes if a not in (x, y)):
-            values = sorted(scores[axis].dropna().unique())
+            values = sorted(results[axis].dropna().unique())
             fixed[axis] = st.select_slider(axis, values, format_func=analysis.axis_label, key=f"fix-{axis}")
     maps = {}
     for optimizer in shown:
-        own = analysis.swept_axes(scores, optimizer)
+        own = analysis.swept_axes(results, optimizer)
         chosen_x = x if x in own else (own or [x])[0]
         chosen_y = y if y in own and y != chosen_x else None
         maps[optimizer] = analysis.heatmap(scores, optimizer, direction, x=chosen_x, y=chosen_y,
                                            reduce="mean" if how == "averaged" else "best",
-                                           fixed={a: v for a, v in fixed.items() if a in own})
+                                           fixed={a: v for a, v in fixed.items() if a in own}, cells=results)
     zrange = analysis.colour_range(list(maps.values()))
     for optimizer, hm in maps.items():
         left, right = st.columns([3, 1])
@@ -316,8 +327,11 @@ def main() -> None:
         summary = {r.optimizer: r for r in analysis.robustness(
             scores, direction, delta, relative, reference="study" if reference.startswith("the study") else "optimizer")}
         shown = [o for o in study["spec"]["optimizers"] if o in summary]  # file order
+        waiting = [o for o in study["spec"]["optimizers"] if o not in summary]
+        if waiting:
+            st.caption(f"no finished cell yet: {', '.join(waiting)}")
         if page == "Maps":
-            maps_page(scores, shown, summary, metric, direction, reference, delta, relative)
+            maps_page(scores, shown, summary, metric, direction, reference, delta, relative, results)
         elif page == "Overview":
             overview_page({o: summary[o] for o in shown}, results, metric, direction)
         elif page == "Sensitivity":

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from optimizers import HPARAM_NAMES
+from .schema import FINISHED
 
 SCORED = ("complete", "diverged")  # failed cells have no score
 # sweep_results columns that are not hyperparameters (every other column is one: HPARAM_NAMES, and the
@@ -81,8 +82,20 @@ def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize")
 
 
 def swept_axes(scores: pd.DataFrame, optimizer: str) -> list[str]:
+    """The axes with more than one value among ``optimizer``'s rows: of what finished (``scores``), or of
+    its whole grid (the study's results, which list every cell whatever its status)."""
     rows = scores[scores["optimizer"] == optimizer]
     return [n for n in hparam_columns(rows) if rows[n].nunique() > 1]
+
+
+def finished_line(counts: dict[str, int], total: int) -> str:
+    """How far a study is, as the dashboard and the report say it: "N of M cells finished" (finished:
+    complete, diverged or failed), with what is running, diverged, failed or cancelled."""
+    done = sum(counts.get(status, 0) for status in FINISHED)
+    parts = [f"{done} of {total} cells finished"]
+    parts += [f"{counts[status]} {status}" for status in ("running", "diverged", "failed", "cancelled")
+              if counts.get(status)]
+    return " · ".join(parts)
 
 
 @dataclass
@@ -100,43 +113,77 @@ class Heatmap:
     n: np.ndarray
     diverged: np.ndarray  # diverged seeds per cell
     runs: np.ndarray
+    # with the study's cells (heatmap's ``cells``): the grid's cells at each point of the map (over the
+    # seeds and the reduced axes), how many of them finished, and where none has: "not run yet"
+    planned: np.ndarray | None = None
+    finished: np.ndarray | None = None
+    missing: np.ndarray | None = None  # bool: no cell of the point has finished (pending, running, cancelled)
 
 
 AUTO = "auto"  # heatmap's y: the optimizer's next swept axis
 
 
 def heatmap(scores: pd.DataFrame, optimizer: str, direction: str, x: str = "lr", y: str | None = AUTO,
-            reduce: str = "best", fixed: dict[str, float] | None = None) -> Heatmap:
+            reduce: str = "best", fixed: dict[str, float] | None = None,
+            cells: pd.DataFrame | None = None) -> Heatmap:
     """The map over (x, y) (``y`` None: a strip over x; AUTO: the next swept axis). Every other swept
     axis is first fixed where ``fixed`` says, then reduced per (x, y) cell: ``best`` takes the
     configuration with the best score, ``mean`` averages the configurations (scores and seed means
-    averaged, seeds and diverged seeds summed)."""
+    averaged, seeds and diverged seeds summed).
+
+    ``cells``: the study's cells (``store.results``: every cell, whatever its status). Then the map spans
+    the optimizer's whole grid, finished or not (its axes and values are the grid's), and says per point
+    how many cells it has (``planned``), how many finished (``finished``) and where none did
+    (``missing``): a study still running, or stopped, shows what is not run yet. Without it, the map
+    spans what finished."""
     if reduce not in ("best", "mean"):
         raise ValueError(f"reduce must be 'best' or 'mean', not {reduce!r}")
     rows = scores[scores["optimizer"] == optimizer]
+    grid = cells[cells["optimizer"] == optimizer] if cells is not None else None
     for axis, value in (fixed or {}).items():
         rows = rows[np.isclose(rows[axis], value)]
-    axes = swept_axes(scores, optimizer)
+        if grid is not None:
+            grid = grid[np.isclose(grid[axis], value)]
+    axes = swept_axes(scores if cells is None else cells, optimizer)
     if x not in axes:
         x = axes[0] if axes else x
     if y == AUTO:
         y = next((a for a in axes if a != x), None)
     keys = [x] + ([y] if y else [])
-    if reduce == "best":
-        cells = _best_per(rows, keys, direction)
+    if rows.empty or not set(keys) <= set(rows.columns):  # nothing of it finished yet
+        best = pd.DataFrame(columns=[*keys, "score", "mean", "std", "n", "diverged", "runs"])
+    elif reduce == "best":
+        best = _best_per(rows, keys, direction)
     else:
-        cells = rows.groupby(keys, sort=True).agg(score=("score", "mean"), mean=("mean", "mean"), std=("std", "mean"),
+        best = rows.groupby(keys, sort=True).agg(score=("score", "mean"), mean=("mean", "mean"), std=("std", "mean"),
                                                   n=("n", "sum"), diverged=("diverged", "sum"),
                                                   runs=("runs", "sum")).reset_index()
-    x_values = sorted(rows[x].unique())
-    y_values = sorted(rows[y].unique()) if y else [math.nan]
+    shown = rows if grid is None else grid
+    x_values = sorted(shown[x].unique())
+    y_values = sorted(shown[y].unique()) if y else [math.nan]
     shape = (len(y_values), len(x_values))
     grids = {name: np.full(shape, np.nan) for name in ("score", "mean", "std", "n", "diverged", "runs")}
-    columns = cells[x].map({v: j for j, v in enumerate(x_values)}).to_numpy(dtype=int)
-    rows_at = cells[y].map({v: i for i, v in enumerate(y_values)}).to_numpy(dtype=int) if y else np.zeros_like(columns)
+    place = _placer(x, y, x_values, y_values)
+    rows_at, columns = place(best)
     for name in grids:
-        grids[name][rows_at, columns] = cells[name].to_numpy(dtype=float)
-    return Heatmap(optimizer, x, y, x_values, y_values, **grids)
+        grids[name][rows_at, columns] = best[name].to_numpy(dtype=float)
+    hm = Heatmap(optimizer, x, y, x_values, y_values, **grids)
+    if grid is not None:
+        hm.planned, hm.finished = np.zeros(shape, dtype=int), np.zeros(shape, dtype=int)
+        np.add.at(hm.planned, place(grid), 1)
+        np.add.at(hm.finished, place(grid[grid["status"].isin(FINISHED)]), 1)
+        hm.missing = (hm.planned > 0) & (hm.finished == 0)
+    return hm
+
+
+def _placer(x: str, y: str | None, x_values: list[float], y_values: list[float]):
+    """(row, column) indices on a map of each row of a frame (by its x and y values)."""
+    def place(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        columns = frame[x].map({v: j for j, v in enumerate(x_values)}).to_numpy(dtype=int)
+        rows = frame[y].map({v: i for i, v in enumerate(y_values)}).to_numpy(dtype=int) if y else np.zeros_like(columns)
+        return rows, columns
+
+    return place
 
 
 def axis_label(value: float) -> str:

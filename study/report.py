@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -40,14 +41,16 @@ def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Pat
     matplotlib.use("Agg")  # files only: no display needed
     study = store.get_study(engine, name)
     metric, direction = study["metric"], study["direction"]
-    scores = analysis.cell_scores(store.results(name, engine), metric, direction)
+    results = store.results(name, engine)
+    scores = analysis.cell_scores(results, metric, direction)
     if scores.empty:
         from .errors import UserError
 
         raise UserError(f"study {name!r} has no finished cell yet; run it first (`adamscape run {name}`)")
     order = [o for o in study["spec"]["optimizers"] if o in set(scores["optimizer"])]
+    progress = analysis.finished_line(store.status_counts(engine, study["id"]), study["total_cells"])
     out.mkdir(parents=True, exist_ok=True)
-    charts = {"maps": _maps(scores, order, metric, direction),
+    charts = {"maps": _png(maps_figure(scores, list(study["spec"]["optimizers"]), metric, direction, results)),
               "sensitivity": _sensitivity(scores, order, metric, direction),
               "expected_best": _expected_best(scores, order, metric, direction)}
     written = []
@@ -57,7 +60,7 @@ def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Pat
     board = pd.DataFrame([asdict(r) for r in analysis.robustness(scores, direction, delta)])
     board = board.set_index("optimizer").loc[order].reset_index()[list(LEADERBOARD_COLUMNS)]
     board.to_csv(out / "leaderboard.csv", index=False)
-    page = _page(study, board, charts, delta)
+    page = _page(study, board, charts, delta, progress)
     (out / "report.html").write_text(page, encoding="utf-8")
     return [*written, out / "leaderboard.csv", out / "report.html"]
 
@@ -71,12 +74,15 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _maps(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -> bytes:
-    """One heatmap per optimizer on the study's one colour range; ✕ where a seed diverged."""
+def maps_figure(scores: pd.DataFrame, order: list[str], metric: str, direction: str, results: pd.DataFrame):
+    """One heatmap per optimizer of ``order`` over its whole grid (``results``: every cell of the study),
+    on the study's one colour range; ✕ where a seed diverged; hatched where no cell has finished yet
+    (grey: finished, but no score: failed)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
 
-    maps = [analysis.heatmap(scores, optimizer, direction) for optimizer in order]  # lr across where swept
+    maps = [analysis.heatmap(scores, optimizer, direction, cells=results) for optimizer in order]  # lr across
     low, high = analysis.colour_range(maps)
     norm = Normalize(low, high)
     columns = min(3, len(maps))
@@ -85,7 +91,7 @@ def _maps(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -
     colours = "viridis" if direction == "maximize" else "viridis_r"
     image = None
     for ax, hm in zip(grid.flat, maps):
-        ax.set_facecolor("#d9d9d9")  # grey where nothing finished
+        ax.set_facecolor("#d9d9d9")  # grey: finished, but without a score (failed)
         image = ax.imshow(hm.score, cmap=colours, norm=norm, aspect="auto", origin="lower")
         ax.set_xticks(range(len(hm.x_values)), [analysis.axis_label(v) for v in hm.x_values], rotation=45, fontsize=7)
         if hm.y:
@@ -98,10 +104,15 @@ def _maps(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -
         for (i, j), diverged in pd.DataFrame(hm.diverged).stack().items():
             if diverged > 0:
                 ax.text(j, i, "✕", ha="center", va="center", color="white", fontsize=9)
+        for i, j in zip(*np.nonzero(hm.missing)):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="white", edgecolor="#9a9a9a", hatch="///",
+                                   linewidth=0, label="not run yet"))
+        if hm.finished.sum() < hm.planned.sum():
+            ax.set_title(f"{hm.optimizer}: {hm.finished.sum()} of {hm.planned.sum()} cells finished", fontsize=10)
     for ax in list(grid.flat)[len(maps):]:
         ax.axis("off")
     figure.colorbar(image, ax=grid.ravel().tolist(), label=f"{metric} (score)")
-    return _png(figure)
+    return figure
 
 
 def _sensitivity(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -> bytes:
@@ -145,7 +156,7 @@ def _expected_best(scores: pd.DataFrame, order: list[str], metric: str, directio
     return _png(figure)
 
 
-def _page(study: dict, board: pd.DataFrame, charts: dict[str, bytes], delta: float) -> str:
+def _page(study: dict, board: pd.DataFrame, charts: dict[str, bytes], delta: float, progress: str) -> str:
     """One HTML file with everything inline (images as data: URIs): it opens offline."""
     def image(chart: str, caption: str) -> str:
         data = base64.b64encode(charts[chart]).decode()
@@ -164,8 +175,10 @@ img{{max-width:100%}}figcaption{{color:#555;font-size:90%}}</style></head><body>
 <h1>adamscape · {name}</h1>
 <p>task <b>{html.escape(study["task"])}</b> · metric <b>{metric}</b> ({html.escape(study["direction"])}) ·
 {study["total_cells"]} cells · good region: within δ = {delta:g} (relative) of the study's best score</p>
+<p class="progress"><b>{html.escape(progress)}</b></p>
 <h2>Leaderboard</h2><table><tr>{head}</tr>{body}</table><ul>{legend}</ul>
-<h2>Robustness maps</h2>{image("maps", "one colour range for every optimizer; ✕: a seed diverged; grey: nothing finished")}
+<h2>Robustness maps</h2>{image("maps", "one colour range for every optimizer; ✕: a seed diverged; hatched: not run yet; grey: finished "
+                       "without a score (failed)")}
 <h2>Sensitivity to the learning rate</h2>{image("sensitivity", "other hyperparameters at their best for each learning rate")}
 <h2>Expected best of k</h2>{image("expected_best", "expected best score among k configurations drawn at random")}
 </body></html>

@@ -112,12 +112,14 @@ def payload(study: dict[str, Any], protocol: dict[str, Any], cells: list[dict[st
 
 
 def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(),
-        on_progress: Callable[[dict[str, int]], None] = lambda counts: None) -> dict[str, int]:
-    """Run every cell of study ``name`` that is not finished; return the final status counts."""
+        on_progress: Callable[[dict[str, int]], None] = lambda counts: None,
+        announce: Callable[[str], None] = lambda line: None) -> dict[str, int]:
+    """Run every cell of study ``name`` that is not finished; return the final status counts. ``announce``
+    gets the driver's notes (why a population has the size it has)."""
     study = store.get_study(engine, name)
     if study["state"] == "paused":
         raise StudyPaused(f"study {name!r} is paused; `adamscape resume {name}` first")
-    return Driver(engine, pool, options, only=study, on_progress=on_progress).run()
+    return Driver(engine, pool, options, only=study, on_progress=on_progress, announce=announce).run()
 
 
 def serve(engine: Engine, pool: Pool, options: RunOptions = RunOptions(),
@@ -176,6 +178,7 @@ class Driver:
         self.finished: _Study | None = None  # ``only``, once it left the queue
         self.dispatches = 0
         self.queue_at = self.counted_at = -math.inf
+        self.populations_said: set[tuple[int, str]] = set()  # (study id, optimizer): its population note said
 
     def db(self, call: Callable[[], T]) -> T:
         return store.retrying(call, self.options.db_retry_seconds)
@@ -259,7 +262,8 @@ class Driver:
                     continue  # replaced again meanwhile: the next look takes the new one
                 study = self.studies[study_id] = _Study(full)
                 self._refresh_counts([study])
-                self.announce(f"study {full['name']}: running ({_summary(study.counts)})")
+                if self.only is None:
+                    self.announce(f"study {full['name']}: running ({_summary(study.counts)})")
             study.priority, study.claimable = row["priority"], bool(row["claimable"])
         for study in [s for s in self.studies.values() if s.id not in queued]:
             self._drop(study)
@@ -395,6 +399,7 @@ class Driver:
         mine = [e for e in events if e.key in self.inflight]  # late events of a cell we dropped are stale
         if not mine:
             return False
+        self._say_populations(mine)
         outcomes = self.db(lambda: self._write_once(mine))
         finished: dict[int, list[int]] = {}
         lost_lease = False
@@ -416,6 +421,18 @@ class Driver:
         if lost_lease:
             self._refresh_queue()
         return True
+
+    def _say_populations(self, events: list[Event]) -> None:
+        """Announce, once per (study, optimizer), the first worker note on how its cells' passes were sized
+        (a finished cell's ``population``: ``{"size", "why"}``, ``workers.population.train_cells``)."""
+        for event in events:
+            note = event.data.get("population") if event.kind == "done" else None
+            if not isinstance(note, dict) or not note.get("why"):
+                continue
+            cell, study = self.inflight[event.key]
+            if (study.id, cell["optimizer"]) not in self.populations_said:
+                self.populations_said.add((study.id, cell["optimizer"]))
+                self.announce(f"study {study.row['name']}, {cell['optimizer']}: {note['why']}")
 
     def _write_once(self, events: list[Event]) -> list[tuple[int, str, str | None]]:
         """Returns, per cell that left flight, its id, new status and what to do: "reported" (finished

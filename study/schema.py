@@ -36,7 +36,11 @@ cells = Table(
     "sweep_cells", metadata,
     Column("id", Integer, primary_key=True),
     Column("study_id", Integer, ForeignKey("sweep_studies.id", ondelete="CASCADE"), nullable=False),
-    Column("cell_index", Integer, nullable=False),
+    Column("cell_index", Integer, nullable=False),  # the cell's identity in its study: expand()'s (file) order
+    # its position in the study's run order (spec.run_order): claim leases in it. Set for every cell by
+    # register and, for cells of older databases, by migration 0008 (the column stays nullable there, so
+    # that SQLite never rebuilds the table)
+    Column("run_order", Integer),
     Column("optimizer", String(255), nullable=False),  # as the study file names it
     Column("seed", Integer, nullable=False),
     *[Column(name, Float) for name in HPARAM_NAMES],
@@ -59,6 +63,7 @@ cells = Table(
     Column("finished_at", Float),
     UniqueConstraint("study_id", "cell_index", name="uq_sweep_cells_study_index"),
     Index("ix_sweep_cells_study_status", "study_id", "status"),
+    Index("ix_sweep_cells_study_order", "study_id", "run_order", unique=True),
 )
 
 services = Table(

@@ -30,7 +30,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from optimizers import HPARAM_NAMES
 from .errors import UserError
-from .schema import FINISHED, VERSION_TABLE, cells, curves, services, studies
+from .schema import FINISHED, RESULT_COLUMNS, VERSION_TABLE, cells, curves, services, studies
 
 if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported where used: `status` needs none
     import pandas as pd
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported wher
     from .spec import Cell, StudySpec
 
 DEFAULT_DB = "sqlite:///adamscape.db"
-SCHEMA_HEAD = "0007"  # the newest migration (a test checks it is alembic's head)
+SCHEMA_HEAD = "0008"  # the newest migration (a test checks it is alembic's head)
 QUEUE_CHANNEL = "adamscape_queue"  # PostgreSQL NOTIFY channel: a study was submitted, paused, resumed or cancelled
 SERVICE_ALIVE_SECONDS = 15.0  # a service whose heartbeat is older than this is gone
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -394,9 +394,10 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False, priority: i
     ``priority`` (default 0): higher runs first on a service; given for an unchanged study, it
     re-prioritises it.
     """
-    from .spec import expand
+    from .spec import expand, run_order
 
     all_cells = expand(spec)
+    positions = run_order(all_cells)
     with exclusive(engine, f"study:{spec.name}"):
         existing = find_study(engine, spec.name)
         if existing and existing["fingerprint"] == spec.fingerprint():
@@ -415,7 +416,8 @@ def register(engine: Engine, spec: StudySpec, replace: bool = False, priority: i
                 name=spec.name, task=spec.task, metric=spec.metric, direction=spec.direction,
                 fingerprint=spec.fingerprint(), spec=spec.model_dump(mode="json"), total_cells=len(all_cells),
                 created_at=db_now(conn), priority=priority or 0, state="active")).inserted_primary_key[0]
-            conn.execute(insert(cells), [_cell_row(study_id, cell) for cell in all_cells])
+            conn.execute(insert(cells), [_cell_row(study_id, cell, position)
+                                         for cell, position in zip(all_cells, positions)])
             notify(conn)
     if existing:  # after the commit: a failure here leaves stale Optuna studies, which the next run discards
         delete_optuna_studies(engine, spec.name)
@@ -427,16 +429,18 @@ def cell_hparams(cell: dict[str, Any]) -> dict[str, float]:
     return cell["hparams"] or {name: cell[name] for name in HPARAM_NAMES if cell[name] is not None}
 
 
-def _cell_row(study_id: int, cell: Cell) -> dict[str, Any]:
-    return {"study_id": study_id, "cell_index": cell.index, "optimizer": cell.optimizer, "seed": cell.seed,
-            "status": "pending", "attempts": 0, "losses": 0, "hparams": cell.hparams,
+def _cell_row(study_id: int, cell: Cell, position: int) -> dict[str, Any]:
+    return {"study_id": study_id, "cell_index": cell.index, "run_order": position, "optimizer": cell.optimizer,
+            "seed": cell.seed, "status": "pending", "attempts": 0, "losses": 0, "hparams": cell.hparams,
             **{name: cell.hparams.get(name) for name in HPARAM_NAMES}}
 
 
 # --- the driver's cell lifecycle ------------------------------------------------------------------
 
 def claim(engine: Engine, study: dict[str, Any], owner: str, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Lease up to ``limit`` cells (pending, or running under an expired lease) of ``study`` in cell order.
+    """Lease up to ``limit`` cells (pending, or running under an expired lease) of ``study`` in its run
+    order (``run_order``, :func:`study.spec.run_order`: every optimizer coarse to fine, in chunks of one
+    optimizer and seed, so the cells of one claim form few populations); returned in that order.
 
     Each lease is a conditional UPDATE, so two drivers never get the same cell; each starts a
     new attempt. Nothing is leased once the study was replaced, paused or cancelled.
@@ -447,7 +451,7 @@ def claim(engine: Engine, study: dict[str, Any], owner: str, limit: int, lease_s
         claimable = or_(cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now))
         active = _is_current(study).where(studies.c.state == "active")
         candidates = conn.execute(select(cells.c.id).where(cells.c.study_id == study["id"], claimable, active)
-                                  .order_by(cells.c.cell_index).limit(limit)).scalars().all()
+                                  .order_by(cells.c.run_order, cells.c.cell_index).limit(limit)).scalars().all()
         for cell_id in candidates:
             row = conn.execute(update(cells).where(cells.c.id == cell_id, claimable).values(
                 status="running", lease_owner=owner, lease_expires=now + lease_seconds, started_at=now,
@@ -737,6 +741,61 @@ def set_state(engine: Engine, name: str, action: str) -> dict[str, int]:
         conn.execute(update(studies).where(studies.c.id == study["id"]).values(state=target))
         notify(conn)
     return touched
+
+
+def retry_failed(engine: Engine, name: str) -> int:
+    """Put study ``name``'s ``failed`` cells back to pending, to run again (`adamscape run NAME
+    --retry-failed`); returns how many. A finished study becomes queued again (its state stays
+    ``active``: "finished" only means nothing is left); a paused one stays paused until resumed; a
+    cancelled one, or an unknown name, is a UserError.
+
+    What a retried cell keeps: ``attempts`` (the next lease is a new attempt, with its own curve; the
+    failed attempts' curves stay); ``error`` until its next attempt ends (a result clears it, a new
+    failure replaces it). What it loses: its lease bookkeeping, ``losses`` (workers that died on it:
+    a retry is a fresh budget of ``max_attempts`` deaths, in full-size populations again) and its
+    failed result (device, memory, times).
+
+    Optuna, the record of finished cells: the FAIL trial of a retried cell stays in its optimizer's
+    study as history (state, error and intermediate values as they were), but its ``cell`` user
+    attribute becomes ``retried_cell``: the cell's next result is reported as a new trial, and a
+    driver reconciling an unreported result (it looks trials up by ``cell``) never mistakes the old
+    FAIL for it. So each cell still has exactly one trial with ``cell`` = its index once it finishes.
+    Done under the lock trials are reported under, in one transaction with the cells.
+    """
+    with exclusive(engine, f"optuna:{name}"), transaction(engine) as conn:
+        study = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
+        if study is None:
+            raise UserError(f"no study named {name!r} in this database (`adamscape status` lists them)")
+        if study["state"] == "cancelled":
+            raise UserError(f"study {name!r} was cancelled; resubmit its file with --replace to run it again")
+        failed = conn.execute(select(cells.c.id, cells.c.optimizer, cells.c.optuna_trial).where(
+            cells.c.study_id == study["id"], cells.c.status == "failed")).all()
+        if not failed:
+            return 0
+        _retire_trials(conn, name, {(optimizer, number) for _, optimizer, number in failed if number is not None})
+        conn.execute(update(cells).where(cells.c.id.in_([cell_id for cell_id, _, _ in failed]),
+                                         cells.c.status == "failed").values(
+            status="pending", lease_owner=None, lease_expires=None, losses=0, diverged=None, finished_at=None,
+            optuna_trial=None, wall_seconds=None, device=None, peak_memory_mib=None, final_metrics=None, score=None,
+            **dict.fromkeys(RESULT_COLUMNS)))
+        notify(conn)
+    return len(failed)
+
+
+def _retire_trials(conn: Connection, name: str, trials: set[tuple[str, int]]) -> None:
+    """Rename the ``cell`` user attribute of these (optimizer, trial number) trials of study ``name`` to
+    ``retried_cell`` (Optuna's own tables, in this transaction)."""
+    if not trials:
+        return
+    from optuna.storages._rdb import models as rdb
+
+    attrs, trial_rows, optuna_studies = (rdb.TrialUserAttributeModel.__table__, rdb.TrialModel.__table__,
+                                         rdb.StudyModel.__table__)
+    for optimizer in {optimizer for optimizer, _ in trials}:
+        numbers = [number for o, number in trials if o == optimizer]
+        ids = select(trial_rows.c.trial_id).join(optuna_studies, optuna_studies.c.study_id == trial_rows.c.study_id) \
+            .where(optuna_studies.c.study_name == optuna_study_name(name, optimizer), trial_rows.c.number.in_(numbers))
+        conn.execute(update(attrs).where(attrs.c.trial_id.in_(ids), attrs.c.key == "cell").values(key="retried_cell"))
 
 
 def _cannot(study: dict[str, Any], action: str, left: int) -> str | None:

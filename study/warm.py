@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,24 +216,35 @@ def session_pids(session: int) -> list[int]:
     return found
 
 
-def _end(pid: int, conn=None, seconds: float = 20.0) -> None:
-    """End warm set ``pid`` and everything it started: asked to (or SIGTERM), then SIGKILL to its group."""
+def _end(pid: int, conn=None, seconds: float = 20.0, ray_dir: str | None = None) -> None:
+    """End warm set ``pid`` and everything it started: asked to (or SIGTERM), then SIGKILL to what is left of
+    its session (only the set itself and Ray's processes: a recycled pid's session is never touched)."""
     asked = False
     if conn is not None:
         with contextlib.suppress(Exception):
             asked = bool(_request(conn, "shutdown"))
         with contextlib.suppress(Exception):
             conn.close()
-    if not asked:
+    if not asked and _is_ours(pid):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
+    left = lambda: [p for p in session_pids(pid) if p == pid and _is_ours(p) or _is_ray(p)]  # noqa: E731
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and session_pids(pid):
+    while time.monotonic() < deadline and left():
         time.sleep(0.05)
-    for left in session_pids(pid):  # what did not end when asked
+    for process in left():  # what did not end when asked
         with contextlib.suppress(OSError):
-            os.kill(left, signal.SIGKILL)
+            os.kill(process, signal.SIGKILL)
+    if ray_dir and Path(ray_dir).name.startswith("adamscape-ray-"):
+        shutil.rmtree(ray_dir, ignore_errors=True)
     remove_runtime(pid)
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        return b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _spawn(want: dict[str, Any], stall_seconds: float) -> subprocess.Popen:
@@ -292,12 +304,13 @@ def _alive() -> tuple[dict[str, Any], Any] | None:
     info = read_runtime()
     if info is None:
         return None
-    if not _is_ours(info["pid"]):
+    if not _is_ours(info["pid"]):  # killed: what it started may linger a moment, its folder for good
+        _end(info["pid"], seconds=5, ray_dir=info.get("ray_dir"))
         (_runtime_dir() / RUNTIME_FILE).unlink(missing_ok=True)
         return None
     conn = _connect(info)
     if conn is None:
-        _end(info["pid"])
+        _end(info["pid"], ray_dir=info.get("ray_dir"))
         return None
     return info, conn
 
@@ -325,7 +338,7 @@ def attach(want: dict[str, Any], stall_seconds: float, say: Callable[[str], None
             try:
                 hello = _request(conn, "hello", want)
             except (TimeoutError, EOFError, OSError):
-                _end(info["pid"])
+                _end(info["pid"], ray_dir=info.get("ray_dir"))
                 hello = None
             if hello is not None and hello["ok"]:
                 if hello["pid"] in _started_here:
@@ -341,7 +354,7 @@ def attach(want: dict[str, Any], stall_seconds: float, say: Callable[[str], None
                 return None
             if hello is not None:
                 say(f"the warm workers (pid {info['pid']}) cannot serve this run: {hello['why']}; restarting them")
-                _end(info["pid"], conn)
+                _end(info["pid"], conn, ray_dir=info.get("ray_dir"))
         process = _spawn(want, stall_seconds)
         info = _wait_started(process)
         conn = _connect(info)
@@ -383,7 +396,7 @@ def shutdown() -> int | None:
             if info is not None:
                 (_runtime_dir() / RUNTIME_FILE).unlink(missing_ok=True)
             return None
-        _end(info["pid"], _connect(info))
+        _end(info["pid"], _connect(info), ray_dir=info.get("ray_dir"))
         return info["pid"]
 
 

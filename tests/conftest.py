@@ -31,16 +31,17 @@ os.environ["ADAMSCAPE_KEEP_WARM"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_warm_workers_left_behind():
-    """The suite leaves no background warm workers running: any it started are an error (and are ended)."""
-    import time
-
-    started = time.time()
+def no_warm_workers_left_behind(tmp_path_factory):
+    """The suite leaves no background warm workers running: any that a test started (their state folder lies
+    under this session's temporary folder) are an error, and are ended. Other users' and sessions' are not
+    touched."""
+    base = str(tmp_path_factory.getbasetemp())
     yield
     left = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
+    for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "workers.warm_server" in " ".join(proc.info["cmdline"] or []) and proc.info["create_time"] >= started:
+            if ("workers.warm_server" in " ".join(proc.info["cmdline"] or [])
+                    and proc.environ().get("ADAMSCAPE_STATE_DIR", "").startswith(base)):
                 left.append(proc)
                 proc.kill()
         except psutil.Error:

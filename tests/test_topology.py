@@ -180,7 +180,7 @@ def _page_shows_the_study(port: int, ro_url: str, monkeypatch) -> None:
         app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
         assert not app.exception and not app.error
         assert app.sidebar.selectbox[0].value == NAME
-        assert f"{CELLS}/{CELLS} cells finished" in app.get("progress")[0].proto.text
+        assert f"{CELLS} of {CELLS} cells finished" in app.get("progress")[0].proto.text
         return
     from playwright.sync_api import sync_playwright
 
@@ -190,7 +190,7 @@ def _page_shows_the_study(port: int, ro_url: str, monkeypatch) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_text(f"{CELLS}/{CELLS} cells finished").wait_for(timeout=60_000)
+            page.get_by_text(f"{CELLS} of {CELLS} cells finished").wait_for(timeout=60_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert page.locator(".js-plotly-plot").count() == 1  # adam's map
             assert page.get_by_text("task noop", exact=False).count() >= 1

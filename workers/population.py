@@ -22,7 +22,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -54,21 +54,26 @@ def batchable(model: nn.Module) -> str | None:
 
 
 def train_population(task: str, optimizer: str, members: list[dict[str, float]], seed: int,
-                     protocol: TrainingProtocol | dict, device: str = "cpu") -> Iterator[tuple[int, dict[str, Any]]]:
+                     protocol: TrainingProtocol | dict, device: str = "cpu",
+                     judge: Callable[[float], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train ``members`` (one hyperparameter dict each, same keys) as one population.
 
     Yields ``(member index, record)``; for each member the records are exactly what
     ``workers.training.train`` yields for it alone: ``{"epoch": e, **metrics}`` per
     epoch, then its summary. A member's ``wall_seconds`` is its share of the
     population's wall time (elapsed / K).
+
+    ``judge``: called once within the first epoch, before anything is yielded, with the population's
+    measured seconds per step (:class:`_StepTimer`); it may raise to abandon the population.
     """
     plan = plan_of(protocol)
     with reproducible(plan.deterministic):
-        yield from _train_population(task, optimizer, members, seed, plan, device)
+        yield from _train_population(task, optimizer, members, seed, plan, device, judge)
 
 
 def _train_population(task: str, optimizer: str, members: list[dict[str, float]], seed: int,
-                      plan: TrainingProtocol, device: str) -> Iterator[tuple[int, dict[str, Any]]]:
+                      plan: TrainingProtocol, device: str,
+                      judge: Callable[[float], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     started = time.perf_counter()
     watch_memory(device)
     torch.manual_seed(seed)
@@ -78,6 +83,7 @@ def _train_population(task: str, optimizer: str, members: list[dict[str, float]]
     reference = problem.reference_loss()
     autocast = autocast_for(plan, device, task)
     best_accuracy = [-math.inf] * len(members)
+    timer = _StepTimer(device, MIN_SECONDS["together"]) if judge is not None else None
     step = 0
     for epoch in range(1, plan.epochs + 1):
         total, weight = torch.zeros(population.size, device=device), 0
@@ -90,6 +96,12 @@ def _train_population(task: str, optimizer: str, members: list[dict[str, float]]
             total += losses.detach().float() * size
             weight += size
             step += 1
+            if timer is not None and timer.lap(size):
+                judge(timer.seconds_per_step())
+                timer = None
+        if timer is not None:  # an epoch shorter than the measurement: judged on what it timed
+            judge(timer.seconds_per_step())
+            timer = None
         epoch_losses = (total / weight).tolist()  # one sync per epoch
         finished = []
         for row, member in enumerate(population.members):
@@ -247,8 +259,14 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
                 device: str = "cpu", population: int | None = None, halvings: int = 0
                 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train every member (same task, optimizer, seed, protocol) in populations of at most ``population``
-    configs (None: as many as fit the device's memory), halved ``halvings`` times (a retry of cells whose
-    worker ran out of device memory); yields ``(member index, record)``.
+    configs (None: auto), halved ``halvings`` times (a retry of cells whose worker ran out of device
+    memory); yields ``(member index, record)``. Each member's summary carries ``population``: ``{"size": the
+    configs of its pass, "why": how that was decided}``.
+
+    Auto: as many as fit the device's memory, if that is faster than one at a time *as measured here*: the
+    first steps of the population are timed against the steps of one config alone (:func:`choose`); a
+    population found slower is abandoned before it reports anything (its cells train one at a time). The
+    measurements are kept per (task, optimizer, population size) for the worker's later batches.
 
     A model that cannot be stacked trains one config at a time (said once in the log). On CUDA a
     population that runs out of memory before its first epoch ends is split in two and retried.
@@ -257,13 +275,14 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
     torch.manual_seed(seed)
     probe = tasks.build(task, plan, device)
     reason = tasks.population_blocker(task) or batchable(probe.model)
+    fixed = None  # why every pass trains one config, whatever the measurements say
     if not optimizers.spec(optimizer).batched:
         _say_once(f"optimizer {optimizer} trains one configuration per pass: it does not implement the batched "
                   "kernel of optimizers.base (README 'Your own optimizer')")
-        limit = 1
+        fixed, limit = f"optimizer {optimizer} has no batched kernel (optimizers.base)", 1
     elif reason:
         _say_once(f"task {task} trains one configuration per pass: {reason}")
-        limit = 1
+        fixed, limit = f"task {task} cannot train as a population: {reason}", 1
     else:
         limit = population_size(probe, device) if population is None else population
         if halvings:
@@ -271,18 +290,51 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
             log.warning("%d cells whose worker was lost before (out of device memory, say): populations of at most %d "
                         "this time", len(members), limit)
     del probe
+    key = _cost_key(task, optimizer, device, plan)
+
+    def alone(chunk: list[int], why: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        for index in chunk:
+            for record in train(task, optimizer, members[index], seed, plan, device):
+                yield index, _noted(record, 1, why)
+
     pending = list(range(len(members)))
     while pending:
         chunk, pending = pending[:limit], pending[limit:]
-        if len(chunk) == 1:
-            for record in train(task, optimizer, members[chunk[0]], seed, plan, device):
-                yield chunk[0], record
+        size = len(chunk)
+        if fixed or size == 1:
+            yield from alone(chunk, f"1 config per pass: {fixed}" if fixed else _why_single(population, limit,
+                                                                                            len(members), halvings))
             continue
+        verdict = [size, f"{size} configs per pass: at most {population} asked (--population {population})"
+                         + (f", halved {halvings}x after lost workers" if halvings else "") + ", not measured"]
+        judge = None
+        if population is None:  # auto: decided by what this worker measured
+            lone = _LONE_STEP.get(key)
+            if lone is None:
+                lone = _LONE_STEP[key] = _lone_seconds_per_step(task, optimizer, members[chunk[0]], seed, plan, device)
+            memory = f" (memory allows {limit} of these {len(members)})" if limit < len(members) else ""
+            together = _TOGETHER_STEP.get(key + (size,))
+            if together is None:
+                def judge(seconds: float, size: int = size, lone: float = lone, memory: str = memory) -> None:
+                    _TOGETHER_STEP[key + (size,)] = seconds
+                    verdict[:] = choose(size, lone, seconds)
+                    if verdict[0] == 1:
+                        raise _Slower
+                    verdict[1] += memory
+            else:
+                verdict[:] = choose(size, lone, together)
+                verdict[1] += memory if verdict[0] > 1 else ""
+                if verdict[0] == 1:
+                    yield from alone(chunk, verdict[1])
+                    continue
         started = False
         try:
-            for index, record in train_population(task, optimizer, [members[i] for i in chunk], seed, plan, device):
+            for index, record in train_population(task, optimizer, [members[i] for i in chunk], seed, plan, device,
+                                                  **({"judge": judge} if judge else {})):
                 started = True
-                yield chunk[index], record
+                yield chunk[index], _noted(record, size, verdict[1])
+        except _Slower:  # measured in its first steps, before it reported anything
+            yield from alone(chunk, verdict[1])
         except torch.OutOfMemoryError:
             if started or len(chunk) == 1:
                 raise
@@ -290,6 +342,145 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
             log.warning("a population of %d ran out of device memory; trying %d", len(chunk), limit)
             torch.cuda.empty_cache()
             pending = chunk + pending
+
+
+# --- auto: populations only where this worker measured them faster than one config at a time --------
+
+WARMUP_STEPS = 2  # a pass's first steps pay first calls (vmap's tracing, lazy imports, the allocator): not timed
+MIN_STEPS = 8  # a measurement times at least this many steps, ...
+MIN_SECONDS = {"lone": 0.02, "together": 0.05}  # ... and this long (one config alone: on a copy thrown away), ...
+ENOUGH_SECONDS = 0.5  # ... or at least 3 steps that took this long (slow steps need no more)
+MAX_PROBE_STEPS = 400  # the lone measurement's bound, whatever the clock says
+_LONE_STEP: dict[tuple, float] = {}  # cost key -> seconds per step of one config alone, measured in this process
+_TOGETHER_STEP: dict[tuple, float] = {}  # cost key + (K,) -> seconds per step of a population of K
+
+
+class _Slower(Exception):
+    """A population measured slower per config than one at a time: abandoned before it reported anything."""
+
+
+def choose(size: int, lone: float, together: float) -> tuple[int, str]:
+    """The configs per pass for a population of ``size`` that measured ``together`` seconds per step, against
+    ``lone`` seconds per step of one config alone: ``size`` if that is less per config, else 1; and why,
+    with the measured numbers."""
+    per_config = together / size
+    numbers = f"{_ms(per_config)} ms vs {_ms(lone)} ms per config and step"
+    if per_config < lone:
+        return size, (f"{size} configs per pass: {_times(lone / per_config)} faster per cell than one at a time "
+                      f"(measured {numbers})")
+    return 1, (f"1 config per pass: a population of {size} measured {_times(per_config / lone)} slower per cell "
+               f"than one at a time ({numbers})")
+
+
+def _ms(seconds: float) -> str:
+    value = seconds * 1e3
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio < 1.1 else f"{ratio:.1f}x"
+
+
+def _why_single(population: int | None, limit: int, members: int, halvings: int) -> str:
+    """Why a pass of one config, when that was not measured."""
+    asked = f"--population {population}" + (f", halved {halvings}x after lost workers" if halvings else "")
+    if population is not None and limit == 1:
+        return f"1 config per pass, as asked ({asked})"
+    if members == 1:
+        return "1 config per pass: the only cell of its optimizer and seed in this batch"
+    if population is None:
+        return ("1 config per pass: memory allows one" if limit == 1
+                else f"1 config per pass: the cell left over after populations of {limit}")
+    return f"1 config per pass: the cell left over ({asked})"
+
+
+def _noted(record: dict[str, Any], size: int, why: str) -> dict[str, Any]:
+    """A cell's summary with the note of how its pass was chosen; its epochs as they are."""
+    return record if "epoch" in record else {**record, "population": {"size": size, "why": why}}
+
+
+def _cost_key(task: str, optimizer: str, device: str, plan: TrainingProtocol) -> tuple:
+    """What a step's cost depends on, besides the population's size (the seed and hyperparameter values do not)."""
+    return (task, optimizer, torch.device(device).type, plan.batch_size, plan.amp, plan.deterministic,
+            repr(sorted(plan.task_options.items())))
+
+
+class _StepTimer:
+    """How long a loop's steps take, from the steps after its first WARMUP_STEPS that see a full batch (an
+    epoch's short last batch is faster); ``lap(batch size)`` after each step says when enough were timed.
+
+    On a CPU with one torch thread (a worker's setting) a step is timed by the CPU time of the thread that
+    runs it: other processes on the machine then cannot lengthen it; with more threads by the clock. On
+    CUDA by events on the device's stream (no wait per step, one when the result is read). The lower
+    quartile of the durations: what interference remains (caches, a clock) only adds to a step's time."""
+
+    def __init__(self, device: str, min_seconds: float):
+        self.device, self.min_seconds = torch.device(device), min_seconds
+        self.cuda = self.device.type == "cuda"
+        self.tick = time.thread_time if not self.cuda and torch.get_num_threads() == 1 else time.perf_counter
+        self.clock, self.sizes = [self.tick()], []
+        self.events = [self._event()] if self.cuda else []
+
+    def _event(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def lap(self, size: int) -> bool:
+        self.clock.append(self.tick())
+        self.sizes.append(size)
+        if self.cuda:
+            self.events.append(self._event())
+        timed = len(self.sizes) - WARMUP_STEPS
+        spent = self.clock[-1] - self.clock[min(WARMUP_STEPS, len(self.sizes))]
+        return (timed >= MIN_STEPS and spent >= self.min_seconds) or (timed >= 3 and spent >= ENOUGH_SECONDS)
+
+    def seconds_per_step(self) -> float:
+        if self.cuda:
+            self.events[-1].synchronize()
+            steps = [a.elapsed_time(b) / 1e3 for a, b in zip(self.events, self.events[1:])]
+        else:
+            steps = [b - a for a, b in zip(self.clock, self.clock[1:])]
+        if not steps:
+            return math.inf
+        timed = list(zip(steps, self.sizes))[WARMUP_STEPS:] or list(zip(steps, self.sizes))
+        full = max(size for _, size in timed)
+        durations = sorted(seconds for seconds, size in timed if size == full)
+        return durations[(len(durations) - 1) // 4]
+
+
+def _lone_seconds_per_step(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
+                           device: str) -> float:
+    """Seconds per step of one config trained alone, timed on a copy that is thrown away: the steps of
+    ``workers.training.train``'s loop, as many as :class:`_StepTimer` needs (a few milliseconds' worth on a
+    small task, 3 steps on a slow one)."""
+    with reproducible(plan.deterministic):
+        torch.manual_seed(seed)
+        problem = tasks.build(task, plan, device)
+        parameters = dict(problem.model.named_parameters())
+        opt = optimizers.create(optimizer, parameters.values(), **hparams)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(problem, plan, step))
+        generator = torch.Generator().manual_seed(seed)
+        autocast = autocast_for(plan, device, task)
+        total = torch.zeros((), device=device)
+        timer, steps = _StepTimer(device, MIN_SECONDS["lone"]), 0
+        while steps < MAX_PROBE_STEPS:
+            before = steps
+            for batch in problem.batches(generator):
+                with autocast:
+                    loss, size = problem.loss(batch, generator)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                problem.after_step(parameters)
+                schedule.step()
+                total += loss.detach().float() * size
+                steps += 1
+                if timer.lap(size) or steps >= MAX_PROBE_STEPS:
+                    return timer.seconds_per_step()
+            if steps == before:
+                break  # an epoch without a batch
+        return timer.seconds_per_step()
 
 
 def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict[str, Any]]:

@@ -21,8 +21,10 @@ import argparse
 import logging
 import os
 import queue
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -58,6 +60,7 @@ class Server:
         self.cells_done = 0
         self.stopping = threading.Event()
         self.restart = False
+        self.ray_dir = tempfile.mkdtemp(prefix="adamscape-ray-")  # named in the runtime file: removed if we are killed
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -76,7 +79,8 @@ class Server:
                 return
         warm.write_runtime({"pid": os.getpid(), "port": listener.address[1], "key": key.hex(),
                             "workers": self.workers, "gpus_per_trial": self.gpus, "code": self.code,
-                            "started": self.started, "log": os.environ.get("ADAMSCAPE_WARM_LOG")})
+                            "started": self.started, "log": os.environ.get("ADAMSCAPE_WARM_LOG"),
+                            "ray_dir": self.ray_dir})
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="accept").start()
         try:
             self._start_pool()
@@ -98,6 +102,10 @@ class Server:
 
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            # a temporary folder of its own: Ray's ray_current_cluster file in the default one would make the
+            # user's own `ray.init()` join this background Ray (whose CPUs our workers hold) for as long as it
+            # stays up. Short, as Ray's socket paths under it must stay under 108 bytes.
+            os.environ["RAY_TMPDIR"] = self.ray_dir
             ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                      num_cpus=max(self.workers or 1, warm.cpu_count()))
 
@@ -118,6 +126,7 @@ class Server:
         stopper = threading.Thread(target=ray.shutdown, daemon=True)
         stopper.start()
         stopper.join(timeout=10)
+        shutil.rmtree(self.ray_dir, ignore_errors=True)
 
     def _lose(self, message: str) -> None:
         with self.lock:

@@ -35,7 +35,7 @@ def test_apptest_renders_a_finished_study(finished_db, monkeypatch):
     assert labels.count("good region") == 2 and labels.count("lr window") == 2  # adam and sgdm
     diverged = [m.value for m in app.metric if m.label == "diverged runs"]
     assert diverged == ["0%", "50%"]  # sgdm's lr=1000 diverges on both seeds
-    assert "10/10 cells finished" in app.get("progress")[0].proto.text
+    assert app.get("progress")[0].proto.text == "10 of 10 cells finished · 2 diverged"  # sgdm lr 1000
 
 
 def _plotly_array(value):
@@ -214,7 +214,7 @@ def test_real_browser_opens_every_page_without_an_error(finished_db):
                     page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)
                 page.wait_for_timeout(500)  # the charts draw
                 assert page.locator("[data-testid='stException']").count() == 0, name
-                assert page.get_by_text("10/10 cells finished").count() == 1, name
+                assert page.get_by_text("10 of 10 cells finished").count() == 1, name
                 shot = ARTIFACTS / f"{name.lower().replace(' ', '-')}.png"
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 10_000, name
@@ -292,3 +292,54 @@ def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeyp
     app.radio(key="reduce").set_value("at their best").run()
     app.selectbox(key="x-axis").set_value("beta1").run()
     assert layout()[:2] == ("beta1", 2)
+
+
+def test_apptest_a_stopped_study_maps_its_whole_grid_and_marks_what_has_not_run(tmp_path, monkeypatch):
+    """No training: the first cells in run order are finished by hand, the rest left pending. The page
+    says "N of M cells finished"; each map spans its optimizer's grid, its "not run yet" trace covers
+    exactly the points where no cell has finished, and the colours only the others."""
+    import math
+
+    import sqlalchemy as sa
+
+    from study import spec, store
+
+    url = f"sqlite:///{tmp_path / 'stopped.db'}"
+    engine = store.connect(url)
+    body = "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 5 }\nbeta1 = [0.5, 0.7, 0.9]\n\n" \
+           "[optimizers.sgdm]\nlr = [0.01, 0.1, 1.0, 3.0]\n"
+    store.register(engine, spec.load(study_file(tmp_path, name="stopped", body=body)))  # 38 cells
+    leased = store.claim(engine, store.get_study(engine, "stopped"), "driver", 11, lease_seconds=60)
+    with store.transaction(engine) as conn:
+        store.finish(conn, "driver", [{"cell": cell, "status": "complete", "final": {"test_accuracy": 0.5 + k / 100}}
+                                      for k, cell in enumerate(leased)], metric="test_accuracy")
+    monkeypatch.setenv("ADAMSCAPE_DB", url)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    assert app.get("progress")[0].proto.text == "11 of 38 cells finished"
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)["data"]
+              for c in app.get("plotly_chart")}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT optimizer, lr, beta1, status FROM sweep_cells")).all()
+    for optimizer in ("adam", "sgdm"):
+        main, *rest = charts[optimizer]
+        mine = [r for r in rows if r.optimizer == optimizer]
+        lrs, betas = sorted({r.lr for r in mine}), sorted({r.beta1 for r in mine}, key=lambda b: b or 0)
+        done = {(r.lr, r.beta1) for r in mine if r.status == "complete"}
+        assert list(main["x"]) == [analysis_label(v) for v in lrs]  # the whole grid
+        z = _plotly_array(main["z"])
+        expected = [[(lr, b) not in done for lr in lrs] for b in betas]
+        assert [[v is None or (isinstance(v, float) and math.isnan(v)) for v in row] for row in z] == expected
+        (missing,) = [t for t in rest if t.get("name") == "not run yet"]
+        marked = [[v is not None and not (isinstance(v, float) and math.isnan(v)) for v in row]
+                  for row in _plotly_array(missing["z"])]
+        assert marked == expected and any(map(any, expected)) and not all(map(all, expected))
+        hover = _plotly_array(missing["customdata"])
+        assert all(hover[i][j].startswith("not run yet (0 of ") for i, row in enumerate(expected)
+                   for j, flag in enumerate(row) if flag)
+
+
+def analysis_label(value: float) -> str:
+    from study import analysis
+
+    return analysis.axis_label(value)

@@ -216,3 +216,87 @@ def test_a_map_fixes_or_reduces_the_other_axes_as_asked():
     assert strip.score.shape == (1, 2) and strip.runs[0, 0] == 4
     with pytest.raises(ValueError, match="reduce"):
         analysis.heatmap(scores, "adam", "maximize", reduce="median")
+
+
+# --- a study still running or stopped: the map shows what is not run yet -----------------------------
+
+PARTIAL_STUDY = """name = "partial"
+task = "digits-mlp"
+seeds = [0, 1]
+metric = "test_accuracy"
+
+[optimizers.adam]
+lr = { log = [1e-4, 1e-1], num = 4 }
+beta1 = [0.5, 0.7, 0.9]
+eps = [1e-8, 1e-6]
+
+[optimizers.sgdm]
+lr = [0.01, 0.1, 1.0]
+"""
+
+
+def _partly_run(finished: int, failed: set[int] = frozenset(), diverged: set[int] = frozenset()) -> pd.DataFrame:
+    """A results frame as ``store.results`` gives it for PARTIAL_STUDY: every cell, the first ``finished``
+    of its run order finished (``failed`` / ``diverged``: those cell indexes), the others pending."""
+    from study import spec
+
+    study = spec.parse(PARTIAL_STUDY)
+    cells = spec.expand(study)
+    position = spec.run_order(cells)
+    rows = []
+    for cell in cells:
+        status = "pending"
+        if position[cell.index] < finished:
+            status = "failed" if cell.index in failed else "diverged" if cell.index in diverged else "complete"
+        value = 0.5 + 0.1 * math.log10(cell.hparams["lr"]) + cell.seed / 100 if status == "complete" else None
+        rows.append(dict(optimizer=cell.optimizer, seed=cell.seed, cell=cell.index, status=status,
+                         diverged=status == "diverged" if status != "pending" else None,
+                         final_test_accuracy=value, **cell.hparams))
+    return pd.DataFrame(rows)
+
+
+def test_a_partly_run_study_maps_its_whole_grid_and_marks_exactly_what_has_not_run():
+    results = _partly_run(finished=12, failed={0, 1})  # 12 of adam's 16 scouts; its cells 0, 1 failed
+    done = results[results.status != "pending"]
+    scores = analysis.cell_scores(results, "test_accuracy")
+    lrs, betas = [1e-4, 1e-3, 1e-2, 1e-1], [0.5, 0.7, 0.9]
+    for reduce in ("best", "mean"):
+        hm = analysis.heatmap(scores, "adam", "maximize", reduce=reduce, cells=results)
+        assert (hm.x, hm.y) == ("lr", "beta1")
+        assert hm.x_values == pytest.approx(lrs) and hm.y_values == betas  # the grid, not only what finished
+        for i, beta1 in enumerate(betas):
+            for j, lr in enumerate(lrs):
+                point = results[(results.optimizer == "adam") & np.isclose(results.lr, lr) & (results.beta1 == beta1)]
+                finished = point.status.isin(["complete", "diverged", "failed"]).sum()
+                assert (hm.planned[i, j], hm.finished[i, j]) == (len(point), finished)  # 2 eps × 2 seeds
+                assert hm.missing[i, j] == (finished == 0)
+                scored = point.status.isin(["complete", "diverged"]).any()
+                assert np.isfinite(hm.score[i, j]) == scored  # colour only where something has a score
+    hm = analysis.heatmap(scores, "adam", "maximize", cells=results)
+    assert 0 < hm.missing.sum() < hm.missing.size  # partly run: some points done, some not
+    expected_missing = {(b, lr) for lr in lrs for b in betas} - {
+        (r.beta1, lr) for r in done[done.optimizer == "adam"].itertuples() for lr in lrs if math.isclose(r.lr, lr)}
+    assert {(hm.y_values[i], hm.x_values[j]) for i, j in zip(*np.nonzero(hm.missing))} == expected_missing
+    fixed = analysis.heatmap(scores, "adam", "maximize", fixed={"eps": 1e-6}, cells=results)
+    assert fixed.planned.max() == 2  # the two seeds at eps = 1e-6
+    nothing = analysis.heatmap(analysis.cell_scores(_partly_run(0), "test_accuracy"), "sgdm", "maximize",
+                               cells=_partly_run(0))
+    assert nothing.missing.all() and nothing.x_values == [0.01, 0.1, 1.0] and np.isnan(nothing.score).all()
+    without = analysis.heatmap(scores, "adam", "maximize")  # without the cells: what finished only
+    assert without.missing is None and len(without.x_values) <= len(lrs)
+
+
+def test_a_stopped_studys_first_cells_in_run_order_map_every_optimizer_across_its_axes():
+    results = _partly_run(finished=19)  # 19 of 108: the scouts (adam's first 16, sgdm's 3)
+    scores = analysis.cell_scores(results, "test_accuracy")
+    adam = analysis.heatmap(scores, "adam", "maximize", cells=results)
+    # the scouts: each axis' ends and middle (lr 1e-4, 1e-3, 1e-1; every beta1); only lr 1e-2 is missing
+    assert adam.missing.sum() == 3 and adam.missing[:, adam.x_values.index(1e-2)].all()
+    sgdm = analysis.heatmap(scores, "sgdm", "maximize", cells=results)
+    assert sgdm.y is None and not sgdm.missing.any()  # its whole (one-seed) grid
+
+
+def test_the_progress_line_counts_every_finished_status():
+    line = analysis.finished_line({"complete": 5, "diverged": 2, "failed": 1, "running": 3, "pending": 9}, 20)
+    assert line == "8 of 20 cells finished · 3 running · 2 diverged · 1 failed"
+    assert analysis.finished_line({}, 4) == "0 of 4 cells finished"

@@ -73,3 +73,48 @@ def test_report_of_an_unknown_study_is_one_error_line(report, tmp_path):
     result = adamscape("report", "ghost", "--db", url, "--out", tmp_path / "x", check=False)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_the_report_of_a_stopped_study_says_how_far_it_got_and_hatches_what_has_not_run(tmp_path):
+    """No Ray: the study's first cells in run order are finished by hand (one of them failed), then
+    reported. The page says "N of M cells finished"; the maps span each optimizer's whole grid and
+    hatch exactly its points where no cell has finished."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import sqlalchemy as sa
+
+    from study import report, spec
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    engine = store.connect(url)
+    body = "[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 5 }\nbeta1 = [0.5, 0.7, 0.9]\n\n" \
+           "[optimizers.sgdm]\nlr = [0.01, 0.1, 1.0, 3.0]\n"
+    store.register(engine, spec.load(study_file(tmp_path, body=body)))  # 2 seeds: 30 + 8 cells
+    leased = store.claim(engine, store.get_study(engine, "tiny"), "driver", 11, lease_seconds=60)
+    with store.transaction(engine) as conn:
+        store.finish(conn, "driver", [{"cell": cell, "status": "failed" if k == 3 else "complete",
+                                       "final": {"test_accuracy": 0.5 + 0.01 * k}, "error": "boom" if k == 3 else None}
+                                      for k, cell in enumerate(leased[:10])])
+    report.write(engine, "tiny", tmp_path / "atlas")
+    page = (tmp_path / "atlas" / "report.html").read_text()
+    assert "10 of 38 cells finished · 1 running · 1 failed" in page and "hatched: not run yet" in page
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT optimizer, lr, beta1, status FROM sweep_cells")).all()
+    results = store.results("tiny", engine)
+    scores = analysis.cell_scores(results, "test_accuracy")
+    figure = report.maps_figure(scores, ["adam", "sgdm"], "test_accuracy", "maximize", results)
+    axes = {ax.get_title().split(":")[0]: ax for ax in figure.axes if ax.get_title()}
+    for optimizer in ("adam", "sgdm"):
+        mine = [r for r in rows if r.optimizer == optimizer]
+        lrs, betas = sorted({r.lr for r in mine}), sorted({r.beta1 for r in mine})
+        done = {(r.lr, r.beta1) for r in mine if r.status in ("complete", "diverged", "failed")}
+        expected = {(betas.index(b) if len(betas) > 1 else 0, lrs.index(lr)) for lr in lrs for b in betas
+                    if (lr, b) not in done}
+        hatched = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in axes[optimizer].patches
+                   if p.get_hatch() == "///"}
+        assert hatched == expected and expected  # some not run yet, and exactly those
+        finished = sum(r.status in ("complete", "failed") for r in mine)
+        assert axes[optimizer].get_title() == f"{optimizer}: {finished} of {len(mine)} cells finished"
+        assert len(axes[optimizer].get_xticklabels()) == len(lrs)  # the whole grid, not what finished

@@ -42,6 +42,69 @@ def test_order_is_optimizer_then_seed_then_point():
     assert groups == [(o, s) for o in ("adam", "adabound", "sgdm") for s in (0, 1)]
 
 
+def _in_run_order(cells):
+    position = spec.run_order(cells)
+    assert sorted(position) == list(range(len(cells)))  # a permutation: every cell once
+    return [cells[k] for k in sorted(range(len(cells)), key=position.__getitem__)]
+
+
+def _runs(ordered):
+    """Consecutive cells of one (optimizer, seed): [(optimizer, seed, cells)]."""
+    return [(o, s, list(group)) for (o, s), group in itertools.groupby(ordered, key=lambda c: (c.optimizer, c.seed))]
+
+
+def test_run_order_starts_with_a_coarse_map_of_every_optimizer():
+    study = spec.load(QUICKSTART)
+    ordered = _in_run_order(spec.expand(study))
+    assert spec.run_order(spec.expand(study)) == spec.run_order(spec.expand(spec.load(QUICKSTART)))  # reproducible
+    scouts = _runs(ordered)[:3]
+    assert [(o, s) for o, s, _ in scouts] == [("adam", 0), ("adabound", 0), ("sgdm", 0)]  # file order, first seed
+    for optimizer, _, cells in scouts:
+        grid = study.grid(optimizer)
+        swept = study.swept_axes(optimizer)
+        assert len(cells) == 3 ** len(swept) <= spec.SCOUT_CELLS  # ends and middle of every swept axis
+        for axis in swept:
+            values = grid[axis]
+            assert {c.hparams[axis] for c in cells} == {values[0], values[len(values) // 2 - (len(values) % 2 == 0)],
+                                                         values[-1]}
+        corners = {tuple(c.hparams[a] for a in swept) for c in cells[:2 ** len(swept)]}
+        assert corners == set(itertools.product(*[(grid[a][0], grid[a][-1]) for a in swept]))  # corners first
+
+
+def test_each_optimizer_and_seed_walks_its_grid_coarse_to_fine():
+    """Every prefix of an (optimizer, seed)'s cells that completes a level is a sub-grid: corners, then each
+    axis' ends and middle, then its quarters …"""
+    study = spec.parse(BASE.replace("seeds = [0]", "seeds = [4, 2]") + "[optimizers.adam]\n"
+                       "lr = { log = [1e-5, 1e-1], num = 9 }\nbeta1 = { linear = [0.0, 0.99], num = 5 }\n")
+    ordered = _in_run_order(spec.expand(study))
+    lrs, betas = study.grid("adam")["lr"], study.grid("adam")["beta1"]
+    for seed in (4, 2):
+        walk = [(lrs.index(c.hparams["lr"]), betas.index(c.hparams["beta1"])) for c in ordered if c.seed == seed]
+        assert sorted(walk) == sorted(itertools.product(range(9), range(5)))
+        for lr_levels, beta_levels in [([0, 8], [0, 4]), ([0, 4, 8], [0, 2, 4]), ([0, 2, 4, 6, 8], [0, 1, 2, 3, 4])]:
+            size = len(lr_levels) * len(beta_levels)
+            assert set(walk[:size]) == set(itertools.product(lr_levels, beta_levels)), (seed, size)
+
+
+def test_run_order_deals_population_sized_chunks_in_rounds():
+    """Scouts of the first seed, then per round, seed and optimizer the next 64 grid points (the first
+    seed's first chunk tops its scout up to 64): every chunk is one run of one (optimizer, seed)."""
+    study = spec.parse(BASE.replace("seeds = [0]", "seeds = [0, 1]") + "[optimizers.adam]\n"
+                       "lr = { log = [1e-6, 1.0], num = 150 }\n\n[optimizers.sgdm]\nlr = [0.1, 0.01]\n")
+    runs = [(o, s, len(cells)) for o, s, cells in _runs(_in_run_order(spec.expand(study)))]
+    assert spec.ORDER_CHUNK == 64
+    assert runs == [("adam", 0, 3), ("sgdm", 0, 2),  # round 0: scouts (sgdm's two points are its whole grid)
+                    ("adam", 0, 61), ("adam", 1, 64), ("sgdm", 1, 2),  # round 1: adam's first 64 points per seed
+                    ("adam", 0, 64), ("adam", 1, 64),  # round 2
+                    ("adam", 0, 22), ("adam", 1, 22)]  # round 3: the rest
+
+
+def test_order_chunk_is_what_the_driver_sends_a_worker_at_most():
+    from study import runner
+
+    assert spec.ORDER_CHUNK == runner.AUTO_POPULATION
+
+
 def test_linear_range_includes_both_ends():
     assert spec.axis_values({"linear": [0.5, 0.9], "num": 5}) == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
     assert spec.axis_values({"log": [1e-4, 1e-1], "num": 1}) == [1e-4]

@@ -280,3 +280,145 @@ def test_a_port_that_is_not_a_number_is_one_user_error(url, shown, port):
         assert message.startswith(f"database URL {shown} has a port that is not a number ({port}); ")
         assert "host:PORT with digits" in message and "--db or ADAMSCAPE_DB" in message and "s3cret" not in message
         assert "\n" not in message
+
+
+# --- the run order and retrying failed cells --------------------------------------------------------
+
+def test_register_stores_the_run_order_and_claims_follow_it(db_url, tmp_path):
+    engine = store.connect(db_url)
+    study = spec.load(study_file(tmp_path, body="[optimizers.adam]\nlr = { log = [1e-4, 1e-1], num = 5 }\n"
+                                                "beta1 = [0.5, 0.9]\n\n[optimizers.sgdm]\nlr = [0.1, 0.2, 0.3]\n"))
+    store.register(engine, study)
+    expected = spec.run_order(spec.expand(study))
+    assert expected != sorted(expected)  # not file order
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT cell_index, run_order FROM sweep_cells ORDER BY cell_index")).all()
+    assert [r.run_order for r in stored] == expected
+    row = store.get_study(engine, "tiny")
+    leased = []
+    for limit in (3, 7, 1, 100):
+        batch = store.claim(engine, row, "driver-a", limit, lease_seconds=60)
+        assert len(batch) == min(limit, len(expected) - len(leased))
+        leased += batch
+    assert [expected[c["cell_index"]] for c in leased] == list(range(len(expected)))
+
+
+def _finished_with_failures(engine, tmp_path):
+    """The tiny study run to its end by hand: 3 cells failed (one after a worker died on it), the rest
+    complete, each with a curve of its first attempt and its Optuna trial."""
+    from study.optuna_log import OptunaLog
+
+    store.register(engine, spec.load(study_file(tmp_path)))
+    row = store.get_study(engine, "tiny")
+    cells = store.claim(engine, row, "driver-a", 100, lease_seconds=60)
+    doomed = {cells[1]["id"], cells[4]["id"], cells[8]["id"]}
+    with store.transaction(engine) as conn:
+        store.record_epochs(conn, "driver-a", [(cell, 1, {"train_loss": 1.0}) for cell in cells])
+        store.finish(conn, "driver-a", [{"cell": cell, "status": "failed" if cell["id"] in doomed else "complete",
+                                         "error": f"boom {cell['cell_index']}" if cell["id"] in doomed else None,
+                                         "final": {} if cell["id"] in doomed else {"test_accuracy": 0.5},
+                                         "device": "cpu"} for cell in cells if cell["id"] != cells[8]["id"]])
+        store.release(conn, cells[8], "driver-a", lost="worker died: node gone", max_attempts=1)
+    log = OptunaLog(engine, row)
+    log.open()
+    log.report([cell["id"] for cell in cells])
+    log.close()
+    return row, {cell["id"]: cell for cell in cells}, doomed
+
+
+def _trials(engine, name="tiny"):
+    import optuna
+
+    url = engine.url.render_as_string(hide_password=False)
+    return {optimizer: optuna.load_study(study_name=store.optuna_study_name(name, optimizer), storage=url).trials
+            for optimizer in ("adam", "sgdm")}
+
+
+def _rows(engine):
+    with engine.connect() as conn:
+        return {r["id"]: dict(r) for r in conn.execute(sa.text("SELECT * FROM sweep_cells")).mappings()}
+
+
+def test_retry_failed_reruns_only_failed_cells_and_keeps_their_history(db_url, tmp_path):
+    import optuna
+
+    from study.optuna_log import OptunaLog
+
+    engine = store.connect(db_url)
+    row, cells, doomed = _finished_with_failures(engine, tmp_path)
+    before = _rows(engine)
+    assert sorted(r["status"] for r in before.values()).count("failed") == 3
+    assert store.queue(engine) == [] and store.overview(engine)[0]["display"] == "finished"
+    old_fail = {r["cell_index"]: r["optuna_trial"] for r in before.values() if r["id"] in doomed}
+
+    assert store.retry_failed(engine, "tiny") == 3
+    after = _rows(engine)
+    for cell_id, cell in after.items():
+        if cell_id not in doomed:
+            assert cell == before[cell_id]  # finished results are untouched
+            continue
+        assert cell["status"] == "pending" and cell["attempts"] == 1 and cell["losses"] == 0
+        assert cell["error"] == before[cell_id]["error"] and cell["error"]  # the last error, until a new attempt ends
+        assert cell["lease_owner"] is None and cell["optuna_trial"] is None and cell["finished_at"] is None
+        assert cell["device"] is None and cell["diverged"] is None
+    (queued,) = store.queue(engine)  # a finished study is queued again
+    assert queued["name"] == "tiny" and queued["claimable"]
+    (overview,) = store.overview(engine)
+    assert overview["display"] == "running" and overview["position"] == 1  # not "finished" any more
+    assert store.get_study(engine, "tiny")["state"] == "active"
+
+    # Optuna: each old FAIL stays, as history, no longer under the cell's index
+    trials = _trials(engine)
+    history = {t.user_attrs["retried_cell"]: t for ts in trials.values() for t in ts if "retried_cell" in t.user_attrs}
+    assert {index: t.number for index, t in history.items()} == old_fail
+    assert all(t.state == optuna.trial.TrialState.FAIL and "cell" not in t.user_attrs for t in history.values())
+    assert {t.user_attrs["error"] for t in history.values()} == {before[i]["error"] for i in doomed}
+
+    # the next run leases exactly those cells, as new attempts; their first curves stay
+    again = store.claim(engine, row, "driver-b", 100, lease_seconds=60)
+    assert {c["id"] for c in again} == doomed and all(c["attempts"] == 2 for c in again)
+    with store.transaction(engine) as conn:
+        store.record_epochs(conn, "driver-b", [(cell, 1, {"train_loss": 0.25}) for cell in again])
+        store.finish(conn, "driver-b", [{"cell": cell, "status": "complete", "final": {"test_accuracy": 0.75}}
+                                        for cell in again])
+    with engine.connect() as conn:
+        curves = conn.execute(sa.text("SELECT cell_id, attempt FROM sweep_curves WHERE cell_id IN :ids")
+                              .bindparams(sa.bindparam("ids", expanding=True)), {"ids": list(doomed)}).all()
+    assert sorted(curves) == sorted((cell_id, attempt) for cell_id in doomed for attempt in (1, 2))
+    assert all(_rows(engine)[i]["error"] is None for i in doomed)  # a result clears it
+    # a driver that died before reporting them: the next one reconciles them as new trials, not the old FAILs
+    log = OptunaLog(engine, row)
+    log.open()
+    log.reconcile()
+    log.close()
+    trials = _trials(engine)
+    final = _rows(engine)
+    for optimizer, ts in trials.items():
+        current = {t.user_attrs["cell"]: t for t in ts if "cell" in t.user_attrs}
+        mine = {r["cell_index"]: r for r in final.values() if r["optimizer"] == optimizer}
+        assert sorted(current) == sorted(mine)  # one trial per cell under its index
+        for index, t in current.items():
+            assert t.number == mine[index]["optuna_trial"]
+            if mine[index]["id"] in doomed:
+                assert t.state == optuna.trial.TrialState.COMPLETE and t.value == 0.75
+                assert t.number != old_fail[index]
+    assert sum(len(ts) for ts in trials.values()) == 10 + 3
+    assert store.retry_failed(engine, "tiny") == 0
+
+
+def test_retry_failed_refuses_a_cancelled_or_unknown_study_and_leaves_a_paused_one_paused(db_url, tmp_path):
+    engine = store.connect(db_url)
+    _finished_with_failures(engine, tmp_path)
+    with pytest.raises(UserError, match="no study named 'ghost'"):
+        store.retry_failed(engine, "ghost")
+    other = spec.load(study_file(tmp_path, name="other"))
+    store.register(engine, other)
+    store.set_state(engine, "other", "cancel")
+    with pytest.raises(UserError, match="was cancelled; resubmit its file with --replace"):
+        store.retry_failed(engine, "other")
+    with engine.begin() as conn:  # a failed cell of a paused study: pending again, but only after `resume`
+        conn.execute(sa.text("UPDATE sweep_cells SET status = 'pending' WHERE status = 'complete'"))
+    store.set_state(engine, "tiny", "pause")
+    assert store.retry_failed(engine, "tiny") == 3
+    assert store.get_study(engine, "tiny")["state"] == "paused" and store.queue(engine) == []
+    assert store.claim(engine, store.get_study(engine, "tiny"), "driver-a", 100, lease_seconds=60) == []

@@ -11,6 +11,7 @@ in a near-zero gradient into an lr-sized step, so metrics agree to 1e-3 relative
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -52,13 +53,14 @@ def _by_member(records) -> dict[int, list[dict]]:
 
 
 def _without_time(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
+    """The records without their wall time and the note of how their pass was chosen (``population``)."""
+    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "population")} for r in records]
 
 
 def _assert_close(ours: list[dict], reference: list[dict], what: str) -> None:
     assert len(ours) == len(reference), what
     for mine, theirs in zip(ours, reference):
-        flat = lambda r: {**{k: v for k, v in r.items() if k not in ("final", "wall_seconds")},  # noqa: E731
+        flat = lambda r: {**{k: v for k, v in r.items() if k not in ("final", "wall_seconds", "population")},  # noqa: E731
                           **{f"final.{k}": v for k, v in r.get("final", {}).items()}}
         a, b = flat(mine), flat(theirs)
         assert a.keys() == b.keys(), what
@@ -246,3 +248,117 @@ def test_own_optimizers_train_in_populations_only_on_the_batched_kernel(tmp_path
         population.train_population = original
     assert calls == [3]  # Adam2's three configs as one population; PlainSGD's one at a time
     assert "optimizer ./mine.py:PlainSGD trains one configuration per pass" in caplog.text
+
+
+# --- auto: a population only where this worker measured it faster than one config at a time ------------
+
+def test_auto_picks_what_the_measured_cost_per_config_favours_and_states_the_numbers():
+    assert population.choose(16, lone=2.5e-3, together=16 * 0.8e-3) == (
+        16, "16 configs per pass: 3.1x faster per cell than one at a time (measured 0.8 ms vs 2.5 ms per config and step)")
+    assert population.choose(2, lone=0.4e-3, together=1.3e-3) == (
+        1, "1 config per pass: a population of 2 measured 1.6x slower per cell than one at a time "
+           "(0.65 ms vs 0.4 ms per config and step)")
+    assert population.choose(4, lone=1e-3, together=4e-3)[0] == 1  # no faster: one at a time
+
+
+def test_the_step_timer_leaves_out_the_first_steps_and_an_epochs_short_last_batch():
+    timer = population._StepTimer("cpu", min_seconds=0.05)
+    now = [0.0]
+    timer.tick, timer.clock = (lambda: now[0]), [0.0]
+    durations = [(0.9, 64), (0.5, 64)] + [(0.01, 64)] * 3 + [(0.04, 64)] + [(0.01, 64)] * 3 + [(0.001, 29)]
+    said = []
+    for seconds, size in durations:
+        now[0] += seconds
+        said.append(timer.lap(size))
+    assert said.index(True) == 2 + population.MIN_STEPS - 1  # 8 steps timed after the first 2, and 0.05 s
+    assert timer.seconds_per_step() == pytest.approx(0.01)  # not the first two, the delayed one, nor the short batch
+
+
+def _note_numbers(why: str) -> tuple[str, str]:
+    together, lone = re.search(r"([\d.e+-]+) ms vs ([\d.e+-]+) ms per config and step\)$", why).groups()
+    return together, lone
+
+
+@pytest.mark.parametrize("lone_seconds,expected", [(1e-7, 1), (1e3, 3)])
+def test_auto_abandons_a_population_measured_slower_and_remembers_what_it_measured(monkeypatch, data_dir,
+                                                                                  lone_seconds, expected):
+    """One config alone is made to measure (almost) free, then (almost) endless: the population, timed in its
+    first steps, is abandoned before it reports anything (its cells train alone, exactly as alone), or kept.
+    A second batch of the same size decides from the first one's measurements: nothing is timed again."""
+    monkeypatch.setattr(population, "_LONE_STEP", {})
+    monkeypatch.setattr(population, "_TOGETHER_STEP", {})
+    probes, passes = [], []
+    monkeypatch.setattr(population, "_lone_seconds_per_step", lambda *args: probes.append(args) or lone_seconds)
+    real = population.train_population
+
+    def spied(*args, **kwargs):
+        passes.append(("judge" in kwargs, len(args[2])))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(population, "train_population", spied)
+    plan = _protocol("digits-mlp", data_dir[0])
+    members = _members("adam")
+    for attempt in range(2):
+        records = _by_member(train_cells("digits-mlp", "adam", 0, members, plan))
+        notes = [records[index][-1]["population"] for index in range(3)]
+        assert all(note == notes[0] for note in notes) and notes[0]["size"] == expected
+        for index, hparams in enumerate(members):
+            alone = list(training.train("digits-mlp", "adam", hparams, 0, plan))
+            if expected == 1:
+                assert _without_time(records[index]) == _without_time(alone)
+            else:
+                _assert_close(records[index], alone, f"config {index}")
+    (together,) = population._TOGETHER_STEP.values()
+    assert len(probes) == 1 and list(population._LONE_STEP.values()) == [lone_seconds]
+    assert passes == ([(True, 3)] if expected == 1 else [(True, 3), (False, 3)])  # measured once, then decided
+    why = notes[0]["why"]
+    assert why.startswith("1 config per pass: a population of 3 measured" if expected == 1
+                          else "3 configs per pass: ")
+    assert _note_numbers(why) == (population._ms(together / 3), population._ms(lone_seconds))
+
+
+def test_a_workers_batch_on_auto_says_why_and_trains_as_one_at_a_time(monkeypatch, data_dir):
+    """Real measurements on a real task: every finished cell of an auto batch carries the note of its pass,
+    with the numbers this worker measured, and its results are those of ``--population 1``'s batch."""
+    monkeypatch.setattr(population, "_LONE_STEP", {})
+    monkeypatch.setattr(population, "_TOGETHER_STEP", {})
+    plan = _protocol("digits-mlp", data_dir[0])
+    cells = [{"key": f"{name}{i}", "optimizer": name, "seed": 0, "hparams": hparams}
+             for name in ("adam", "adabound") for i, hparams in enumerate(_members(name) + _members(name)[:1])]
+    batch = {"task": "digits-mlp", "protocol": plan.__dict__, "cells": cells}
+    auto = list(train_payload(batch | {"population": None}))
+    one = list(train_payload(batch | {"population": 1}))
+    finished = {r["key"]: r for r in auto if "epoch" not in r}
+    assert set(finished) == {c["key"] for c in cells} and not any("error" in r for r in finished.values())
+    for name in ("adam", "adabound"):
+        key = population._cost_key("digits-mlp", name, "cpu", plan)
+        lone, together = population._LONE_STEP[key], population._TOGETHER_STEP[key + (4,)]
+        notes = [finished[c["key"]]["population"] for c in cells if c["optimizer"] == name]
+        assert all(note == notes[0] for note in notes)
+        assert notes[0] == {"size": population.choose(4, lone, together)[0], "why": population.choose(4, lone, together)[1]}
+        assert _note_numbers(notes[0]["why"]) == (population._ms(together / 4), population._ms(lone))
+    assert {r["population"]["why"] for r in one if "epoch" not in r} == {"1 config per pass, as asked (--population 1)"}
+    by_key = lambda records: {k: [r for r in records if r["key"] == k] for k in finished}  # noqa: E731
+    for key, records in by_key(auto).items():
+        _assert_close(records, by_key(one)[key], key)
+
+
+def test_the_driver_announces_each_optimizers_first_population_note_once():
+    from types import SimpleNamespace
+
+    from study.runner import Driver, RunOptions
+
+    lines = []
+    driver = Driver(None, None, RunOptions(), announce=lines.append)
+    study = SimpleNamespace(id=7, row={"name": "grid"})
+    driver.inflight = {key: ({"id": key, "optimizer": name}, study) for key, name in
+                       enumerate(["adam", "adam", "adabound", "adabound"])}
+    note = lambda size, why: {"final": {}, "status": "complete", "population": {"size": size, "why": why}}  # noqa: E731
+    events = [SimpleNamespace(key=0, kind="epoch", data={"epoch": 1, "population": {"size": 9, "why": "no"}}),
+              SimpleNamespace(key=2, kind="error", data={"error": "boom"}),
+              SimpleNamespace(key=0, kind="done", data=note(16, "16 configs per pass: faster")),
+              SimpleNamespace(key=1, kind="done", data=note(1, "1 config per pass: the cell left over")),
+              SimpleNamespace(key=3, kind="done", data=note(1, "1 config per pass: slower"))]
+    driver._say_populations(events[:3])
+    driver._say_populations(events[3:])
+    assert lines == ["study grid, adam: 16 configs per pass: faster", "study grid, adabound: 1 config per pass: slower"]
