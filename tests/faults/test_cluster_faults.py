@@ -77,17 +77,19 @@ def test_killed_training_process_and_killed_worker_node(cluster, pg_url, tmp_pat
 
 
 def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_once(cluster, sqlite_url, tmp_path):
-    """Two workers, two populations of four (one optimizer, one seed): SIGKILL one training process mid-way;
-    its four cells come back as one worker death each and run again, the other population is untouched."""
+    """Two workers, two populations of three (one optimizer, two seeds): SIGKILL one training process mid-way;
+    its three cells come back as one worker death each and run again, the other population is untouched."""
     db = sqlite_url
     # noop epochs of 50 ms: each population lasts 10 s however loaded the machine is, so both overlap
-    body = "[task_options]\nseconds = 0.05\n\n[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 8 }\n"
-    submit(write_study(tmp_path / "p.toml", "population", body, epochs=200, task="noop", metric="train_loss"), db)
+    # two seeds of three lr: in the run order each seed's grid is one batch (the first seed's is its scout)
+    body = "[task_options]\nseconds = 0.05\n\n[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 3 }\n"
+    submit(write_study(tmp_path / "p.toml", "population", body, epochs=200, task="noop", metric="train_loss",
+                       seeds="[0, 1]"), db)
     # populations of four asked for: auto would time noop's sleeping epochs as free and train one at a time
-    run = driver("run", "population", "--db", db, "--address", cluster.address, "--population", "4",
+    run = driver("run", "population", "--db", db, "--address", cluster.address, "--population", "3",
                  ADAMSCAPE_LOG_DIR=str(tmp_path))
     training = "SELECT COUNT(DISTINCT cell_id) FROM sweep_curves"
-    wait_for(lambda: query(db, training)[0][0] == 8, what="both populations training")
+    wait_for(lambda: query(db, training)[0][0] == 6, what="both populations training")
     assert finished(db, "population") == 0
     trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
     assert len(trainers) == 2, trainers
@@ -99,7 +101,7 @@ def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_
     losses = query(db, "SELECT cell_index, losses, attempts FROM sweep_cells ORDER BY cell_index")
     killed = sorted(r.cell_index for r in losses if r.losses == 1)
     in_run_order = [r.cell_index for r in query(db, "SELECT cell_index FROM sweep_cells ORDER BY run_order")]
-    batches = sorted(in_run_order[:4]), sorted(in_run_order[4:])  # the driver's two batches of four
+    batches = sorted(in_run_order[:3]), sorted(in_run_order[3:])  # the driver's two batches of three
     assert killed in batches, losses  # the whole population, and only it
     assert all(r.attempts == (2 if r.cell_index in killed else 1) for r in losses)
     # Ray's note on the dead worker went to the log the driver named, not among its progress bar
