@@ -83,8 +83,8 @@ def test_a_worker_killed_mid_population_returns_all_its_cells_and_each_finishes_
     # noop epochs of 50 ms: each population lasts 10 s however loaded the machine is, so both overlap
     # two seeds of three lr: in the run order each seed's grid is one batch (the first seed's is its scout)
     body = "[task_options]\nseconds = 0.05\n\n[optimizers.adam]\nlr = { log = [1e-3, 1e-1], num = 3 }\n"
-    submit(write_study(tmp_path / "p.toml", "population", body, epochs=200, task="noop", metric="train_loss",
-                       seeds="[0, 1]"), db)
+    submit(write_study(tmp_path / "p.toml", "population", body, epochs=600, task="noop", metric="train_loss",
+                       seeds="[0, 1]"), db)  # 30 s populations: both overlap on a loaded machine too
     # populations of four asked for: auto would time noop's sleeping epochs as free and train one at a time
     run = driver("run", "population", "--db", db, "--address", cluster.address, "--population", "3",
                  ADAMSCAPE_LOG_DIR=str(tmp_path))
