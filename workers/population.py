@@ -33,8 +33,8 @@ import optimizers
 from study import plugins
 from study.catalog import TrainingProtocol
 from . import tasks
-from .training import (autocast_for, device_label, is_diverged, plan_of, reproducible, schedule_factor, summary,
-                       train, watch_memory)
+from .training import (SingleRun, autocast_for, device_label, is_diverged, plan_of, reproducible, schedule_factor,
+                       summary, train, watch_memory)
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -455,25 +455,13 @@ def _lone_seconds_per_step(task: str, optimizer: str, hparams: dict[str, float],
     ``workers.training.train``'s loop, as many as :class:`_StepTimer` needs (a few milliseconds' worth on a
     small task, 3 steps on a slow one)."""
     with reproducible(plan.deterministic):
-        torch.manual_seed(seed)
-        problem = tasks.build(task, plan, device)
-        parameters = dict(problem.model.named_parameters())
-        opt = optimizers.create(optimizer, parameters.values(), **hparams)
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(problem, plan, step))
-        generator = torch.Generator().manual_seed(seed)
-        autocast = autocast_for(plan, device, task)
+        run = SingleRun(task, optimizer, hparams, seed, plan, device)
         total = torch.zeros((), device=device)
         timer, steps = _StepTimer(device, MIN_SECONDS["lone"]), 0
         while steps < MAX_PROBE_STEPS:
             before = steps
-            for batch in problem.batches(generator):
-                with autocast:
-                    loss, size = problem.loss(batch, generator)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                problem.after_step(parameters)
-                schedule.step()
+            for batch in run.problem.batches(run.generator):
+                loss, size = run.step(batch)
                 total += loss.detach().float() * size
                 steps += 1
                 if timer.lap(size) or steps >= MAX_PROBE_STEPS:

@@ -44,36 +44,52 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
         yield from _train(task, optimizer, hparams, seed, plan, device)
 
 
+class SingleRun:
+    """One config's training state, built as ``train`` builds it (seeded weights, its optimizer, the lr
+    schedule, the data generator), and its step: the one loop body that ``train`` and the population's
+    lone-config timing share."""
+
+    def __init__(self, task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
+                 device: str):
+        torch.manual_seed(seed)
+        self.problem = problem = tasks.build(task, plan, device)
+        self.parameters = dict(problem.model.named_parameters())
+        self.opt = optimizers.create(optimizer, self.parameters.values(), **hparams)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: schedule_factor(problem, plan, step))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.autocast = autocast_for(plan, device, task)
+
+    def step(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """One optimizer step on ``batch``: its loss (on the device) and its size."""
+        with self.autocast:
+            loss, size = self.problem.loss(batch, self.generator)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.problem.after_step(self.parameters)
+        self.schedule.step()
+        return loss, size
+
+
 def _train(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
            device: str) -> Iterator[dict[str, Any]]:
     started = time.perf_counter()
     watch_memory(device)
-    torch.manual_seed(seed)
-    problem = tasks.build(task, plan, device)
-    parameters = dict(problem.model.named_parameters())
-    opt = optimizers.create(optimizer, parameters.values(), **hparams)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(problem, plan, step))
-    generator = torch.Generator().manual_seed(seed)
+    run = SingleRun(task, optimizer, hparams, seed, plan, device)
+    problem, generator = run.problem, run.generator
     reference = problem.reference_loss()
-    autocast = autocast_for(plan, device, task)
 
     diverged, best_accuracy, metrics = False, -math.inf, {}
     for epoch in range(1, plan.epochs + 1):
         total, weight = torch.zeros((), device=device), 0
         for batch in problem.batches(generator):
-            with autocast:
-                loss, size = problem.loss(batch, generator)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            problem.after_step(parameters)
-            schedule.step()
+            loss, size = run.step(batch)
             total += loss.detach().float() * size  # summed on the device: no sync per step
             weight += size
         metrics = {"train_loss": total.item() / weight}
         diverged = is_diverged(metrics["train_loss"], reference, plan)
         if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
-            with autocast:  # evaluated as trained: in bfloat16 where the study's amp trains so
+            with run.autocast:  # evaluated as trained: in bfloat16 where the study's amp trains so
                 metrics |= problem.evaluate()
         best_accuracy = max(best_accuracy, metrics.get("test_accuracy", -math.inf))
         yield {"epoch": epoch, **metrics}
