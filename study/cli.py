@@ -23,6 +23,7 @@ from rich.table import Table
 from . import plugins, store
 from .catalog import TASKS
 from .errors import RunAborted, UserError
+from .interrupts import stop_on
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Hyperparameter-sensitivity studies for the Adam family of optimizers.")
@@ -270,7 +271,7 @@ def _drive(engine, name: str, study: dict, pool, options, when_lost: str) -> dic
     from .errors import ClusterLost
     from .runner import run as run_cells
 
-    with _stop_on(signal.SIGINT) as stop, _progress_bar(name, study["total_cells"]) as show:
+    with stop_on(signal.SIGINT) as stop, _progress_bar(name, study["total_cells"]) as show:
         say = lambda line: show.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         try:
             return run_cells(engine, name, pool, options, on_progress=show, announce=say)
@@ -365,31 +366,6 @@ def _ray_messages_logged() -> Iterator[Path]:
             out.file = err.file = None  # back to following sys.stdout / sys.stderr
             for fd in saved:
                 os.close(fd)
-
-
-@contextmanager
-def _stop_on(*signals: int) -> Iterator["threading.Event"]:
-    """Ctrl-C (and SIGTERM for a service) stop a driver: the handler notes it, then raises KeyboardInterrupt
-    wherever the driver is. Landing inside a database driver's call, that can come out as another error
-    (psycopg's "can't change 'autocommit' now"): the caller treats any error after the note as the stop.
-    A signal this process was started ignoring (a background job of a script) stays ignored."""
-    import threading
-
-    stop = threading.Event()
-
-    def interrupt(signum, frame):
-        stop.set()
-        raise KeyboardInterrupt
-
-    previous = {number: signal.getsignal(number) for number in signals}
-    for number, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(number, interrupt)
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _name_log(path: Path) -> None:
@@ -575,7 +551,7 @@ def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, addres
                "Ctrl-C or SIGTERM stops it (running cells are handed back)")
         code = 0
         try:
-            with _stop_on(signal.SIGINT, signal.SIGTERM) as stop:
+            with stop_on(signal.SIGINT, signal.SIGTERM) as stop:
                 try:
                     serve_queue(engine, pool, options, wait=waker, tick=ticker, owner=owner, announce=_stamped)
                 except ClusterLost as exc:

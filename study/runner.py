@@ -177,6 +177,7 @@ class Driver:
         self.draining = False  # set by ``tick``: lease nothing more, end once nothing is in flight
         self.finished: _Study | None = None  # ``only``, once it left the queue
         self.dispatches = 0
+        self.claiming = False  # between a lease and its cells in ``inflight``
         self.queue_at = self.counted_at = -math.inf
         self.populations_said: set[tuple[int, str]] = set()  # (study id, optimizer): its population note said
 
@@ -374,14 +375,17 @@ class Driver:
             if study is None:
                 break
             size = self._batch_size(study)
+            self.claiming = True  # a stop before the cells reach inflight: _hand_back finds them by owner
             leased = self.db(lambda: store.claim(self.engine, study.row, self.owner, size, self.options.lease_seconds))
             if not leased:
+                self.claiming = False
                 study.claimable = False  # until the queue says otherwise (another driver holds the rest)
                 continue
             slot = free.pop(0)
             for cell in leased:
                 self.inflight[cell["id"]] = (cell, study)
                 study.count("pending", "running")
+            self.claiming = False
             self.pool.dispatch(slot, payload(study.row, study.protocol, leased, self.options.population))
             busy[slot] = self.slot_study[slot] = study.id
             total += len(leased)
@@ -488,12 +492,21 @@ class Driver:
             self._refresh_queue()
 
     def _hand_back(self) -> None:
-        """Interrupted or aborted: give every leased cell back at once (pending, no attempt lost)."""
-        if not self.inflight:
+        """Interrupted or aborted: give every cell this driver holds back at once (pending, no attempt lost),
+        those in flight and any whose lease a stop cut short before it reached ``inflight``."""
+        if not self.inflight and not self.claiming:
             return
-        cells = [cell for cell, _ in self.inflight.values()]
         self.inflight.clear()
-        self._release(cells, retry_seconds=min(30.0, self.options.db_retry_seconds))
+
+        def release_held() -> None:
+            with store.transaction(self.engine) as conn:
+                store.release_held(conn, self.owner)
+
+        try:
+            store.retrying(release_held, min(30.0, self.options.db_retry_seconds))
+        except Exception as exc:
+            log.warning("could not hand the running cells back (%s); their leases expire in %g s",
+                        str(exc).splitlines()[0][:160], self.options.lease_seconds)
 
     def _release(self, cells: list[dict[str, Any]], retry_seconds: float) -> None:
         """Hand ``cells`` back as pending, in one transaction; if the database is gone too, their leases

@@ -30,6 +30,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from optimizers import HPARAM_NAMES
 from .errors import UserError
+from .interrupts import protected
 from .schema import FINISHED, RESULT_COLUMNS, VERSION_TABLE, cells, curves, services, studies
 
 if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported where used: `status` needs none
@@ -208,7 +209,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     before it writes (a deferred transaction would fail at its first write if another writer had
     committed since its first read).
     """
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
@@ -225,7 +226,7 @@ def _alembic_config() -> Config:
 def _schema_version(engine: Engine) -> str | None:
     """The schema's alembic revision, or None where adamscape has none here (one query; alembic is
     imported only to migrate)."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         if not inspect(conn).has_table(VERSION_TABLE):
             return None
         return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
@@ -253,7 +254,7 @@ def exclusive(engine: Engine, name: str) -> Iterator[None]:
     """
     if engine.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"adamscape:{name}".encode()).digest()[:8], "big", signed=True)
-        with engine.connect() as conn:
+        with protected(), engine.connect() as conn:
             conn.execute(select(func.pg_advisory_lock(key)))
             conn.commit()
             try:
@@ -271,7 +272,7 @@ def exclusive(engine: Engine, name: str) -> Iterator[None]:
         return
     from filelock import FileLock
 
-    with FileLock(f"{database}.lock"):
+    with protected(), FileLock(f"{database}.lock"):
         yield
 
 
@@ -355,7 +356,7 @@ def delete_optuna_studies(engine: Engine, name: str) -> None:
 # --- studies -------------------------------------------------------------------------------------
 
 def find_study(engine: Engine, name: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         row = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
     return dict(row) if row else None
 
@@ -366,7 +367,7 @@ def _is_current(study: dict[str, Any]):
 
 
 def study_is_current(engine: Engine, study: dict[str, Any]) -> bool:
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         return bool(conn.execute(select(_is_current(study))).scalar())
 
 
@@ -380,7 +381,7 @@ def get_study(engine: Engine, name: str) -> dict[str, Any]:
 
 
 def list_studies(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         return list(conn.execute(select(studies.c.name).order_by(studies.c.id)).scalars())
 
 
@@ -566,6 +567,13 @@ def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | N
                         .returning(cells.c.status)).scalar()
 
 
+def release_held(conn: Connection, owner: str) -> int:
+    """Give back every cell ``owner`` holds (a driver stopping): pending again, attempts kept. Also the
+    cells of a lease whose answer a stop cut short, which the driver never saw."""
+    return conn.execute(update(cells).where(_held(owner))
+                        .values(status="pending", lease_owner=None, lease_expires=None)).rowcount
+
+
 def get_cells(conn: Connection, cell_ids: list[int]) -> list[dict[str, Any]]:
     """The rows of the cells ``cell_ids`` that exist, in cell order."""
     rows = conn.execute(select(cells).where(cells.c.id.in_(cell_ids)).order_by(cells.c.cell_index)).mappings()
@@ -589,7 +597,7 @@ def forget_optuna_trials(engine: Engine, study_id: int, optimizer: str | None = 
 def unreported_cells(engine: Engine, study_id: int) -> list[dict[str, Any]]:
     """Finished cells whose Optuna trial has not been recorded (e.g. the driver died in between;
     cancelled cells have no result and no trial)."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         rows = conn.execute(select(cells).where(cells.c.study_id == study_id, cells.c.status.in_(FINISHED),
                                                 cells.c.optuna_trial.is_(None))
                             .order_by(cells.c.cell_index)).mappings().all()
@@ -598,7 +606,7 @@ def unreported_cells(engine: Engine, study_id: int) -> list[dict[str, Any]]:
 
 def unreported_studies(engine: Engine) -> list[str]:
     """Studies with finished cells whose Optuna trial is missing (a driver stopped between the two)."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         return list(conn.execute(select(studies.c.name).where(exists().where(
             cells.c.study_id == studies.c.id, cells.c.status.in_(FINISHED), cells.c.optuna_trial.is_(None))))
             .scalars())
@@ -621,7 +629,7 @@ def last_curves(conn: Connection, of: list[dict[str, Any]]) -> dict[int, list[di
 def cell_curves(engine: Engine, name: str, cell_indexes: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
     """Per cell index of study ``name``, the per-epoch metrics of the cell's last attempt."""
     study = get_study(engine, name)
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         of = [dict(row) for row in conn.execute(
             select(cells.c.id, cells.c.cell_index, cells.c.attempts)
             .where(cells.c.study_id == study["id"], cells.c.cell_index.in_(list(cell_indexes)))).mappings()]
@@ -630,7 +638,7 @@ def cell_curves(engine: Engine, name: str, cell_indexes: Iterable[int]) -> dict[
 
 
 def status_counts(engine: Engine, study_id: int) -> dict[str, int]:
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         rows = conn.execute(select(cells.c.status, func.count()).where(cells.c.study_id == study_id)
                             .group_by(cells.c.status)).all()
     return {status: count for status, count in rows}
@@ -642,7 +650,7 @@ def result_rows(engine: Engine, name: str) -> tuple[list[str], list[tuple]]:
     (the view keeps them in ``hparams``, as JSON) and ``final_<name>`` for each metric that only the
     ``final_metrics`` JSON holds (x, distance …). No pandas: `adamscape results` answers at once."""
     get_study(engine, name)
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         result = conn.execute(text("SELECT * FROM sweep_results WHERE study = :name ORDER BY cell"), {"name": name})
         columns, rows = list(result.keys()), [dict(row._mapping) for row in result]
     hparams = [_parsed_json(row.pop("hparams")) for row in rows]
@@ -693,7 +701,7 @@ def queue(engine: Engine, name: str | None = None) -> list[dict[str, Any]]:
     """The active studies with cells left, in the order a service serves them: higher ``priority`` first,
     then submission order. Each: id, name, fingerprint, priority, created_at, and ``claimable`` (a cell is
     pending, or running under an expired lease)."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         now = db_now(conn)
         claimable = exists().where(cells.c.study_id == studies.c.id, or_(
             cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now)))
@@ -708,7 +716,7 @@ def queue(engine: Engine, name: str | None = None) -> list[dict[str, Any]]:
 
 def study_states(engine: Engine, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """{id: {fingerprint, state}} of those studies that still exist."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         rows = conn.execute(select(studies.c.id, studies.c.fingerprint, studies.c.state)
                             .where(studies.c.id.in_(list(ids)))).mappings()
         return {row["id"]: dict(row) for row in rows}
@@ -813,7 +821,7 @@ def _cannot(study: dict[str, Any], action: str, left: int) -> str | None:
 
 def services_alive(engine: Engine) -> list[dict[str, Any]]:
     """The running ``adamscape serve`` processes (heartbeat within SERVICE_ALIVE_SECONDS), oldest first."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         rows = conn.execute(select(services, (db_now(conn) - services.c.heartbeat_at).label("age"))
                             .where(services.c.heartbeat_at > db_now(conn) - SERVICE_ALIVE_SECONDS)
                             .order_by(services.c.started_at)).mappings()
@@ -839,7 +847,7 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
     """Every study as ``status`` and the dashboard show it: counts per cell status, its state (queued,
     running, paused, cancelled, finished), priority, position in the queue (1 = served first) and the
     services running its cells."""
-    with engine.connect() as conn:
+    with protected(), engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(
             studies.c.id, studies.c.name, studies.c.task, studies.c.metric, studies.c.total_cells,
             studies.c.priority, studies.c.state, studies.c.created_at).order_by(studies.c.id)).mappings()]

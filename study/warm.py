@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ClusterLost, RunAborted, UserError
+from .interrupts import protected
 from .service import CODE_CHECK_SECONDS, code_version  # noqa: F401  (the server reads both from here)
 
 DEFAULT_KEEP_WARM = 600.0  # seconds of idleness before the warm workers end
@@ -121,8 +122,9 @@ class WarmPool:
 
     def _call(self, *request: Any) -> Any:
         try:
-            self.conn.send(request)
-            return self.conn.recv()
+            with protected():  # a Ctrl-C waits for the answer: half a message read would garble the next
+                self.conn.send(request)
+                return self.conn.recv()
         except (EOFError, OSError) as exc:
             raise ClusterLost(f"the warm workers (pid {self.pid}) went away ({type(exc).__name__}); the next "
                               "command starts new ones") from None
@@ -138,7 +140,8 @@ class WarmPool:
 
     def dispatch(self, slot: int, payload: dict[str, Any]) -> None:
         try:
-            self.conn.send(("dispatch", slot, payload, self.stall_seconds))
+            with protected():
+                self.conn.send(("dispatch", slot, payload, self.stall_seconds))
         except OSError as exc:
             raise ClusterLost(f"the warm workers (pid {self.pid}) went away ({type(exc).__name__})") from None
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from study import spec, store
+from study.interrupts import protected, stop_on
 from study.optuna_log import distributions
 from study.runner import RunOptions, StudyReplaced, run
 from tests.conftest import study_file
@@ -337,6 +340,33 @@ def test_interrupt_hands_cells_back_and_the_next_run_uses_new_attempts(sqlite_ur
     rows = _assert_exactly_once(engine, sqlite_url, study)
     assert {r["attempts"] for r in rows if r["id"] in {h["id"] for h in handed_back}} == {2}
     assert all(r["losses"] == 0 for r in rows)  # an interrupt is not a worker death
+
+
+def test_a_ctrl_c_during_a_claim_hands_back_the_cells_it_leased_too(sqlite_url, tmp_path, monkeypatch):
+    """A real SIGINT while the second claim's transaction runs: it is raised when that transaction has
+    committed, before its cells reach the driver's books; they are handed back all the same."""
+    engine, study = _setup(sqlite_url, tmp_path)
+    claim, claims = store.claim, []
+
+    def claim_with_a_ctrl_c(*args, **kwargs):
+        claims.append(1)
+        if len(claims) != 2:
+            return claim(*args, **kwargs)
+        with protected():  # as the claim's own transaction is: the stop waits for its commit
+            claim(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("the stop was not raised at the end of the section")
+
+    monkeypatch.setattr(store, "claim", claim_with_a_ctrl_c)
+    with stop_on(signal.SIGINT), pytest.raises(KeyboardInterrupt):
+        run(engine, "tiny", ScriptedPool(size=2), FAST)
+    assert len(claims) == 2
+    rows = _cells(engine)
+    assert not [r for r in rows if r["status"] == "running"], rows  # none left to wait for its lease
+    assert all(r["lease_owner"] is None for r in rows)
+    monkeypatch.setattr(store, "claim", claim)
+    run(engine, "tiny", ScriptedPool(size=2), FAST)
+    _assert_exactly_once(engine, sqlite_url, study)
 
 
 def test_a_study_replaced_under_a_running_driver_stops_it_cleanly(sqlite_url, tmp_path):
