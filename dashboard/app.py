@@ -62,7 +62,8 @@ def heatmap_figure(hm: analysis.Heatmap, metric: str, direction: str, zrange: tu
             hovertemplate=f"{hm.x} %{{x}}" + (f"<br>{hm.y} %{{y}}" if hm.y else "")
             + "<br>%{customdata}<extra></extra>", xgap=1, ygap=1))
     figure.update_layout(title=hm.optimizer, height=320, margin=dict(l=10, r=10, t=40, b=10),
-                         xaxis_title=f"{hm.x} (log-spaced)" if hm.x == "lr" else hm.x, yaxis_title=hm.y or "",
+                         xaxis_title=f"{hm.x} (log-spaced)" if hm.x == "lr" else analysis.AXIS_TITLES.get(hm.x, hm.x),
+                         yaxis_title=analysis.AXIS_TITLES.get(hm.y, hm.y or ""),
                          xaxis_type="category", yaxis_type="category",
                          plot_bgcolor="#d9d9d9")  # grey shows through where nothing finished
     for i, j in zip(*np.nonzero(good)) if good is not None else ():
@@ -112,25 +113,51 @@ def download(frame: pd.DataFrame, what: str, key: str) -> None:
                        mime="text/csv", key=f"csv-{key}")
 
 
+COUPLED_HELP = ("coupled coordinates, where the literature says they are the real ones: "
+                + analysis.LITERATURE["tau"] + "; " + analysis.LITERATURE["beta2_half_life"]
+                + ". A map over one shows whether a 'sensitive' axis is only a badly chosen one")
+
+
+def coupled(scores: pd.DataFrame, results: pd.DataFrame, shown: list[str], spec: dict):
+    """The frames with the coupled coordinates (τ, β2's half-life) and those that some shown optimizer sweeps;
+    the steps per epoch that put τ in epochs: recorded or in the study file, else asked for here (0: steps)."""
+    known = analysis.steps_per_epoch(results, spec)
+    if known is None and any({"lr", "weight_decay"} <= set(analysis.swept_axes(results, o)) for o in shown):
+        known = st.number_input("steps per epoch (τ in epochs; 0: τ in steps)", min_value=0, value=0, step=1,
+                                key="steps-per-epoch", help="the study does not record its steps per epoch "
+                                "(training examples / batch size): give it to read τ = 1/(η·λ) in epochs") or None
+    scores, results = analysis.coupled_axes(scores, known), analysis.coupled_axes(results, known)
+    derived = [a for a in analysis.AXIS_TITLES if a in results
+               and any(a in analysis.swept_axes(results, o) for o in shown)]
+    return scores, results, derived
+
+
 def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str, direction: str,
-              reference: str, delta: float, relative: bool, results: pd.DataFrame) -> None:
+              reference: str, delta: float, relative: bool, results: pd.DataFrame, board: pd.DataFrame | None = None,
+              spec: dict | None = None) -> None:
     """Per optimizer its map over its whole grid (``results``: every cell) and numbers; a white outline
-    marks the good region; points where no cell has finished yet are marked "not run yet"."""
+    marks the good region; points where no cell has finished yet are marked "not run yet". The x and y
+    axes may also be coupled coordinates (τ = 1/(η·λ), β2's half-life), listed after the swept axes."""
     study_best = analysis.best_score(scores, direction)
     goal = {o: study_best if reference.startswith("the study") else summary[o].best for o in shown}
     axes = sorted({a for o in shown for a in analysis.swept_axes(results, o)}, key=lambda a: (a != "lr", a))
-    x = st.selectbox("x axis", axes or ["lr"], key="x-axis")
-    others = [a for a in axes if a != x]
-    y = st.selectbox("y axis", ["(none: a strip over x)", *others], index=1 if others else 0, key="y-axis")
+    scores, results, derived = coupled(scores, results, shown, spec or {})
+    title = lambda a: analysis.AXIS_TITLES.get(a, a)  # noqa: E731
+    x = st.selectbox("x axis", (axes or ["lr"]) + derived, format_func=title, key="x-axis", help=COUPLED_HELP)
+    others = [a for a in axes + derived if a != x]
+    y = st.selectbox("y axis", ["(none: a strip over x)", *others], index=1 if others else 0, format_func=title,
+                     key="y-axis")
     y = y if y in others else None
     how = st.radio("the other axes", ["at their best", "averaged", "fixed"], horizontal=True, key="reduce",
                    help="each cell of a map is one (x, y) point: the best configuration over the other axes, "
                         "their average, or the configuration at the values chosen here")
     fixed = {}
     if how == "fixed":
-        for axis in (a for a in axes if a not in (x, y)):
+        implied = {base for a in (x, y) for base in analysis.DERIVED_FROM.get(a, ())}  # set by the coupled axis
+        for axis in (a for a in axes if a not in (x, y) and a not in implied):
             values = sorted(results[axis].dropna().unique())
             fixed[axis] = st.select_slider(axis, values, format_func=analysis.axis_label, key=f"fix-{axis}")
+    lr_sensitivity = board.set_index("optimizer") if board is not None else None
     maps = {}
     for optimizer in shown:
         own = analysis.swept_axes(results, optimizer)
@@ -145,13 +172,26 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
         good = analysis.good_mask(hm, direction, goal[optimizer], delta, relative)
         left.plotly_chart(heatmap_figure(hm, metric, direction, zrange, good), key=f"map-{optimizer}")
         r = summary[optimizer]
+        spread = ""
+        if lr_sensitivity is not None and optimizer in lr_sensitivity.index:
+            row = lr_sensitivity.loc[optimizer]
+            spread = (f"; seed bootstrap: good region [{row['good_fraction_low']:.0%}, "
+                      f"{row['good_fraction_high']:.0%}], "
+                      f"lr window [{row['lr_window_decades_low']:.2f}, {row['lr_window_decades_high']:.2f}] decades")
         right.metric("best " + metric, f"{r.best:.4f}",
                      help="the best configuration's score: seed mean, diverged seeds at the study's worst")
         right.metric("good region", f"{r.good_fraction:.0%}",
-                     help=f"configurations within δ of {reference}, no seed diverged")
+                     help=f"configurations within δ of {reference}, no seed diverged{spread}")
         right.metric("lr window", f"{r.lr_window_decades:.2f} decades")
         right.metric("diverged runs", f"{r.divergence_rate:.0%}")
         right.metric("expected best of 10", f"{r.expected_best_10:.4f}", help="Show-Your-Work estimator")
+        if lr_sensitivity is not None and optimizer in lr_sensitivity.index:
+            row = lr_sensitivity.loc[optimizer]
+            value = row["lr_sensitivity"]
+            right.metric("LR sensitivity", "–" if math.isnan(value) else
+                         f"{value:.4f} [{row['lr_sensitivity_low']:.4f}, {row['lr_sensitivity_high']:.4f}]",
+                         help=analysis.LITERATURE["lr_sensitivity"] + ". In brackets: "
+                         + analysis.LITERATURE["interval"])
     if len(maps) >= 2:
         st.subheader("difference map")
         a, b = st.columns(2)
@@ -170,20 +210,61 @@ def maps_page(scores: pd.DataFrame, shown: list[str], summary: dict, metric: str
     download(scores, "configurations", "configurations")
 
 
-def overview_page(summary: dict, results: pd.DataFrame, metric: str, direction: str) -> None:
-    board = pd.DataFrame([vars(r) for r in summary.values()])
-    help = {"best": f"the best configuration's score ({metric}; diverged seeds at the study's worst)",
+def leaderboard_help(metric: str) -> dict[str, str]:
+    """What each leaderboard column is (ours, then the literature's, with formula and citation)."""
+    interval = analysis.LITERATURE["interval"]
+    return {"best": f"the best configuration's score ({metric}; diverged seeds at the study's worst)",
             "relative_best": "best as a fraction of the study's best (1: the winner; DeepOBS-style)",
             "good_fraction": "configurations within δ of the reference best, no seed diverged",
             "lr_window_decades": "consecutive good learning rates around the best one, in decades",
             "divergence_rate": "diverged runs / finished runs", "mean_seed_std": "mean std over a configuration's seeds",
             "expected_best_1": "expected best of 1 random configuration",
             "expected_best_10": "expected best of 10 random configurations (Show-Your-Work)",
-            "configs": "configurations in the grid"}
-    st.dataframe(board, hide_index=True, column_config={c: st.column_config.Column(help=h) for c, h in help.items()})
+            "configs": "configurations in the grid",
+            "lr_sensitivity": analysis.LITERATURE["lr_sensitivity"],
+            "good_fraction_low": f"good_fraction, lower end of its {interval}",
+            "good_fraction_high": "good_fraction, upper end of the interval",
+            "lr_window_decades_low": "lr_window_decades, lower end of the seed-bootstrap interval",
+            "lr_window_decades_high": "lr_window_decades, upper end of the seed-bootstrap interval",
+            "lr_sensitivity_low": "lr_sensitivity, lower end of the seed-bootstrap interval",
+            "lr_sensitivity_high": "lr_sensitivity, upper end of the seed-bootstrap interval"}
+
+
+def overview_page(summary: dict, results: pd.DataFrame, metric: str, direction: str, board: pd.DataFrame,
+                  boot: analysis.SeedBootstrap, scores: pd.DataFrame) -> None:
+    help = leaderboard_help(metric)
+    st.dataframe(board, hide_index=True, column_config={c: st.column_config.Column(help=h) for c, h in help.items()},
+                 key="leaderboard")
     for column, text in help.items():
         st.caption(f"**{column}**: {text}")
+    if boot.seeds < 2:
+        st.caption("one seed: nothing to resample, the intervals are points")
     download(board, "leaderboard", "leaderboard")
+    order = list(summary)
+    st.subheader("which optimizer is less sensitive (seed bootstrap)")
+    pairs = analysis.comparison(boot, order)
+    st.dataframe(pairs, hide_index=True, key="comparison", column_config={
+        c: st.column_config.NumberColumn(help=analysis.LITERATURE["comparison"], format="%.2f")
+        for c in pairs.columns if c.startswith("P(")})
+    st.caption(f"**P(measure)**: {analysis.LITERATURE['comparison']}; {boot.resamples} resamples of "
+               f"{boot.seeds} seeds")
+    download(pairs, "comparison", "comparison")
+    st.subheader("tunability (Sivaprasad et al. 2020)")
+    tunable = analysis.tunability_frame([t for t in analysis.tunability(scores, direction) if t.optimizer in summary])
+    tunable = tunable.set_index("optimizer").loc[[o for o in order if o in set(tunable["optimizer"])]].reset_index()
+    st.dataframe(tunable, hide_index=True, key="tunability", column_config={
+        c: st.column_config.Column(help=analysis.LITERATURE[c]) for c in tunable.columns if c in analysis.LITERATURE})
+    st.caption(f"P_t: the best {metric} after t configurations drawn at random ({analysis.SHUFFLES} seeded bootstrap "
+               "orders of the optimizer's T configurations, as idiap/hypaobp); budget: T")
+    for column in ("one_shot", "peak", "uniform", "early", "late", "alpha_0.9", "alpha_0.95", "alpha_1.0", "sharpness"):
+        st.caption(f"**{column}**: {analysis.LITERATURE[column]}")
+    download(tunable, "tunability", "tunability")
+    st.subheader("LR sensitivity per value of the other axes (Wortsman et al. 2023)")
+    slices = analysis.lr_sensitivity(results, metric, direction)
+    slices = slices[slices["optimizer"].isin(order)]
+    st.dataframe(slices, hide_index=True, key="lr-sensitivity")
+    st.caption(analysis.LITERATURE["lr_sensitivity"] + "; per row: the lr sweep at those values of the other axes")
+    download(slices, "LR sensitivity", "lr-sensitivity")
     st.subheader("which hyperparameter matters (fANOVA)")
     weights = pd.DataFrame([{"optimizer": o, **analysis.importance(results, metric, o, direction)} for o in summary])
     st.dataframe(weights, hide_index=True)
@@ -192,7 +273,8 @@ def overview_page(summary: dict, results: pd.DataFrame, metric: str, direction: 
     download(weights, "importance", "importance")
 
 
-def sensitivity_page(scores: pd.DataFrame, shown: list[str], metric: str, direction: str) -> None:
+def sensitivity_page(scores: pd.DataFrame, shown: list[str], metric: str, direction: str,
+                     board: pd.DataFrame | None = None) -> None:
     from plotly.colors import qualitative
 
     figure, rows = go.Figure(), []
@@ -214,15 +296,32 @@ def sensitivity_page(scores: pd.DataFrame, shown: list[str], metric: str, direct
     figure.update_layout(title=f"{metric} against the learning rate (other axes at their best; band: seed mean ± std)",
                          xaxis_type="log", xaxis_title="lr", yaxis_title=metric, xaxis_exponentformat="power")
     st.plotly_chart(figure, key="sensitivity")
+    if board is not None:
+        values = board.set_index("optimizer")
+        st.caption("**LR sensitivity**: " + " · ".join(
+            f"{o} {values.loc[o, 'lr_sensitivity']:.4f} [{values.loc[o, 'lr_sensitivity_low']:.4f}, "
+            f"{values.loc[o, 'lr_sensitivity_high']:.4f}]" for o in shown
+            if o in values.index and not math.isnan(values.loc[o, "lr_sensitivity"]))
+            + f" — {analysis.LITERATURE['lr_sensitivity']}; in brackets: {analysis.LITERATURE['interval']}")
     download(pd.DataFrame(rows), "sensitivity", "sensitivity")
     best_of_k, rows = go.Figure(), []
-    for optimizer in shown:
-        curve = analysis.expected_best_curve(scores, optimizer, direction)
-        best_of_k.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, name=optimizer))
-        rows += [{"optimizer": optimizer, "k": k, "expected_best": v} for k, v in enumerate(curve, start=1)]
-    best_of_k.update_layout(title="expected best of k configurations drawn at random", xaxis_title="k",
-                            yaxis_title=metric)
+    for index, optimizer in enumerate(shown):
+        colour = qualitative.Plotly[index % len(qualitative.Plotly)]
+        band = analysis.expected_best_bands(scores, optimizer, direction)
+        ks = band["k"].tolist()
+        best_of_k.add_trace(go.Scatter(x=ks + ks[::-1], y=band["high"].tolist() + band["low"].tolist()[::-1],
+                                       fill="toself", mode="lines", fillcolor=colour, opacity=0.2,
+                                       line={"width": 0, "color": colour}, showlegend=False, hoverinfo="skip",
+                                       legendgroup=optimizer))
+        best_of_k.add_trace(go.Scatter(x=ks, y=band["expected"].tolist(), name=optimizer, line={"color": colour},
+                                       legendgroup=optimizer))
+        rows += [{"optimizer": optimizer, "k": int(k), "expected_best": e, "low": lo, "high": hi}
+                 for k, e, lo, hi in band[["k", "expected", "low", "high"]].itertuples(index=False)]
+    best_of_k.update_layout(title="expected best of k configurations drawn at random (band: 95 % bootstrap)",
+                            xaxis_title="k", yaxis_title=metric)
     st.plotly_chart(best_of_k, key="best-of-k")
+    st.caption(f"**expected best of k**: {analysis.LITERATURE['expected_best']} ({analysis.RESAMPLES} resamples; "
+               "Lourie et al. 2025 give distribution-free bands instead)")
     download(pd.DataFrame(rows), "expected best of k", "expected-best-of-k")
 
 
@@ -330,12 +429,17 @@ def main() -> None:
         waiting = [o for o in study["spec"]["optimizers"] if o not in summary]
         if waiting:
             st.caption(f"no finished cell yet: {', '.join(waiting)}")
+        if page in ("Maps", "Overview", "Sensitivity"):
+            board, boot = analysis.leaderboard(
+                results, metric, direction, delta, relative,
+                reference="study" if reference.startswith("the study") else "optimizer", order=shown)
         if page == "Maps":
-            maps_page(scores, shown, summary, metric, direction, reference, delta, relative, results)
+            maps_page(scores, shown, summary, metric, direction, reference, delta, relative, results, board,
+                      study["spec"])
         elif page == "Overview":
-            overview_page({o: summary[o] for o in shown}, results, metric, direction)
+            overview_page({o: summary[o] for o in shown}, results, metric, direction, board, boot, scores)
         elif page == "Sensitivity":
-            sensitivity_page(scores, shown, metric, direction)
+            sensitivity_page(scores, shown, metric, direction, board)
         elif page == "Cells":
             cells_page(url, name, results, shown)
         elif page == "Compare studies":

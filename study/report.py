@@ -10,7 +10,6 @@ import base64
 import html
 import io
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,23 @@ LEADERBOARD_COLUMNS = {
     "expected_best_1": "expected best score of 1 random configuration",
     "expected_best_10": "expected best score of 10 random configurations (Show-Your-Work)",
     "configs": "configurations in the grid",
+    "lr_sensitivity": analysis.LITERATURE["lr_sensitivity"],
+    "good_fraction_low": "good_fraction, lower end of its " + analysis.LITERATURE["interval"],
+    "good_fraction_high": "good_fraction, upper end of the seed-bootstrap interval",
+    "lr_window_decades_low": "lr_window_decades, lower end of the seed-bootstrap interval",
+    "lr_window_decades_high": "lr_window_decades, upper end of the seed-bootstrap interval",
+    "lr_sensitivity_low": "lr_sensitivity, lower end of the seed-bootstrap interval",
+    "lr_sensitivity_high": "lr_sensitivity, upper end of the seed-bootstrap interval",
 }
+TUNABILITY_COLUMNS = ("one_shot", "peak", "uniform", "early", "late", "alpha_0.9", "alpha_0.95", "alpha_1.0",
+                      "sharpness")
 
 
 def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Path]:
-    """Write ``maps.png``, ``sensitivity.png``, ``expected_best.png``, ``leaderboard.csv`` and
-    ``report.html`` under ``out``; return their paths."""
+    """Write ``maps.png``, ``sensitivity.png``, ``expected_best.png``, ``leaderboard.csv`` (with the LR
+    sensitivity and the seed-bootstrap intervals), ``comparison.csv`` (P(one optimizer less sensitive than
+    another)), ``tunability.csv`` (Sivaprasad et al.), ``lr_sensitivity.csv`` (per value of the other axes)
+    and ``report.html`` under ``out``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -53,16 +63,37 @@ def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Pat
     charts = {"maps": _png(maps_figure(scores, list(study["spec"]["optimizers"]), metric, direction, results)),
               "sensitivity": _sensitivity(scores, order, metric, direction),
               "expected_best": _expected_best(scores, order, metric, direction)}
+    coupled = _coupled_axes(scores, results, order, study["spec"])
+    if coupled:  # maps over τ = 1/(η·λ) or β2's half-life, for the optimizers that sweep what they derive from
+        coupled_scores, coupled_results, pairs = coupled
+        charts["coupled"] = _png(maps_figure(coupled_scores, order, metric, direction, coupled_results, axes=pairs))
     written = []
     for chart, png in charts.items():
         (out / f"{chart}.png").write_bytes(png)
         written.append(out / f"{chart}.png")
-    board = pd.DataFrame([asdict(r) for r in analysis.robustness(scores, direction, delta)])
-    board = board.set_index("optimizer").loc[order].reset_index()[list(LEADERBOARD_COLUMNS)]
-    board.to_csv(out / "leaderboard.csv", index=False)
-    page = _page(study, board, charts, delta, progress)
+    board, boot = analysis.leaderboard(results, metric, direction, delta, order=order)
+    board = board[list(LEADERBOARD_COLUMNS)]
+    tables = {"leaderboard": board, "comparison": analysis.comparison(boot, order)}
+    tunable = analysis.tunability_frame(analysis.tunability(scores, direction))
+    tables["tunability"] = tunable.set_index("optimizer").loc[[o for o in order if o in set(tunable["optimizer"])]
+                                                             ].reset_index()
+    slices = analysis.lr_sensitivity(results, metric, direction)
+    tables["lr_sensitivity"] = slices[slices["optimizer"].isin(order)]
+    for table, frame in tables.items():
+        frame.to_csv(out / f"{table}.csv", index=False)
+    page = _page(study, tables, charts, delta, progress, boot)
     (out / "report.html").write_text(page, encoding="utf-8")
-    return [*written, out / "leaderboard.csv", out / "report.html"]
+    return [*written, *(out / f"{table}.csv" for table in tables), out / "report.html"]
+
+
+def _coupled_axes(scores: pd.DataFrame, results: pd.DataFrame, order: list[str], spec: dict):
+    """(scores, (optimizer, coupled axis) pairs, results) for the coupled maps; None where no optimizer
+    sweeps an axis a coupled coordinate derives from (with the learning rate)."""
+    steps = analysis.steps_per_epoch(results, spec)
+    scores, results = analysis.coupled_axes(scores, steps), analysis.coupled_axes(results, steps)
+    pairs = [(o, a) for o in order for a in analysis.AXIS_TITLES
+             if a in results and {a, "lr"} <= set(analysis.swept_axes(results, o))]
+    return (scores, results, pairs) if pairs else None
 
 
 def _png(figure) -> bytes:
@@ -74,15 +105,20 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def maps_figure(scores: pd.DataFrame, order: list[str], metric: str, direction: str, results: pd.DataFrame):
+def maps_figure(scores: pd.DataFrame, order: list[str], metric: str, direction: str, results: pd.DataFrame,
+                axes: list[tuple[str, str]] | None = None):
     """One heatmap per optimizer of ``order`` over its whole grid (``results``: every cell of the study),
     on the study's one colour range; ✕ where a seed diverged; hatched where no cell has finished yet
-    (grey: finished, but no score: failed)."""
+    (grey: finished, but no score: failed). ``axes``: (optimizer, x) pairs instead, each map over x and
+    the learning rate (the coupled coordinates' maps)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    maps = [analysis.heatmap(scores, optimizer, direction, cells=results) for optimizer in order]  # lr across
+    if axes is None:
+        maps = [analysis.heatmap(scores, optimizer, direction, cells=results) for optimizer in order]  # lr across
+    else:
+        maps = [analysis.heatmap(scores, optimizer, direction, x=x, y="lr", cells=results) for optimizer, x in axes]
     low, high = analysis.colour_range(maps)
     norm = Normalize(low, high)
     columns = min(3, len(maps))
@@ -98,8 +134,8 @@ def maps_figure(scores: pd.DataFrame, order: list[str], metric: str, direction: 
             ax.set_yticks(range(len(hm.y_values)), [analysis.axis_label(v) for v in hm.y_values], fontsize=7)
         else:
             ax.set_yticks([])  # one swept axis: a strip
-        ax.set_xlabel(hm.x)
-        ax.set_ylabel(hm.y or "")
+        ax.set_xlabel(analysis.AXIS_TITLES.get(hm.x, hm.x))
+        ax.set_ylabel(analysis.AXIS_TITLES.get(hm.y, hm.y or ""))
         ax.set_title(hm.optimizer, fontsize=10)
         for (i, j), diverged in pd.DataFrame(hm.diverged).stack().items():
             if diverged > 0:
@@ -140,12 +176,14 @@ def _sensitivity(scores: pd.DataFrame, order: list[str], metric: str, direction:
 
 
 def _expected_best(scores: pd.DataFrame, order: list[str], metric: str, direction: str) -> bytes:
+    """Dodge et al.'s expected best of k per optimizer, with its 95 % configuration-bootstrap band."""
     import matplotlib.pyplot as plt
 
     figure, ax = plt.subplots(figsize=(6.5, 4))
     for optimizer in order:
-        curve = analysis.expected_best_curve(scores, optimizer, direction)
-        ax.plot(range(1, len(curve) + 1), curve, label=optimizer)
+        band = analysis.expected_best_bands(scores, optimizer, direction)
+        line, = ax.plot(band["k"], band["expected"], label=optimizer)
+        ax.fill_between(band["k"], band["low"], band["high"], color=line.get_color(), alpha=0.15)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -156,16 +194,47 @@ def _expected_best(scores: pd.DataFrame, order: list[str], metric: str, directio
     return _png(figure)
 
 
-def _page(study: dict, board: pd.DataFrame, charts: dict[str, bytes], delta: float, progress: str) -> str:
+def _table(frame: pd.DataFrame, titles: dict[str, str], css: str) -> str:
+    head = "".join(f'<th title="{html.escape(titles.get(c, ""))}">{html.escape(c)}</th>' for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
+
+
+def _page(study: dict, tables: dict[str, pd.DataFrame], charts: dict[str, bytes], delta: float, progress: str,
+          boot: analysis.SeedBootstrap) -> str:
     """One HTML file with everything inline (images as data: URIs): it opens offline."""
     def image(chart: str, caption: str) -> str:
         data = base64.b64encode(charts[chart]).decode()
         return f'<figure><img alt="{chart}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
 
-    head = "".join(f'<th title="{html.escape(LEADERBOARD_COLUMNS[c])}">{html.escape(c)}</th>' for c in board.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
-                   for row in board.itertuples(index=False))
-    legend = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(t)}</li>" for c, t in LEADERBOARD_COLUMNS.items())
+    def items(texts: dict[str, str]) -> str:
+        return "<ul>" + "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(t)}</li>"
+                                for c, t in texts.items()) + "</ul>"
+
+    lit = analysis.LITERATURE
+    board = _table(tables["leaderboard"], LEADERBOARD_COLUMNS, "leaderboard")
+    legend = items(LEADERBOARD_COLUMNS)
+    pairs = _table(tables["comparison"], {c: lit["comparison"] for c in tables["comparison"].columns}, "comparison")
+    tunable = _table(tables["tunability"], lit, "tunability")
+    slices = _table(tables["lr_sensitivity"], {"lr_sensitivity": lit["lr_sensitivity"]}, "lr-sensitivity")
+    seeds = (f"{boot.resamples} resamples of {boot.seeds} seeds" if boot.seeds > 1
+             else "one seed: nothing to resample, the intervals are points")
+    literature = f"""<h2>Sensitivity measures from the literature</h2>
+<h3>Which optimizer is less sensitive (seed bootstrap)</h3>{pairs}
+<p>{html.escape(lit["comparison"])}; {html.escape(seeds)}.</p>
+<h3>LR sensitivity per value of the other axes (Wortsman et al. 2023)</h3>{slices}
+<p>{html.escape(lit["lr_sensitivity"])}; per row: the lr sweep at those values of the other axes.</p>
+<h3>Tunability (Sivaprasad et al. 2020)</h3>{tunable}
+<p>P_t: the best score after t configurations drawn at random ({analysis.SHUFFLES} seeded bootstrap orders of the
+optimizer's T configurations, as idiap/hypaobp computes it); budget: T.</p>
+{items({c: lit[c] for c in TUNABILITY_COLUMNS})}"""
+    coupled_caption = html.escape(lit["tau"] + "; " + lit["beta2_half_life"])
+    coupled = (f'<h2>Coupled coordinates</h2>{image("coupled", coupled_caption)}'
+               if "coupled" in charts else
+               f'<p class="coupled">No coupled coordinates here ({html.escape(lit["tau"])}; '
+               f'{html.escape(lit["beta2_half_life"])}): no optimizer sweeps the learning rate with weight_decay or '
+               'beta2.</p>')
     name, metric = html.escape(study["name"]), html.escape(study["metric"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>adamscape · {name}</title>
@@ -176,11 +245,14 @@ img{{max-width:100%}}figcaption{{color:#555;font-size:90%}}</style></head><body>
 <p>task <b>{html.escape(study["task"])}</b> · metric <b>{metric}</b> ({html.escape(study["direction"])}) ·
 {study["total_cells"]} cells · good region: within δ = {delta:g} (relative) of the study's best score</p>
 <p class="progress"><b>{html.escape(progress)}</b></p>
-<h2>Leaderboard</h2><table><tr>{head}</tr>{body}</table><ul>{legend}</ul>
+<h2>Leaderboard</h2>{board}{legend}
 <h2>Robustness maps</h2>{image("maps", "one colour range for every optimizer; ✕: a seed diverged; hatched: not run yet; grey: finished "
                        "without a score (failed)")}
 <h2>Sensitivity to the learning rate</h2>{image("sensitivity", "other hyperparameters at their best for each learning rate")}
-<h2>Expected best of k</h2>{image("expected_best", "expected best score among k configurations drawn at random")}
+<h2>Expected best of k</h2>{image("expected_best", "expected best score among k configurations drawn at random; "
+                                   + html.escape(lit["expected_best"]))}
+{literature}
+{coupled}
 </body></html>
 """
 

@@ -33,6 +33,9 @@ def test_apptest_renders_a_finished_study(finished_db, monkeypatch):
     assert app.sidebar.selectbox[0].value == "tiny"
     labels = [m.label for m in app.metric]
     assert labels.count("good region") == 2 and labels.count("lr window") == 2  # adam and sgdm
+    assert labels.count("LR sensitivity") == 2  # Wortsman et al., with its seed-bootstrap interval
+    lr_sensitivity = [m for m in app.metric if m.label == "LR sensitivity"]
+    assert all("[" in m.value and "Wortsman et al. 2023" in m.proto.help for m in lr_sensitivity)
     diverged = [m.value for m in app.metric if m.label == "diverged runs"]
     assert diverged == ["0%", "50%"]  # sgdm's lr=1000 diverges on both seeds
     assert app.get("progress")[0].proto.text == "10 of 10 cells finished · 2 diverged"  # sgdm lr 1000
@@ -109,7 +112,36 @@ def test_apptest_every_page_shows_what_the_database_holds(finished_db, monkeypat
     expected = {r.optimizer: r for r in analysis.robustness(scores, "maximize")}
     assert list(board.index) == ["adam", "sgdm"]
     assert board["best"].to_dict() == pytest.approx({o: r.best for o, r in expected.items()})
-    weights = app.dataframe[2].value.set_index("optimizer")  # each optimizer sweeps lr only: all of it
+    # the literature's measures beside ours: LR sensitivity with seed-bootstrap intervals
+    results = store.results("tiny", engine)
+    literature, boot = analysis.leaderboard(results, "test_accuracy", "maximize")
+    literature = literature.set_index("optimizer")
+    for column in ("lr_sensitivity", "lr_sensitivity_low", "lr_sensitivity_high", "good_fraction_low",
+                   "good_fraction_high", "lr_window_decades_low", "lr_window_decades_high"):
+        assert board[column].to_dict() == pytest.approx(literature[column].to_dict()), column
+    assert (board["lr_sensitivity_low"] <= board["lr_sensitivity"] + 1e-12).all()
+    assert (board["lr_sensitivity"] <= board["lr_sensitivity_high"] + 1e-12).all()
+    # sgdm: lr 0.1 and lr 1000 (diverged: the study's worst, ℓ₀), so its LR sensitivity is (best − worst) / 2
+    worst = results.loc[~results["diverged"].astype(bool), "final_test_accuracy"].min()
+    assert board.loc["sgdm", "lr_sensitivity"] == pytest.approx((expected["sgdm"].best - worst) / 2)
+    pairs = app.dataframe[2].value.set_index(["optimizer", "than"])  # P(less sensitive), both orders
+    assert set(pairs.index) == {("adam", "sgdm"), ("sgdm", "adam")}
+    assert pairs.loc[("adam", "sgdm"), "P(lr_sensitivity)"] + pairs.loc[("sgdm", "adam"), "P(lr_sensitivity)"] == \
+        pytest.approx(1.0)
+    assert pairs.loc[("adam", "sgdm"), "P(lr_sensitivity)"] == pytest.approx(
+        boot.less_sensitive("lr_sensitivity").loc["adam", "sgdm"])
+    tunable = app.dataframe[3].value.set_index("optimizer")  # Sivaprasad et al.
+    assert list(tunable.index) == ["adam", "sgdm"] and tunable.loc["adam", "budget"] == 3
+    for optimizer in ("adam", "sgdm"):
+        row = tunable.loc[optimizer]
+        assert row["one_shot"] <= row["uniform"] <= row["peak"] <= expected[optimizer].best + 1e-12
+        assert 0 < row["alpha_0.9"] <= row["alpha_0.95"] <= row["alpha_1.0"] <= 1
+    slices = app.dataframe[4].value  # LR sensitivity per value of the other axes (none here: the profile)
+    assert set(slices["optimizer"]) == {"adam", "sgdm"} and set(slices["other axes"]) == {"at their best per lr"}
+    captions = " ".join(c.value for c in app.caption)
+    for citation in ("Wortsman et al. 2023", "Sivaprasad et al. 2020", "seed bootstrap"):
+        assert citation in captions, citation
+    weights = app.dataframe[5].value.set_index("optimizer")  # each optimizer sweeps lr only: all of it
     assert weights["lr"].to_dict() == pytest.approx({"adam": 1.0, "sgdm": 1.0})
 
     app.radio(key="page").set_value("Sensitivity").run()
@@ -117,7 +149,12 @@ def test_apptest_every_page_shows_what_the_database_holds(finished_db, monkeypat
     (sensitivity, best_of_k) = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
     lines = {t["name"]: t for t in sensitivity["data"] if t.get("name")}
     assert _plotly_array(lines["adam"]["y"]) == pytest.approx(analysis.sensitivity(scores, "adam", "maximize").score)
-    assert len(best_of_k["data"]) == 2
+    curves = {t["name"]: t for t in best_of_k["data"] if t.get("name")}
+    bands = [t for t in best_of_k["data"] if t.get("fill") == "toself"]
+    assert set(curves) == {"adam", "sgdm"} and len(bands) == 2  # each curve with its bootstrap band
+    assert _plotly_array(curves["adam"]["y"]) == pytest.approx(analysis.expected_best_curve(scores, "adam", "maximize"))
+    captions = " ".join(c.value for c in app.caption)
+    assert "Dodge et al. 2019" in captions and "LR sensitivity" in captions
 
     app.radio(key="page").set_value("Cells").run()
     assert not app.exception
@@ -178,6 +215,10 @@ def test_apptest_without_studies_says_how_to_start(tmp_path, monkeypatch):
 
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"  # one screenshot per page, kept after the run (gitignored)
 PAGE_CHARTS = {"Maps": 3, "Overview": 0, "Sensitivity": 2, "Cells": 1, "Compare studies": 0, "Studies": 0}
+PAGE_TEXTS = {"Maps": ("LR sensitivity",),
+              "Overview": ("which optimizer is less sensitive (seed bootstrap)", "tunability (Sivaprasad et al. 2020)",
+                           "LR sensitivity per value of the other axes (Wortsman et al. 2023)"),
+              "Sensitivity": ("Dodge et al. 2019",)}
 
 
 def test_real_browser_opens_every_page_without_an_error(finished_db):
@@ -215,6 +256,8 @@ def test_real_browser_opens_every_page_without_an_error(finished_db):
                 page.wait_for_timeout(500)  # the charts draw
                 assert page.locator("[data-testid='stException']").count() == 0, name
                 assert page.get_by_text("10 of 10 cells finished").count() == 1, name
+                for text in PAGE_TEXTS.get(name, ()):  # the literature's measures, where they are shown
+                    assert page.get_by_text(text).count() >= 1, (name, text)
                 shot = ARTIFACTS / f"{name.lower().replace(' ', '-')}.png"
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 10_000, name
@@ -292,6 +335,46 @@ def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeyp
     app.radio(key="reduce").set_value("at their best").run()
     app.selectbox(key="x-axis").set_value("beta1").run()
     assert layout()[:2] == ("beta1", 2)
+
+
+def test_apptest_maps_offer_the_coupled_coordinates_as_axes(tmp_path, monkeypatch):
+    """AdamW over lr × weight_decay × beta2 (results written directly): the maps may be drawn over
+    τ = 1/(η·λ) — in steps, or in epochs once the steps per epoch are given — and over β2's half-life."""
+    import sqlalchemy as sa
+
+    from study import spec, store
+
+    url = f"sqlite:///{tmp_path / 'coupled.db'}"
+    engine = store.connect(url)
+    body = "[optimizers.adamw]\nlr = [1e-3, 1e-2]\nweight_decay = [1e-2, 1e-1]\nbeta2 = [0.9, 0.999]\n"
+    store.register(engine, spec.load(study_file(tmp_path, name="coupled", seeds=[0], body=body)))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE sweep_cells SET status = 'complete', diverged = 0, attempts = 1, "
+                             "final_test_accuracy = 0.5 + lr + weight_decay + beta2 / 10, "
+                             "score = 0.5 + lr + weight_decay + beta2 / 10, final_metrics = '{}'"))
+    monkeypatch.setenv("ADAMSCAPE_DB", url)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    x_axis = app.selectbox(key="x-axis")
+    assert x_axis.options[:3] == ["lr", "beta2", "weight_decay"]  # the swept axes first: the default map unchanged
+    assert {"τ = 1/(η·λ) (steps)", "β2 half-life ln 0.5/ln β2 (steps)"} <= set(x_axis.options)
+    x_axis.set_value("tau_steps").run()
+    app.selectbox(key="y-axis").set_value("lr").run()
+    assert not app.exception
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["xaxis"]["title"]["text"] == "τ = 1/(η·λ) (steps)"
+    # τ: 1/(1e-3·1e-1) = 1e4, 1/(1e-3·1e-2) = 1e5 (lr 1e-3); 1/(1e-2·1e-1) = 1e3, 1/(1e-2·1e-2) = 1e4 (lr 1e-2)
+    assert list(chart["data"][0]["x"]) == ["1e3", "1e4", "1e5"]
+    z = _plotly_array(chart["data"][0]["z"])  # beta2 at its best (0.999): + 0.0999
+    assert z[0][1] == pytest.approx(0.5 + 1e-3 + 1e-1 + 0.0999) and z[1][1] == pytest.approx(0.5 + 1e-2 + 1e-2 + 0.0999)
+    app.number_input(key="steps-per-epoch").set_value(10).run()  # τ in epochs: 1e3 … 1e5 steps / 10
+    app.selectbox(key="x-axis").set_value("tau_epochs").run()
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["xaxis"]["title"]["text"] == "τ = 1/(η·λ) (epochs)"
+    assert list(chart["data"][0]["x"]) == ["1e2", "1e3", "1e4"]
+    app.selectbox(key="x-axis").set_value("beta2_half_life").run()  # ln 0.5 / ln 0.9 = 6.58, / ln 0.999 = 693
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert list(chart["data"][0]["x"]) == ["6.58", "693"]
 
 
 def test_apptest_a_stopped_study_maps_its_whole_grid_and_marks_what_has_not_run(tmp_path, monkeypatch):

@@ -25,7 +25,8 @@ def report(ray_address, tmp_path_factory):
 
 def test_report_writes_the_charts_the_leaderboard_and_one_page(report):
     url, out, written = report
-    names = {"maps.png", "sensitivity.png", "expected_best.png", "leaderboard.csv", "report.html"}
+    names = {"maps.png", "sensitivity.png", "expected_best.png", "leaderboard.csv", "comparison.csv",
+             "tunability.csv", "lr_sensitivity.csv", "report.html"}
     assert {p.rsplit("/", 1)[-1] for p in written} == names and {p.name for p in out.iterdir()} == names
     for chart in ("maps", "sensitivity", "expected_best"):
         data = (out / f"{chart}.png").read_bytes()
@@ -41,7 +42,22 @@ def test_report_writes_the_charts_the_leaderboard_and_one_page(report):
         for column in ("best", "good_fraction", "divergence_rate", "expected_best_10"):
             assert float(row[column]) == pytest.approx(getattr(summary, column), nan_ok=True)
     assert float(rows[1]["divergence_rate"]) == pytest.approx(0.5)  # sgdm's lr = 1000 diverges on both seeds
+    # the literature's measures: LR sensitivity and the seed-bootstrap intervals, as the analysis computes them
+    literature, boot = analysis.leaderboard(store.results("tiny", engine), study["metric"], study["direction"])
+    literature = literature.set_index("optimizer")
+    for row in rows:
+        for column in ("lr_sensitivity", "lr_sensitivity_low", "lr_sensitivity_high", "good_fraction_low",
+                       "good_fraction_high", "lr_window_decades_low", "lr_window_decades_high"):
+            assert float(row[column]) == pytest.approx(literature.loc[row["optimizer"], column]), column
+    pairs = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [(p["optimizer"], p["than"]) for p in pairs] == [("adam", "sgdm"), ("sgdm", "adam")]
+    assert float(pairs[0]["P(lr_sensitivity)"]) == pytest.approx(boot.less_sensitive().loc["adam", "sgdm"])
+    tunable = list(csv.DictReader((out / "tunability.csv").open()))
+    assert [t["optimizer"] for t in tunable] == ["adam", "sgdm"] and {"early", "late", "alpha_0.95"} <= set(tunable[0])
     page = (out / "report.html").read_text()
+    for text in ("Sensitivity measures from the literature", "Wortsman et al. 2023", "Sivaprasad et al. 2020",
+                 "Dodge et al. 2019", "less sensitive", "Wang &amp; Aitchison 2025", "lr_sensitivity_low"):
+        assert text in page, text
     assert page.count('src="data:image/png;base64,') == 3
     assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens offline
     assert not math.isnan(float(rows[0]["best"]))
@@ -65,6 +81,7 @@ def test_report_page_shows_its_charts_in_a_browser_without_network(report):
         browser.close()
     assert len(widths) == 3 and all(w and w > 100 for w in widths), widths
     assert "Leaderboard" in text and "sgdm" in text
+    assert "Sensitivity measures from the literature" in text and "Tunability (Sivaprasad et al. 2020)" in text
     assert all(url.startswith(("file://", "data:")) for url in fetched), fetched
 
 
@@ -118,3 +135,32 @@ def test_the_report_of_a_stopped_study_says_how_far_it_got_and_hatches_what_has_
         finished = sum(r.status in ("complete", "failed") for r in mine)
         assert axes[optimizer].get_title() == f"{optimizer}: {finished} of {len(mine)} cells finished"
         assert len(axes[optimizer].get_xticklabels()) == len(lrs)  # the whole grid, not what finished
+
+
+def test_the_report_maps_the_coupled_coordinates_where_a_grid_sweeps_them(tmp_path):
+    """AdamW over lr × weight_decay × beta2 (results written by hand, no Ray): the report adds maps over
+    τ = 1/(η·λ) and β2's half-life against the learning rate, and the literature's tables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import sqlalchemy as sa
+
+    from study import report, spec
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    engine = store.connect(url)
+    body = "[optimizers.adamw]\nlr = [1e-3, 1e-2]\nweight_decay = [1e-2, 1e-1]\nbeta2 = [0.9, 0.999]\n"
+    store.register(engine, spec.load(study_file(tmp_path, body=body)))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE sweep_cells SET status = 'complete', diverged = 0, attempts = 1, "
+                             "final_test_accuracy = 0.5 + lr + weight_decay + beta2 / 10 + seed / 100.0, "
+                             "score = 0.5 + lr + weight_decay + beta2 / 10 + seed / 100.0, final_metrics = '{}'"))
+    written = report.write(engine, "tiny", tmp_path / "atlas")
+    assert "coupled.png" in {p.name for p in written}
+    assert (tmp_path / "atlas" / "coupled.png").read_bytes().startswith(PNG)
+    page = (tmp_path / "atlas" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "<h2>Coupled coordinates</h2>" in page
+    slices = list(csv.DictReader((tmp_path / "atlas" / "lr_sensitivity.csv").open()))
+    # the profile, then each of the 2 × 2 (beta2, weight_decay) combinations; accuracy rises with lr by 0.009
+    # in each: LRS = best − mean over the two lrs = 0.009 / 2
+    assert len(slices) == 5 and all(float(s["lr_sensitivity"]) == pytest.approx(0.0045) for s in slices)
