@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from .base import KernelOptimizer
     from .baselines import SGDM, Adagrad, RMSprop
     from .bounded import AdaBound, AdaMod, AMSBound
+    from .moments import AdamMini, AdEMAMix
+    from .normalized import ADOPT, LaProp
     from .rectified import AdaBelief, RAdam
+    from .schedulefree import AdamWScheduleFree
+    from .sign import CautiousAdamW, Lion
     from .registry import create
 
 # Attribute → submodule that defines it; importing any of these imports torch.
@@ -27,12 +31,18 @@ _LAZY = {
     **dict.fromkeys(("SGDM", "Adagrad", "RMSprop"), "baselines"),
     **dict.fromkeys(("AdaBound", "AMSBound", "AdaMod"), "bounded"),
     **dict.fromkeys(("RAdam", "AdaBelief"), "rectified"),
+    **dict.fromkeys(("ADOPT", "LaProp"), "normalized"),
+    **dict.fromkeys(("AdEMAMix", "AdamMini"), "moments"),
+    **dict.fromkeys(("Lion", "CautiousAdamW"), "sign"),
+    "AdamWScheduleFree": "schedulefree",
     "KernelOptimizer": "base",
     "create": "registry",
 }
 
 __all__ = ["Adam", "AdamW", "AMSGrad", "Adamax", "NAdam", "RAdam", "AdaBelief", "AdaBound", "AMSBound", "AdaMod",
-           "SGDM", "Adagrad", "RMSprop", "HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerDeclarationError", "OptimizerSpec", "UnknownOptimizerError",
+           "SGDM", "Adagrad", "RMSprop", "AdamWScheduleFree",
+           "ADOPT", "AdEMAMix", "CautiousAdamW", "AdamMini", "Lion", "LaProp",
+           "HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerDeclarationError", "OptimizerSpec", "UnknownOptimizerError",
            "describe", "register",
            "create", "names", "spec"]
 

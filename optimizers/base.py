@@ -12,6 +12,17 @@ Contract for subclasses:
   hyperparameters, each a number or a tensor with a leading config dimension
   (see :mod:`optimizers.pieces`).
 
+Optimizers with a mode (the one hook adamscape calls around evaluation). An optimizer that
+evaluates at another point than it takes gradients at (Schedule-Free AdamW,
+:mod:`optimizers.schedulefree`) says so by having two methods, ``train()`` and ``eval()``, as
+``schedulefree.AdamWScheduleFree`` has: ``eval()`` sets the parameters to the point to evaluate,
+``train()`` back to the point to train at; each is a no-op in the mode it names. Any optimizer,
+registered or a study's own, built on this shell or not, is found by :func:`has_mode`; adamscape's
+training loop, its populations, ``adamscape check`` and the conformance suite call
+:func:`train_mode` once after building it and wrap every evaluation in :func:`evaluating` (``eval()``
+before, ``train()`` after, also when the evaluation raises). An optimizer without the two methods is
+left as it is.
+
 The shell gathers each group's parameters that have a gradient, buckets them by
 (step, device, dtype) so foreach ops see homogeneous lists (a parameter whose
 gradient was ``None`` on some steps has fallen behind), and calls the kernel.
@@ -27,16 +38,43 @@ once it has (a ``torch.compile`` anywhere in the process).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Self
 
 import torch
 from torch import Tensor
 
 Kernel = Callable[[list[Tensor], list[Tensor], dict[str, list[Tensor]], int, dict[str, Any]], None]
+
+
+def has_mode(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` has a mode: callable ``train()`` and ``eval()`` methods (torch's own have neither)."""
+    return callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+
+
+def train_mode(optimizer: torch.optim.Optimizer) -> None:
+    """Put an optimizer with a mode in train mode (``optimizer.train()``), as before its first step; any
+    other optimizer is left alone."""
+    if has_mode(optimizer):
+        optimizer.train()
+
+
+@contextlib.contextmanager
+def evaluating(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Around an evaluation: an optimizer with a mode in eval mode (its parameters at the point to
+    evaluate), and back in train mode afterwards, also when the evaluation raises; nothing for any other."""
+    if not has_mode(optimizer):
+        yield
+        return
+    optimizer.eval()
+    try:
+        yield
+    finally:
+        optimizer.train()
 
 
 def _unless_dynamo(guarded: Callable) -> Callable:

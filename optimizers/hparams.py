@@ -78,6 +78,11 @@ def _nonnegative(default: float, search: tuple[float, float]) -> HParam:
     return HParam(default, 0.0, math.inf, search, log=True)
 
 
+def _linear(default: float, search: tuple[float, float]) -> HParam:
+    """A non-negative hyperparameter searched on a linear scale (a count of steps, a power)."""
+    return HParam(default, 0.0, math.inf, search, log=False)
+
+
 _EPS = _positive(1e-8, (1e-10, 1e-2))
 _WEIGHT_DECAY = _nonnegative(0.0, (1e-6, 1e-1))
 _FINAL_LR = _positive(0.1, (1e-3, 1.0))
@@ -265,6 +270,31 @@ _SPECS = [
     OptimizerSpec("rmsprop", "optimizers.baselines:RMSprop", "RMSprop (Hinton 2012), torch.optim.RMSprop",
                   {"lr": _positive(1e-2, (1e-5, 1e-1)), "alpha": _beta(0.99, (0.9, 0.9999)), "eps": _EPS,
                    "weight_decay": _WEIGHT_DECAY, "momentum": _beta(0.0, (0.0, 0.99))}),
+    OptimizerSpec("adamw-schedulefree", "optimizers.schedulefree:AdamWScheduleFree",
+                  "Schedule-Free AdamW (Defazio et al. 2024), evaluated at the average x (train()/eval())",
+                  _adam_like(2.5e-3, beta1=HParam(0.9, 0.0, 1.0, (0.5, 0.99), log=False, open_low=True),
+                             warmup_steps=_linear(0.0, (0.0, 2000.0)), r=_linear(0.0, (0.0, 4.0)),
+                             weight_lr_power=_linear(2.0, (0.0, 4.0)))),
+    OptimizerSpec("adopt", "optimizers.normalized:ADOPT",
+                  "ADOPT (Taniguchi et al. 2024), momentum of clipped g/sqrt(v_{t-1})",
+                  _adam_like(beta2=_beta(0.9999, (0.9, 0.99999)), eps=_positive(1e-6, (1e-10, 1e-2)))),
+    OptimizerSpec("ademamix", "optimizers.moments:AdEMAMix",
+                  "AdEMAMix (Pagliardini et al. 2024), a slow momentum mixed into Adam's",
+                  _adam_like(beta3=_beta(0.9999, (0.99, 0.99999)),
+                             alpha=HParam(5.0, 0.0, math.inf, (1.0, 20.0), log=True),
+                             T_alpha_beta3=HParam(0.0, 0.0, math.inf, (1e2, 1e6), log=True))),
+    OptimizerSpec("cadamw", "optimizers.sign:CautiousAdamW",
+                  "Cautious AdamW (Liang et al. 2024), update masked where it disagrees with g",
+                  _adam_like(weight_decay=_nonnegative(1e-2, (1e-5, 1.0)))),
+    OptimizerSpec("adam-mini", "optimizers.moments:AdamMini",
+                  "Adam-mini (Zhang et al. 2024), one v per weight tensor, per element for biases",
+                  _adam_like(weight_decay=_nonnegative(0.0, (1e-5, 1.0)))),
+    OptimizerSpec("lion", "optimizers.sign:Lion", "Lion (Chen et al. 2023), sign of an interpolated momentum",
+                  {"lr": _positive(1e-4, (1e-6, 1e-2)), "beta1": _beta(0.9), "beta2": _beta(0.99, (0.9, 0.9999)),
+                   "weight_decay": _nonnegative(0.0, (1e-4, 10.0))}),
+    OptimizerSpec("laprop", "optimizers.normalized:LaProp",
+                  "LaProp (Ziyin et al. 2020), momentum of g/sqrt(v), lr-averaged bias correction",
+                  _adam_like(4e-4, eps=_positive(1e-15, (1e-16, 1e-6)))),
 ]
 REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
 

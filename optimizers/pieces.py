@@ -182,3 +182,28 @@ def rectification(beta2: Hyper, step: int) -> tuple[Hyper, Hyper]:
     rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
     ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
     return rho_t, sqrt(ratio.clamp(min=0) if isinstance(ratio, Tensor) else max(ratio, 0.0))
+
+
+# --- pieces that reduce over a tensor: per config when a population stacks K of them.
+
+def config_dims(group) -> int:
+    """How many leading dimensions of every parameter index configurations: 1 when some hyperparameter of
+    ``group`` is a (K,) tensor (a population, see the module docstring), else 0. A piece that reduces over
+    a parameter (a block's second moment, a per-tensor rescaling) reduces over the dimensions after these,
+    so that each config gets exactly what it would get alone. A population whose members share every value
+    (each hyperparameter a number) says so with ``group["population"] = True``."""
+    if group.get("population"):
+        return 1
+    return int(any(isinstance(value, Tensor) and value.dim() > 0 for key, value in group.items() if key != "params"))
+
+
+def cautious_(updates: list[Tensor], grads: list[Tensor], leading: int = 0) -> None:
+    """The cautious mask (Liang et al. 2024): u ← u·φ·d/(Σφ + 1) with φ = 1[u·g > 0], where d and Σφ count
+    the elements of each tensor (of each config's slice: the dimensions after the first ``leading``)."""
+    for update, grad in zip(updates, grads):
+        mask = (update * grad > 0).to(update.dtype)
+        dims = tuple(range(leading, update.dim()))
+        kept = mask.sum(dim=dims, keepdim=True) if dims else mask.clone()
+        size = math.prod(update.shape[leading:])
+        mask.mul_(size / (kept + 1))
+        update.mul_(mask)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -53,3 +54,29 @@ def test_dashboard_draws_both_lr_by_weight_decay_maps(decoupling_db, monkeypatch
         assert figure["layout"]["xaxis"]["title"]["text"].startswith("lr")
         assert figure["layout"]["yaxis"]["title"]["text"] == "weight_decay"
         assert len(figure["data"][0]["x"]) == 4 and len(figure["data"][0]["y"]) == 4  # 4 lr × 4 weight decays
+
+
+def test_the_2026_family_preset_runs_every_member_and_its_report_compares_them(ray_address, tmp_path):
+    """The preset as shipped, thinned to 3 of its 5 learning rates and one epoch (every member, both axes,
+    both seeds): it runs through `submit --run`, and the report ranks every optimizer by the literature's
+    measures beside ours, with the pairwise comparison."""
+    text = (EXAMPLES / "adam-family-2026.toml").read_text()
+    thinned = re.sub(r"num = 5", "num = 3", re.sub(r"^epochs = 5$", "epochs = 1", text, flags=re.M))
+    assert thinned.count("num = 3") == 9 and "epochs = 1" in thinned
+    study = tmp_path / "adam-family-2026.toml"
+    study.write_text(thinned)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    ran = adamscape("submit", study, "--db", db, "--run", "--address", ray_address, "--workers", "2", timeout=600)
+    assert "study adam-family-2026: " in ran.stdout and " 0 failed" in ran.stdout, ran.stdout
+    results = pd.read_csv(io.StringIO(adamscape("results", "adam-family-2026", "--db", db, "--format", "csv").stdout))
+    members = ["adam", "adamw", "adamw-schedulefree", "adopt", "ademamix", "cadamw", "adam-mini", "lion", "laprop"]
+    assert sorted(results["optimizer"].unique()) == sorted(members)
+    assert len(results) == 9 * 3 * 3 * 2 and (results["status"] != "failed").all()
+    assert results["final_test_loss"].min() < 1.0  # digits: chance is ln 10 = 2.3 nats
+    adamscape("report", "adam-family-2026", "--db", db, "--out", tmp_path / "atlas")
+    leaderboard = pd.read_csv(tmp_path / "atlas" / "leaderboard.csv")
+    assert sorted(leaderboard["optimizer"]) == sorted(members)
+    comparison = pd.read_csv(tmp_path / "atlas" / "comparison.csv")
+    assert len(comparison) >= 9 * 8 / 2  # every pair of members
+    page = (tmp_path / "atlas" / "report.html").read_text()
+    assert "LR sensitivity" in page and "Wortsman" in page and "Sivaprasad" in page

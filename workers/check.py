@@ -2,7 +2,9 @@
 
 For each optimizer the file names, one configuration (its first grid point, the first seed)
 trains a few steps on the task, twice; the task's loss before training must be finite, its
-evaluation must report the metrics it declares, the same seed must give the same losses, and a
+evaluation must report the metrics it declares (an optimizer with a mode, ``train()`` / ``eval()``,
+trains in train mode and is evaluated once more after its steps in eval mode, as cells are:
+optimizers.base), the same seed must give the same losses, and a
 population of two must give the losses of one-at-a-time training (else the study trains one
 configuration per pass). Every problem is a :class:`study.plugins.PluginError`: one line naming
 the file, the line where it can, and the fix.
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 
 import optimizers
+from optimizers.base import has_mode, train_mode
 from study import plugins
 from study.spec import StudySpec, expand
 from . import population, tasks
@@ -90,6 +93,7 @@ def _steps(spec: StudySpec, source: str, key: str, hparams: dict[str, float], se
                                   f"task declares {sorted(declared) or 'none'}; make the two agree")
     try:
         opt = optimizers.create(key, problem.model.parameters(), **hparams)
+        train_mode(opt)  # an optimizer with a mode trains in train mode (optimizers.base), as a study's cells do
     except Exception as exc:
         raise _fail(spec, source, key, exc) from None
     parameters = dict(problem.model.named_parameters())
@@ -112,7 +116,30 @@ def _steps(spec: StudySpec, source: str, key: str, hparams: dict[str, float], se
         losses.append(loss.item())
     if not losses:
         raise plugins.PluginError(f"{source}: {spec.task}: batches() yielded nothing; an epoch needs at least one batch")
+    if has_mode(opt):  # evaluated as a cell evaluates: eval() before, train() after
+        _evaluated_in_eval_mode(spec, source, key, opt, problem, declared)
     return losses
+
+
+def _evaluated_in_eval_mode(spec: StudySpec, source: str, key: str, opt, problem, declared: set[str]) -> None:
+    """An optimizer with a mode, after its steps: ``eval()``, the task's evaluation, ``train()``, as every cell
+    runs them (optimizers.base.evaluating); a failure of a switch names the optimizer, one of the evaluation
+    the task."""
+    try:
+        opt.eval()
+    except Exception as exc:
+        raise _fail(spec, source, key, exc) from None
+    try:
+        metrics = problem.evaluate()
+    except Exception as exc:
+        raise _fail(spec, source, spec.task, exc) from None
+    try:
+        opt.train()
+    except Exception as exc:
+        raise _fail(spec, source, key, exc) from None
+    if set(metrics) != declared:
+        raise plugins.PluginError(f"{source}: {spec.task}: evaluate() returned {sorted(metrics) or 'nothing'} in "
+                                  f"{key}'s eval mode but the task declares {sorted(declared) or 'none'}")
 
 
 def _task_population_problem(spec: StudySpec, key: str, hparams: dict[str, float], seed: int, plan,

@@ -9,6 +9,14 @@ takes one value per config for every hyperparameter that differs between them
 (``optimizers.pieces``). Results equal one-at-a-time training within float32
 rounding (the tests check every task and optimizer).
 
+An optimizer with a mode (``train()`` / ``eval()``, optimizers.base) is put in eval mode once for an
+epoch's evaluations, all members together, and back in train mode after, as one config alone is around
+its own; a member evaluated when the others are not (one that diverged) so takes the others through
+that round trip too, which moves them by rounding only.
+
+Every member's summary carries the metrics at initialisation (``initial_<name>``:
+``workers.training.initial_metrics``), the same for all: they share the initial weights.
+
 A config that diverges is evaluated, reported and removed from the population at
 the end of that epoch: its rows leave the stacked parameters, the optimizer state
 and the hyperparameter tensors, so it can neither disturb the others nor cost
@@ -30,11 +38,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 import optimizers
+from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
 from . import tasks
-from .training import (SingleRun, autocast_for, device_label, is_diverged, plan_of, reproducible, schedule_factor,
-                       summary, train, watch_memory)
+from .training import (SingleRun, autocast_for, device_label, initial_metrics, is_diverged, plan_of, reproducible,
+                       schedule_factor, summary, train, watch_memory)
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -82,6 +91,7 @@ def _train_population(task: str, optimizer: str, members: list[dict[str, float]]
     generator = torch.Generator().manual_seed(seed)
     reference = problem.reference_loss()
     autocast = autocast_for(plan, device, task)
+    initial = initial_metrics(task, seed, plan, device, problem, reference, autocast)  # every member's ℓ₀
     best_accuracy = [-math.inf] * len(members)
     timer = _StepTimer(device, MIN_SECONDS["together"]) if judge is not None else None
     step = 0
@@ -103,19 +113,24 @@ def _train_population(task: str, optimizer: str, members: list[dict[str, float]]
             judge(timer.seconds_per_step())
             timer = None
         epoch_losses = (total / weight).tolist()  # one sync per epoch
-        finished = []
+        rows = []  # (row, member, metrics, diverged, evaluated now)
         for row, member in enumerate(population.members):
-            metrics = {"train_loss": epoch_losses[row]}
-            diverged = is_diverged(metrics["train_loss"], reference, plan)
-            if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
-                with autocast:
-                    metrics |= population.evaluate(row)
+            diverged = is_diverged(epoch_losses[row], reference, plan)
+            rows.append((row, member, {"train_loss": epoch_losses[row]}, diverged,
+                         diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs))
+        if any(due for *_, due in rows):  # one eval()/train() round trip of the optimizer for the epoch's evaluations
+            with evaluating(population.opt), autocast:
+                for row, _, metrics, _, due in rows:
+                    if due:
+                        metrics |= population.evaluate(row)
+        finished = []
+        for row, member, metrics, diverged, _ in rows:
             best_accuracy[member] = max(best_accuracy[member], metrics.get("test_accuracy", -math.inf))
             yield member, {"epoch": epoch, **metrics}
             if diverged or epoch == plan.epochs:
                 share = (time.perf_counter() - started) / len(members)
                 finished.append(row)
-                yield member, summary(metrics, diverged, best_accuracy[member], share, device)
+                yield member, summary(metrics, diverged, best_accuracy[member], share, device, initial)
         if finished:
             population.drop(finished)
         if not population.size:
@@ -136,6 +151,7 @@ class _Population:
         hparams = {name: _per_config([m[name] for m in members], device) for name in members[0]}
         self.base_lr = hparams.get("lr", optimizers.spec(optimizer).defaults().get("lr"))
         self.opt = optimizers.create(optimizer, self.params, **hparams)
+        train_mode(self.opt)  # as workers.training does: evaluations then wrap in optimizers.base.evaluating
 
         objective = _Objective(problem)
         buffers = {f"model.{n}": b for n, b in self.buffers.items()}

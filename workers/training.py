@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import optimizers
+from optimizers.base import evaluating, train_mode
 from study.catalog import TrainingProtocol
 from . import tasks
 
@@ -35,9 +36,11 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
 
     Same arguments → same numbers (on CPU): the seed fixes the initial weights, the
     minibatch order and any augmentation or sampling. Test metrics are computed every
-    ``eval_every`` epochs and at the last one. A non-finite epoch loss stops training as
+    ``eval_every`` epochs and at the last one, with an optimizer that has a mode in eval mode
+    (``optimizers.base.evaluating``: Schedule-Free's averaged point). A non-finite epoch loss stops training as
     diverged; so does one above ``divergence_factor`` × the loss before training (when
-    that is positive and the factor is not 0).
+    that is positive and the factor is not 0). The summary's ``final`` also holds ``initial_<name>`` for
+    each metric at initialisation, before any step (:func:`initial_metrics`).
     """
     plan = plan_of(protocol)
     with reproducible(plan.deterministic):
@@ -55,6 +58,7 @@ class SingleRun:
         self.problem = problem = tasks.build(task, plan, device)
         self.parameters = dict(problem.model.named_parameters())
         self.opt = optimizers.create(optimizer, self.parameters.values(), **hparams)
+        train_mode(self.opt)  # an optimizer with a mode (optimizers.base) trains in train mode, evaluates in eval
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: schedule_factor(problem, plan, step))
         self.generator = torch.Generator().manual_seed(seed)
         self.autocast = autocast_for(plan, device, task)
@@ -78,6 +82,7 @@ def _train(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan
     run = SingleRun(task, optimizer, hparams, seed, plan, device)
     problem, generator = run.problem, run.generator
     reference = problem.reference_loss()
+    initial = initial_metrics(task, seed, plan, device, problem, reference, run.autocast)
 
     diverged, best_accuracy, metrics = False, -math.inf, {}
     for epoch in range(1, plan.epochs + 1):
@@ -89,13 +94,46 @@ def _train(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan
         metrics = {"train_loss": total.item() / weight}
         diverged = is_diverged(metrics["train_loss"], reference, plan)
         if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
-            with run.autocast:  # evaluated as trained: in bfloat16 where the study's amp trains so
+            # at the optimizer's point to evaluate (Schedule-Free's average; optimizers.base.evaluating), and
+            # as trained: in bfloat16 where the study's amp trains so
+            with evaluating(run.opt), run.autocast:
                 metrics |= problem.evaluate()
         best_accuracy = max(best_accuracy, metrics.get("test_accuracy", -math.inf))
         yield {"epoch": epoch, **metrics}
         if diverged:
             break
-    yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started, device)
+    yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started, device, initial)
+
+
+_INITIAL: dict[tuple, tuple[Any, dict[str, float]]] = {}  # initial_metrics' key -> (task builder, metrics)
+
+
+def initial_metrics(task: str, seed: int, plan: TrainingProtocol, device: str, problem: tasks.Problem,
+                    reference: float, autocast: Any = None) -> dict[str, float]:
+    """The metrics at initialisation, ℓ₀ of Wortsman et al.'s LR sensitivity: ``train_loss``, the problem's
+    ``reference_loss()`` (the loss before training that the divergence rule measures against, which the
+    training loop computes anyway, passed as ``reference``), and the task's ``evaluate()``, as the loop
+    evaluates (under ``autocast``, the loop's bfloat16 where it trains so).
+
+    ``problem`` is the cell's own problem, just built after ``torch.manual_seed(seed)`` and not yet
+    stepped: its parameters are the ones training starts from, whatever the optimizer. They depend only on
+    task, seed, protocol and device, so the metrics are computed once per worker process for each of those
+    (the task's builder too: a study file's own task of the same name may differ) and kept; later cells
+    of the key reuse them without evaluating. ``evaluate()`` does not change the parameters (the task
+    contract) and runs inside ``torch.random.fork_rng``: training draws the same random numbers as
+    without it, so its results are bit-identical.
+    """
+    builder = tasks._PLUGINS.get(task)
+    key = (task, id(builder), seed, repr(plan), str(torch.device(device)))
+    known = _INITIAL.get(key)
+    if known is not None and known[0] is builder:
+        return dict(known[1])
+    where = torch.device(device)
+    cuda = [where.index if where.index is not None else torch.cuda.current_device()] if where.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), autocast or contextlib.nullcontext():  # as the loop evaluates
+        metrics = {"train_loss": float(reference), **problem.evaluate()}
+    _INITIAL[key] = (builder, metrics)
+    return dict(metrics)
 
 
 CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace setting cuBLAS needs for reproducible matmuls (CUDA >= 10.2)
@@ -143,10 +181,12 @@ def is_diverged(train_loss: float, reference: float, plan: TrainingProtocol) -> 
 
 
 def summary(metrics: dict[str, float], diverged: bool, best_accuracy: float, wall_seconds: float,
-            device: str) -> dict[str, Any]:
-    """The last record of a cell: its final metrics, status, best test accuracy, wall time, and what it
+            device: str, initial: dict[str, float] | None = None) -> dict[str, Any]:
+    """The last record of a cell: its final metrics (and ``initial_<name>`` for each of ``initial``, the
+    metrics at initialisation: :func:`initial_metrics`), status, best test accuracy, wall time, and what it
     trained on (``device_label``) with the peak memory of its pass (CUDA only)."""
-    return {"final": metrics, "status": "diverged" if diverged else "complete",
+    final = {**metrics, **{f"initial_{name}": value for name, value in (initial or {}).items()}}
+    return {"final": final, "status": "diverged" if diverged else "complete",
             "best_test_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
             "wall_seconds": wall_seconds, "device": device_label(device), "peak_memory_mib": peak_memory_mib(device)}
 

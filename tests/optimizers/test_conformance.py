@@ -1,5 +1,11 @@
 """The contract every optimizer keeps, run table-driven over the whole registry and over optimizers a
-study file names as its own (a plugin is checked with the same tests the registry passes)."""
+study file names as its own (a plugin is checked with the same tests the registry passes).
+
+An optimizer with a mode (``train()`` / ``eval()``: Schedule-Free) is built as adamscape builds it, put
+in train mode (``optimizers.base.train_mode``), and is checked in both modes as well: the switches move
+the parameters between its two points and back, are no-ops in the mode they name, survive a state_dict,
+and act on a population's rows as on K separate optimizers.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import pytest
 import torch
 
 import optimizers
+from optimizers.base import evaluating, has_mode, train_mode
 from study import plugins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +27,15 @@ OWN = ["./examples/plugins/lion.py:Lion", "torch.optim:Adam", "torch.optim:SGD"]
 for _reference in OWN:
     optimizers.register(plugins.optimizer_spec(plugins.describe_optimizer(plugins.locate(_reference, "optimizer",
                                                                                           ROOT))))
+# the authors' Schedule-Free AdamW as a study's own optimizer (a test extra): a class with a mode that starts in
+# eval mode and refuses a step there
+SCHEDULEFREE = "schedulefree:AdamWScheduleFree"
+try:
+    optimizers.register(plugins.optimizer_spec(plugins.describe_optimizer(plugins.locate(SCHEDULEFREE, "optimizer",
+                                                                                          ROOT))))
+    OWN.append(SCHEDULEFREE)
+except plugins.PluginError:  # schedulefree not installed
+    pass
 NAMES = REGISTERED + OWN
 BATCHED = [name for name in NAMES if optimizers.spec(name).batched]
 SHAPES = [(6, 4), (4,), (2, 3, 2)]
@@ -54,9 +70,15 @@ def _snapshot(params):
 
 
 def _create(name, params, **hparams):
-    """Every optimizer with a learning rate that moves it visibly in a few steps, weight decay off."""
+    """Every optimizer with a learning rate that moves it visibly in a few steps, weight decay off; one with a
+    mode in train mode, as adamscape's loops put it."""
     decay = {"weight_decay": 0.0} if "weight_decay" in optimizers.spec(name).hparams else {}
-    return optimizers.create(name, params, **{"lr": 1e-2, **decay, **hparams})
+    optimizer = optimizers.create(name, params, **{"lr": 1e-2, **decay, **hparams})
+    train_mode(optimizer)
+    return optimizer
+
+
+WITH_MODE = [name for name in NAMES if has_mode(optimizers.spec(name).cls)]  # the class has train() and eval()
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -105,8 +127,17 @@ def test_a_scheduler_drives_the_learning_rate(name):
         optimizer.step()
         scheduler.step()
     frozen = _snapshot(params)
-    _train(optimizer, params, 5, first_step=5)
-    assert all(torch.equal(a, b) for a, b in zip(frozen, params)), "lr scheduled to 0 must stop every update"
+    if has_mode(optimizer):
+        # Schedule-Free: lr 0 stops z, while the average x (and so y) goes on moving towards it; what stops is
+        # every effect of the gradients: other gradients give the same parameters
+        twin = copy.deepcopy((optimizer, params))
+        _train(optimizer, params, 5, first_step=5)
+        other, other_params = twin
+        _train(other, other_params, 5, first_step=50)
+        assert all(torch.equal(a, b) for a, b in zip(params, other_params)), "lr scheduled to 0: gradients must not matter"
+    else:
+        _train(optimizer, params, 5, first_step=5)
+        assert all(torch.equal(a, b) for a, b in zip(frozen, params)), "lr scheduled to 0 must stop every update"
     moved = (frozen[0] - _params()[0]).abs().max().item()
     assert moved > 1e-3
 
@@ -128,7 +159,10 @@ def test_add_param_group_behaves_like_a_fresh_optimizer(name):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(
+    strict=True, reason="the authors' class counts steps per group: a parameter that joins late joins the group's "
+                        "average (adamw-schedulefree counts per parameter, as every adamscape optimizer)"))
+    if name == SCHEDULEFREE else name for name in NAMES])
 def test_none_gradients_leave_a_parameter_alone_until_it_has_one(name):
     params = _params()
     optimizer = _create(name, params)
@@ -206,6 +240,95 @@ def test_batched_configs_equal_separate_runs(name):
     for k, params in enumerate(separate):
         for batched, single in zip(stacked, params):
             torch.testing.assert_close(batched[k], single.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [name for name in WITH_MODE if optimizers.spec(name).batched])
+def test_a_populations_eval_and_train_points_equal_separate_optimizers(name):
+    """The mode switches of a population act on each config's rows as K separate optimizers' switches."""
+    configs = _configs(name)
+    separate = []
+    for config in configs:
+        params = _params()
+        optimizer = optimizers.create(name, params, **config)
+        train_mode(optimizer)
+        _train(optimizer, params, 30)
+        separate.append((optimizer, params))
+    stacked = [torch.stack([p.detach()] * len(configs)).requires_grad_(True) for p in _params()]
+    hparams = {key: torch.tensor([c[key] for c in configs], dtype=torch.float64) for key in configs[0]}
+    population = optimizers.create(name, stacked, **hparams)
+    train_mode(population)
+    _train(population, stacked, 30)
+    for switch in ("eval", "train"):
+        getattr(population, switch)()
+        for k, (optimizer, params) in enumerate(separate):
+            getattr(optimizer, switch)()
+            for batched, single in zip(stacked, params):
+                torch.testing.assert_close(batched[k], single.detach(), rtol=1e-10, atol=1e-12, msg=switch)
+    assert max((a - b).abs().max().item() for a, b in zip(separate[0][1], _params())) > 1e-3
+
+
+@pytest.mark.parametrize("name", WITH_MODE)
+def test_eval_and_train_move_between_two_points_and_are_no_ops_in_their_own_mode(name):
+    params = _params()
+    optimizer = _create(name, params)
+    before = _snapshot(params)
+    optimizer.eval()  # no step yet: the two points are one
+    optimizer.train()
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+    _train(optimizer, params, 7)
+    training = _snapshot(params)
+    optimizer.train()  # already training
+    assert all(torch.equal(a, b) for a, b in zip(training, params))
+    optimizer.eval()
+    evaluated = _snapshot(params)
+    assert max((a - b).abs().max().item() for a, b in zip(training, evaluated)) > 1e-6, "eval() must move to x"
+    optimizer.eval()  # already evaluating
+    assert all(torch.equal(a, b) for a, b in zip(evaluated, params))
+    optimizer.train()
+    for a, b in zip(training, params):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)  # back, up to rounding
+
+
+@pytest.mark.parametrize("name", WITH_MODE)
+def test_the_evaluation_hook_evaluates_at_the_eval_point_and_trains_on_after(name):
+    """``optimizers.base.evaluating``: what adamscape's loops wrap each evaluation in — eval() before,
+    train() after, also when the evaluation raises; training then continues as without the round trip."""
+    params, plain = _params(), _params()
+    optimizer, reference = _create(name, params), _create(name, plain)
+    _train(optimizer, params, 7)
+    _train(reference, plain, 7)
+    reference.eval()
+    expected = _snapshot(plain)
+    reference.train()
+    with evaluating(optimizer):
+        seen = _snapshot(params)
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected))
+    with pytest.raises(ZeroDivisionError), evaluating(optimizer):
+        1 / 0
+    _train(optimizer, params, 5, first_step=7)  # in train mode again: a step is allowed
+    _train(reference, plain, 5, first_step=7)
+    for a, b in zip(params, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with evaluating(torch.optim.SGD(_params(), lr=0.1)):  # an optimizer without a mode: nothing happens
+        pass
+
+
+@pytest.mark.parametrize("name", WITH_MODE)
+def test_a_state_saved_in_eval_mode_continues_identically(name):
+    params = _params()
+    optimizer = _create(name, params)
+    _train(optimizer, params, 7)
+    optimizer.eval()
+    saved = copy.deepcopy(optimizer.state_dict())
+    twin = [p.detach().clone().requires_grad_(True) for p in params]
+    restored = _create(name, twin, lr=0.5)
+    restored.load_state_dict(saved)
+    for opt in (optimizer, restored):
+        opt.train()
+    _train(optimizer, params, 9, first_step=7)
+    _train(restored, twin, 9, first_step=7)
+    for a, b in zip(params, twin):
+        assert torch.equal(a, b)
 
 
 # Compiling takes seconds per optimizer; these cover list clamps, a float64 product, a select, and a buffer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -13,6 +14,9 @@ warnings.filterwarnings("ignore", category=UserWarning)  # the reference package
 adabound = pytest.importorskip("adabound")
 adamod = pytest.importorskip("adamod")
 adabelief_pytorch = pytest.importorskip("adabelief_pytorch")
+pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+lion_pytorch = pytest.importorskip("lion_pytorch")
+adam_mini = pytest.importorskip("adam_mini")
 
 STEPS = 200
 SHAPES = [(7, 5), (5,), (3, 4, 2), (1,)]
@@ -133,3 +137,209 @@ def test_matches_reference_every_step(name, hparams, options, reference):
             torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12, msg=lambda m: f"step {step}: {m}")
     moved = max((a - b).abs().max().item() for a, b in zip(ours[-1], _problem(3)[0]))
     assert moved > 1e-2, "the trajectory must actually move for the comparison to mean anything"
+
+
+# --- the 2020–24 members. Reference per optimizer, the most faithful one there is:
+# lion      lion-pytorch 0.2.5: the paper's update (its Program 1) as the authors' own PyTorch version in
+#           google/automl writes it; independent of pytorch_optimizer.
+# adam-mini adam-mini 1.1.1, the authors' package, on parameters named as a plain nn.Sequential names them
+#           (``0.weight``, ``0.bias``, …: the partition its code uses for such a model, checked below).
+# adopt     the authors' code (iShohei220/adopt, not on the registry) written out below in plain torch; and
+#           pytorch_optimizer's ADOPT given the authors' clipping schedule: its own passes the 1-based step to
+#           clip_lambda, one more than the authors' code does (t^¼ instead of (t-1)^¼), and it decays θ
+#           decoupled at t = 1 as well, so it stands in only with L2 decay and the shifted schedule.
+# ademamix  the authors' code (apple/ml-ademamix, not on the registry) written out below, warm-ups included;
+#           pytorch_optimizer's AdEMAMix (weight_decouple=True: the authors' decay) without warm-up. Its β3
+#           warm-up is the paper's formula, without the authors' 1e-8 in log(β + 1e-8): we follow the
+#           authors' code, so it cannot stand in for the warm-up (≈1e-4 relative in β3's half-life).
+# cadamw    no package implements Cautious AdamW (pytorch_optimizer 4.1.0 has cautious variants of other
+#           optimizers only, lion-pytorch of Lion only): the paper's algorithm written out below, per tensor,
+#           on torch.optim.AdamW's update (our choice: cadamw = adamw + the mask).
+# laprop    the authors' code (Z-T-WANG/LaProp-Optimizer, not on the registry) written out below, with its
+#           decay θ ← θ(1-λ) (our fixed_decay=True) and, for our default, that decay scaled by lr (as
+#           pytorch_optimizer's default). pytorch_optimizer's LaProp itself cannot stand in: it takes
+#           (sqrt(v + 1e-15) + eps)/sqrt(1-β2^t) for the authors' sqrt(v/(1-β2^t)) + eps, 9e-10 relative
+#           apart here even at eps 1e-15 (where v is small); its foreach path also rounds step sizes to float32.
+# The written-out references are plain per-tensor torch code, independent of our kernels and pieces.
+
+
+class _AuthorsADOPT(torch.optim.Optimizer):
+    """ADOPT as the authors' code runs it (per tensor, 0-based step s: s = 0 only stores g², then clips at s^¼)."""
+
+    def __init__(self, params, lr, beta1, beta2, eps, weight_decay, decouple=False):
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                      decouple=decouple))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                g = p.grad if group["decouple"] else p.grad + wd * p
+                if state["step"] == 0:
+                    state["v"] += g * g
+                else:
+                    if group["decouple"]:
+                        p -= lr * wd * p
+                    clip = state["step"] ** 0.25
+                    normed = (g / torch.clamp(state["v"].sqrt(), min=group["eps"])).clamp(-clip, clip)
+                    state["m"] = group["beta1"] * state["m"] + (1 - group["beta1"]) * normed
+                    p -= lr * state["m"]
+                    state["v"] = group["beta2"] * state["v"] + (1 - group["beta2"]) * g * g
+                state["step"] += 1
+
+
+class _AuthorsAdEMAMix(torch.optim.Optimizer):
+    """AdEMAMix as the authors' code runs it, with one warm-up length T for α and β3 (0: none)."""
+
+    def __init__(self, params, lr, beta1, beta2, beta3, alpha, eps, weight_decay, T_alpha_beta3):
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, alpha=alpha, eps=eps,
+                                      weight_decay=weight_decay, warmup=T_alpha_beta3))
+
+    @torch.no_grad()
+    def step(self):
+        half_life = lambda beta: math.log(0.5) / math.log(beta + 1e-8) - 1  # noqa: E731
+        for group in self.param_groups:
+            beta1, beta2, beta3, alpha, warmup = (group[k] for k in ("beta1", "beta2", "beta3", "alpha", "warmup"))
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, fast=torch.zeros_like(p), slow=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                t = state["step"]
+                alpha_t, beta3_t = alpha, beta3
+                if t < warmup:
+                    a = t / warmup
+                    alpha_t = a * alpha
+                    beta3_t = 0.5 ** (1 / ((1 - a) * half_life(beta1) + a * half_life(beta3) + 1))
+                g = p.grad
+                state["fast"] = beta1 * state["fast"] + (1 - beta1) * g
+                state["slow"] = beta3_t * state["slow"] + (1 - beta3_t) * g
+                state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+                denom = state["v"].sqrt() / math.sqrt(1 - beta2**t) + group["eps"]
+                update = (state["fast"] / (1 - beta1**t) + alpha_t * state["slow"]) / denom + group["weight_decay"] * p
+                p -= group["lr"] * update
+
+
+class _PaperCautiousAdamW(torch.optim.Optimizer):
+    """Cautious AdamW as the paper writes it (Liang et al. 2024, C-AdamW), on torch.optim.AdamW's update."""
+
+    def __init__(self, params, lr, beta1, beta2, eps, weight_decay):
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                t, g = state["step"], p.grad
+                p *= 1 - lr * group["weight_decay"]
+                state["m"] = beta1 * state["m"] + (1 - beta1) * g
+                state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+                u = (state["m"] / (1 - beta1**t)) / ((state["v"] / (1 - beta2**t)).sqrt() + group["eps"])
+                mask = (u * g > 0).to(u.dtype)
+                p -= lr * u.numel() / (mask.sum() + 1) * u * mask
+
+
+class _AuthorsLaProp(torch.optim.Optimizer):
+    """LaProp as the authors' code runs it: weight decay θ ← θ - λθ, not scaled by lr, unless ``lr_decay``."""
+
+    def __init__(self, params, lr, beta1, beta2, eps, weight_decay, lr_decay=False):
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                      lr_decay=lr_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(m=torch.zeros_like(p), v=torch.zeros_like(p), lr_avg=0.0, one_avg=0.0)
+                g = p.grad
+                state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+                state["lr_avg"] = beta1 * state["lr_avg"] + (1 - beta1) * lr
+                state["one_avg"] = beta2 * state["one_avg"] + (1 - beta2)  # = 1 - β2^t
+                denom = (state["v"] / state["one_avg"]).sqrt() + group["eps"]
+                state["m"] = beta1 * state["m"] + (1 - beta1) * lr * g / denom
+                p -= lr / state["lr_avg"] * state["m"]
+                p -= group["weight_decay"] * (lr if group["lr_decay"] else 1.0) * p
+
+
+def _adam_mini(groups, lr, beta1, beta2, eps, weight_decay):
+    """The authors' Adam_mini over our parameters, named as nn.Sequential names a plain model's (a matrix or
+    larger ``<i>.weight``, a vector ``<i>.bias``). It exempts ``bias`` names from weight decay, a rule by name
+    that a nameless optimizer cannot have: its per-parameter groups get the decay back."""
+    params = [p for group in groups for p in group["params"]]
+    named = [(f"{i}.weight" if p.dim() >= 2 else f"{i}.bias", p) for i, p in enumerate(params)]
+    optimizer = adam_mini.Adam_mini(named, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                                    verbose=False)
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay
+    return optimizer
+
+
+MODERN = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8)
+ADEMAMIX = dict(MODERN, beta3=0.9999, alpha=5.0)
+MODERN_CASES = [
+    ("lion", dict(lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.0), {}, _betas(lion_pytorch.Lion)),
+    ("lion", dict(lr=3e-3, beta1=0.95, beta2=0.98, weight_decay=1e-1), {}, _betas(lion_pytorch.Lion)),
+    ("adam-mini", dict(MODERN, weight_decay=0.0), {}, _adam_mini),
+    ("adam-mini", dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=1e-1), {}, _adam_mini),
+    ("adopt", dict(lr=1e-2, beta1=0.9, beta2=0.9999, eps=1e-6, weight_decay=0.0), {}, _AuthorsADOPT),
+    ("adopt", dict(lr=1e-2, beta1=0.8, beta2=0.99, eps=1e-3, weight_decay=1e-2), {}, _AuthorsADOPT),
+    ("adopt", dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=1e-1), {"decouple": True},
+     lambda p, **h: _AuthorsADOPT(p, decouple=True, **h)),
+    ("adopt", dict(lr=1e-2, beta1=0.8, beta2=0.99, eps=1e-3, weight_decay=1e-2), {},
+     _betas(lambda p, **h: pytorch_optimizer.ADOPT(p, clip_lambda=lambda step: (step - 1) ** 0.25,
+                                                   foreach=False, **h))),
+    ("ademamix", dict(ADEMAMIX, weight_decay=0.0, T_alpha_beta3=0.0), {}, _AuthorsAdEMAMix),
+    ("ademamix", dict(ADEMAMIX, weight_decay=1e-1, T_alpha_beta3=150.0), {}, _AuthorsAdEMAMix),
+    ("ademamix", dict(lr=3e-3, beta1=0.0, beta2=0.99, beta3=0.999, alpha=8.0, eps=1e-6, weight_decay=1e-2,
+                      T_alpha_beta3=1000.0), {}, _AuthorsAdEMAMix),
+    ("ademamix", dict(ADEMAMIX, weight_decay=1e-1, T_alpha_beta3=0.0), {},
+     lambda p, beta1, beta2, beta3, T_alpha_beta3, **h: pytorch_optimizer.AdEMAMix(
+         p, betas=(beta1, beta2, beta3), weight_decouple=True, foreach=False, **h)),
+    ("cadamw", dict(MODERN, weight_decay=0.0), {}, _PaperCautiousAdamW),
+    ("cadamw", dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=1e-1), {}, _PaperCautiousAdamW),
+    ("laprop", dict(MODERN, eps=1e-15, weight_decay=0.0), {}, _AuthorsLaProp),
+    ("laprop", dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-8, weight_decay=1e-3), {"fixed_decay": True},
+     _AuthorsLaProp),
+    ("laprop", dict(MODERN, eps=1e-15, weight_decay=1e-1), {}, lambda p, **h: _AuthorsLaProp(p, lr_decay=True, **h)),
+]
+
+
+@pytest.mark.parametrize("name,hparams,options,reference", MODERN_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(MODERN_CASES)])
+def test_a_modern_member_matches_its_reference_every_step(name, hparams, options, reference):
+    test_matches_reference_every_step(name, hparams, options, reference)
+
+
+def test_adam_mini_partitions_a_plain_model_as_the_authors_package_does():
+    """What adam-mini 1.1.1 does with a plain nn.Sequential (names ``0.weight``, ``0.bias``, …): one second
+    moment for each weight matrix, one per element of each bias — the blocks our Adam-mini forms."""
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    twin = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    theirs = adam_mini.Adam_mini(model.named_parameters(), verbose=False)
+    ours = optimizers.create("adam-mini", twin)
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    model(x).square().sum().backward()
+    for p, q in zip(model.parameters(), twin):
+        q.grad = p.grad.clone()
+    theirs.step()
+    ours.step()
+    for p, q in zip(model.parameters(), twin):
+        own = ours.state[q]["exp_avg_sq"]
+        if p.dim() >= 2:
+            assert theirs.state[p]["vmean"].numel() == 1 and own.shape == (1, 1)
+            torch.testing.assert_close(own.reshape(()), theirs.state[p]["vmean"].reshape(()), rtol=1e-12, atol=0)
+        else:
+            assert theirs.state[p]["v"].shape == p.shape == own.shape
+        torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-15)

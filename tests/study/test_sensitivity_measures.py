@@ -239,3 +239,44 @@ def test_the_leaderboard_agrees_with_the_robustness_summary():
     (summary,) = analysis.robustness(analysis.cell_scores(GOOD_REGION, "test_accuracy"), "maximize", 0.05, False)
     for column in ("best", "good_fraction", "lr_window_decades", "divergence_rate", "expected_best_10"):
         assert board.loc[0, column] == pytest.approx(getattr(summary, column))
+
+
+def test_lr_sensitivity_uses_the_loss_at_initialisation_the_workers_recorded(tmp_path):
+    """The worker's ``final["initial_test_loss"]`` (workers.training.initial_metrics) travels through the
+    results store — the cell's final_metrics JSON, a ``final_initial_test_loss`` column of the results — and
+    is each run's ℓ₀; the score stays the final test loss."""
+    from study import spec, store
+    from tests.conftest import study_file
+
+    engine = store.connect(f"sqlite:///{tmp_path / 'results.db'}")
+    store.register(engine, spec.load(study_file(tmp_path, metric="test_loss", body="[optimizers.adam]\n"
+                                                                                     "lr = [0.001, 0.01, 0.1]\n")))
+    # ℓ₀ per seed (a seed fixes the initial weights): 2.5 for seed 0, 1.2 for seed 1; lr 0.1 diverges on seed 0
+    initial = {0: 2.5, 1: 1.2}
+    loss = {(0.001, 0): 2.0, (0.01, 0): 1.0, (0.1, 0): None, (0.001, 1): 1.5, (0.01, 1): 0.5, (0.1, 1): 0.9}
+    cells = store.claim(engine, store.get_study(engine, "tiny"), "driver", 10, lease_seconds=60)
+    assert len(cells) == 6
+    finished = []
+    for cell in cells:
+        value = loss[(cell["hparams"]["lr"], cell["seed"])]
+        final = {"test_loss": float("inf") if value is None else value, "initial_test_loss": initial[cell["seed"]]}
+        finished.append({"cell": cell, "status": "diverged" if value is None else "complete", "final": final})
+    with store.transaction(engine) as conn:
+        store.finish(conn, "driver", finished, metric="test_loss")
+    results = store.results("tiny", engine)
+    assert sorted(zip(results["seed"], results["final_initial_test_loss"])) == [(0, 2.5)] * 3 + [(1, 1.2)] * 3
+    done = results[~results["diverged"].astype(bool)]
+    assert (done["score"] == done["final_test_loss"]).all()  # the score is the final value, not ℓ₀
+
+    # recorded ℓ₀: min(ℓ, ℓ₀) per run, a diverged run at its ℓ₀, then the mean over seeds per lr:
+    #   lr 0.001: (min(2.0, 2.5) + min(1.5, 1.2)) / 2 = (2.0 + 1.2) / 2 = 1.6
+    #   lr 0.01:  (1.0 + 0.5) / 2 = 0.75;  lr 0.1: (2.5 + 0.9) / 2 = 1.7
+    #   ℓ* = 0.75, mean = (1.6 + 0.75 + 1.7) / 3 = 1.35, LRS = 1.35 − 0.75 = 0.6
+    (row,) = analysis.lr_sensitivity(results, "test_loss", "minimize").to_dict("records")
+    assert row["lr_sensitivity"] == pytest.approx(0.6) and row["best"] == pytest.approx(0.75)
+    # without it, ℓ₀ = the study's worst finished value, 2.0, for every run:
+    #   lr 0.001: (2.0 + 1.5) / 2 = 1.75; lr 0.01: 0.75; lr 0.1: (2.0 + 0.9) / 2 = 1.45
+    #   mean = 3.95 / 3, LRS = 3.95 / 3 − 0.75 = 1.7 / 3
+    (row,) = analysis.lr_sensitivity(results.drop(columns="final_initial_test_loss"), "test_loss",
+                                     "minimize").to_dict("records")
+    assert row["lr_sensitivity"] == pytest.approx(1.7 / 3)

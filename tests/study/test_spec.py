@@ -273,7 +273,8 @@ def test_missing_file_is_a_user_error(tmp_path):
 def test_every_registered_hyperparameter_default_is_valid():
     for opt in optimizers.REGISTRY.values():
         for name, hp in opt.hparams.items():
-            assert name in optimizers.HPARAM_NAMES
+            # a name with no column of its own (schedule-free's warmup_steps) travels in the hparams JSON
+            assert name in optimizers.HPARAM_NAMES or name.isidentifier(), (opt.name, name)
             assert hp.check(hp.default) is None, (opt.name, name)
             assert hp.check(hp.search[0]) is None and hp.check(hp.search[1]) is None
             assert hp.check(math.nan) is not None

@@ -92,6 +92,7 @@ def test_a_population_trains_each_config_as_it_trains_alone(task, optimizer, dat
     ("quadratic-deep", "adabound", {"lr": 50.0}),
     ("rosenbrock", "rmsprop", {"lr": 0.5}),
     ("mnist1d-cnn", "sgdm", {"lr": 1000.0}),
+    ("digits-mlp", "adamw-schedulefree", {"lr": 10.0}),  # evaluated in eval mode with the others: bit-identical too
 ])
 def test_a_config_that_diverges_is_frozen_and_leaves_the_others_as_without_it(task, optimizer, wild, data_dir):
     """Bit-identical for dense layers; a stacked convolution's rounding depends on the population's size
@@ -362,3 +363,31 @@ def test_the_driver_announces_each_optimizers_first_population_note_once():
     driver._say_populations(events[:3])
     driver._say_populations(events[3:])
     assert lines == ["study grid, adam: 16 configs per pass: faster", "study grid, adabound: 1 config per pass: slower"]
+
+
+def test_every_member_records_the_metrics_at_initialisation_of_the_shared_seeded_model(monkeypatch, data_dir):
+    """ℓ₀ does not depend on the optimizer's hyperparameters: each member of a population (one of them
+    diverging) carries the same ``initial_<metric>`` as a cell trained alone, and they are a freshly seeded
+    digits-mlp evaluated by hand on the test set (plain torch: one forward pass)."""
+    monkeypatch.setattr(training, "_INITIAL", {})  # evaluated by the population, not remembered from elsewhere
+    plan = _protocol("digits-mlp", data_dir[0], epochs=2)
+    members = [{"lr": 1e-3, "beta1": 0.9}, {"lr": 10.0, "beta1": 0.0}, {"lr": 3e-3, "beta1": 0.9}]
+    summaries = {member: records[-1] for member, records in
+                 _by_member(train_population("digits-mlp", "adam", members, seed=2, protocol=plan)).items()}
+    assert summaries[1]["status"] == "diverged" and summaries[0]["status"] == summaries[2]["status"] == "complete"
+    initial = [{k: v for k, v in s["final"].items() if k.startswith("initial_")} for s in summaries.values()]
+    assert initial[0].keys() == {"initial_train_loss", "initial_test_loss", "initial_test_accuracy"}
+    assert initial[0] == initial[1] == initial[2]
+    monkeypatch.setattr(training, "_INITIAL", {})  # and one config alone computes the same numbers afresh
+    *_, alone = training.train("digits-mlp", "sgdm", {"lr": 0.1}, 2, plan)
+    assert {k: v for k, v in alone["final"].items() if k.startswith("initial_")} == initial[0]
+
+    split = data.digits()
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    with torch.no_grad():
+        logits = model(split.test_x)
+    assert initial[0]["initial_test_loss"] == pytest.approx(nn.functional.cross_entropy(logits, split.test_y).item(),
+                                                            rel=1e-6)
+    assert initial[0]["initial_test_accuracy"] == (logits.argmax(1) == split.test_y).sum().item() / len(split.test_y)
+    assert summaries[0]["final"]["test_loss"] != initial[0]["initial_test_loss"]  # the final value is the final one

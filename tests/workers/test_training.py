@@ -160,3 +160,103 @@ def test_a_training_step_of_every_builtin_network_has_a_deterministic_cuda_kerne
         loss.backward()
     assert "convolution" in ops.names or "mm" in ops.names or "addmm" in ops.names  # the mode saw the network
     assert not ops.names & NO_DETERMINISTIC_CUDA_KERNEL
+
+
+# --- the metrics at initialisation (ℓ₀ of the LR sensitivity, study.analysis) -------------------------------
+
+def _fresh_digits_mlp(seed: int) -> torch.nn.Module:
+    """digits-mlp's network written out in plain torch (64-128-10, ReLU), seeded as a cell seeds it."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+
+
+def _by_hand(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on (x, y), one plain forward pass."""
+    with torch.no_grad():
+        logits = model(x)
+    return torch.nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).sum().item() / len(y)
+
+
+def _initial(summary: dict) -> dict:
+    return {k: v for k, v in summary["final"].items() if k.startswith("initial_")}
+
+
+def _without_initial(records: list[dict]) -> list[dict]:
+    return [{k: ({n: v for n, v in r["final"].items() if not n.startswith("initial_")} if k == "final" else v)
+             for k, v in r.items() if k != "wall_seconds"} for r in records]
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_the_summary_records_the_metrics_at_initialisation_of_the_seeded_model(seed, monkeypatch):
+    """``initial_<metric>``: a freshly seeded digits-mlp evaluated by hand on the test set (and on the train
+    set, as small as the reference loss's 4096 examples: all of it) — whatever the optimizer."""
+    from workers import data
+
+    monkeypatch.setattr(training, "_INITIAL", {})  # evaluated here, not remembered from an earlier test
+    split = data.digits()
+    model = _fresh_digits_mlp(seed)
+    test_loss, test_accuracy = _by_hand(model, split.test_x, split.test_y)
+    train_loss, _ = _by_hand(model, split.train_x, split.train_y)
+    summaries = [_run(seed=seed, optimizer=o, hparams=h, epochs=1)[-1]
+                 for o, h in (("adam", {"lr": 1e-2}), ("sgdm", {"lr": 1000.0}))]  # the second diverges
+    assert [s["status"] for s in summaries] == ["complete", "diverged"]
+    for summary in summaries:
+        assert _initial(summary).keys() == {"initial_train_loss", "initial_test_loss", "initial_test_accuracy"}
+        assert summary["final"]["initial_test_loss"] == pytest.approx(test_loss, rel=1e-6)
+        assert summary["final"]["initial_test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+        assert summary["final"]["initial_train_loss"] == pytest.approx(train_loss, rel=1e-6)
+    assert _initial(summaries[0]) == _initial(summaries[1])  # the same numbers, bit for bit
+    assert summaries[0]["final"]["test_loss"] != summaries[0]["final"]["initial_test_loss"]  # the final value stays
+
+
+def test_the_initial_metrics_of_a_synthetic_problem_are_its_starting_point():
+    """Rosenbrock from (-1.2, 1): f = (1 + 1.2)² + 100·(1 − 1.44)² = 4.84 + 19.36 = 24.2; distance to (1, 1) =
+    √(2.2² + 0²) = 2.2."""
+    plan = TrainingProtocol(epochs=1, batch_size=1, task_options={"steps_per_epoch": 3})
+    *_, summary = training.train("rosenbrock", "adam", {"lr": 1e-3}, 0, plan)
+    assert summary["final"]["initial_train_loss"] == pytest.approx(24.2, rel=1e-6)
+    assert summary["final"]["initial_distance"] == pytest.approx(2.2, rel=1e-6)
+
+
+def test_the_initial_metrics_are_computed_once_per_task_seed_protocol_and_device(monkeypatch):
+    from workers import tasks
+
+    monkeypatch.setattr(training, "_INITIAL", {})
+    calls = []
+    real = tasks.Classification.evaluate
+    monkeypatch.setattr(tasks.Classification, "evaluate", lambda self: calls.append(1) or real(self))
+    _run(seed=1, epochs=1, optimizer="adam")
+    _run(seed=1, epochs=1, optimizer="sgdm", hparams={"lr": 0.1})  # another optimizer: remembered
+    assert len(calls) == 1 + 1 + 1  # ℓ₀ once, then each cell's evaluation after its epoch
+    _run(seed=2, epochs=1)  # another seed: evaluated again
+    assert len(calls) == 3 + 1 + 1
+
+
+def test_recording_the_initial_metrics_leaves_training_bit_identical_to_a_hand_written_loop(monkeypatch):
+    """Adam on digits-mlp, two epochs, trained by hand (the same seed, weights, minibatch order and steps
+    as a cell) and by ``train`` while it evaluates the initial metrics: the same losses, bit for bit, and the
+    same records as ``train`` with the initial evaluation switched off."""
+    from workers import data
+
+    monkeypatch.setattr(training, "_INITIAL", {})  # the initial evaluation runs within this training
+    records = _run(seed=4, epochs=2, batch_size=64)
+    split = data.digits()
+    model = _fresh_digits_mlp(4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(4)
+    for epoch in range(2):
+        total, weight = torch.zeros(()), 0
+        for batch in torch.randperm(len(split.train_y), generator=generator).split(64):
+            loss = torch.nn.functional.cross_entropy(model(split.train_x[batch]), split.train_y[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach().float() * len(batch)
+            weight += len(batch)
+        assert records[epoch]["train_loss"] == total.item() / weight, epoch
+    test_loss, test_accuracy = _by_hand(model, split.test_x, split.test_y)
+    assert records[-1]["final"]["test_loss"] == pytest.approx(test_loss, rel=1e-6)
+    assert records[-1]["final"]["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+
+    monkeypatch.setattr(training, "initial_metrics", lambda *args, **kwargs: {})
+    assert _without_initial(records) == _without_initial(_run(seed=4, epochs=2, batch_size=64))

@@ -1,0 +1,120 @@
+"""Schedule-Free AdamW, step by step in float64, against the authors' ``schedulefree.AdamWScheduleFree``.
+
+As the parity suite (``test_reference_equality.py``) checks the others: 200 steps of a random quartic-plus-
+quadratic loss, two parameter groups (here with their own lr and weight decay), a StepLR schedule, to 1e-10
+relative. Beyond the training point y (what the parameters hold in train mode) it compares the evaluation
+point x after ``.eval()`` and the parameters after switching back with ``.train()``, at every seventh step
+and at the end; the switches are part of both trajectories.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import optimizers
+from optimizers.base import train_mode
+
+schedulefree = pytest.importorskip("schedulefree")
+
+STEPS = 200
+SHAPES = [(7, 5), (5,), (3, 4, 2), (1,)]
+EVAL_EVERY = 7
+
+# hyperparameters, then the second group's own (lr, weight_decay)
+CASES = [
+    (dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0),
+     {}),
+    (dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, warmup_steps=20, r=0.0, weight_lr_power=2.0),
+     dict(lr=3e-2, weight_decay=1e-1)),
+    (dict(lr=5e-3, beta1=0.95, beta2=0.99, eps=1e-6, weight_decay=5e-2, warmup_steps=50, r=0.5, weight_lr_power=1.0),
+     dict(lr=2e-2)),
+    (dict(lr=2e-2, beta1=0.8, beta2=0.9999, eps=1e-8, weight_decay=1e-3, warmup_steps=100, r=1.0,
+          weight_lr_power=0.0), dict(weight_decay=0.0)),
+]
+
+
+def _theirs(params, beta1, beta2, **hparams):
+    return schedulefree.AdamWScheduleFree(params, betas=(beta1, beta2), **hparams)
+
+
+def _ours(params, **hparams):
+    return optimizers.create("adamw-schedulefree", params, **hparams)
+
+
+def _problem(seed: int):
+    """Random parameters and a fixed random quartic-plus-quadratic loss with per-step jitter."""
+    gen = torch.Generator().manual_seed(seed)
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    targets = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    scales = [torch.rand(s, generator=gen, dtype=torch.float64) * 10 for s in SHAPES]
+
+    def loss_fn(params, step):
+        noise = torch.Generator().manual_seed(seed * 1000 + step)
+        total = 0.0
+        for p, t, c in zip(params, targets, scales):
+            jitter = torch.randn(p.shape, generator=noise, dtype=torch.float64) * 0.1
+            total = total + (c * (p - t) ** 2).sum() + 0.01 * ((p - t) ** 4).sum() + (jitter * p).sum()
+        return total
+
+    return init, loss_fn
+
+
+def _trajectory(make, hparams, second, seed=3):
+    """Per step: the parameters after the step (y) and, every EVAL_EVERY steps and at the last, after
+    ``.eval()`` (x) and after ``.train()`` again."""
+    init, loss_fn = _problem(seed)
+    params = [p.clone().requires_grad_(True) for p in init]
+    optimizer = make([{"params": params[:2]}, {"params": params[2:], **second}], **hparams)
+    train_mode(optimizer)  # the authors' class starts in eval mode; ours in train mode
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=70, gamma=0.3)
+    history = []
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        loss_fn(params, step).backward()
+        optimizer.step()
+        scheduler.step()
+        points = {"y": [p.detach().clone() for p in params]}
+        if step % EVAL_EVERY == 0 or step == STEPS - 1:
+            optimizer.eval()
+            points["x"] = [p.detach().clone() for p in params]
+            optimizer.train()
+            points["y after train()"] = [p.detach().clone() for p in params]
+        history.append(points)
+    return history
+
+
+@pytest.fixture(autouse=True)
+def _float64_by_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("hparams,second", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_matches_the_authors_schedulefree_every_step_in_both_modes(hparams, second):
+    ours = _trajectory(_ours, hparams, second)
+    theirs = _trajectory(_theirs, hparams, second)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.keys() == b.keys()
+        for point in a:
+            for x, y in zip(a[point], b[point]):
+                torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12, msg=lambda m: f"step {step} {point}: {m}")
+    start = _problem(3)[0]
+    moved = max((p - q).abs().max().item() for p, q in zip(ours[-1]["y"], start))
+    assert moved > 1e-2, "the trajectory must actually move for the comparison to mean anything"
+    apart = max((p - q).abs().max().item() for p, q in zip(ours[-1]["x"], ours[-1]["y"]))
+    assert apart > 1e-6, "x and y must differ for the eval-mode comparison to mean anything"
+
+
+def test_a_step_in_eval_mode_is_refused_like_the_authors():
+    for make in (_ours, _theirs):
+        params = [torch.zeros(3, requires_grad=True)]
+        optimizer = make(params, **CASES[0][0])
+        train_mode(optimizer)
+        params[0].grad = torch.ones(3)
+        optimizer.step()
+        optimizer.eval()
+        with pytest.raises(Exception, match="train"):
+            optimizer.step()
