@@ -151,6 +151,8 @@ class _Population:
         hparams = {name: _per_config([m[name] for m in members], device) for name in members[0]}
         self.base_lr = hparams.get("lr", optimizers.spec(optimizer).defaults().get("lr"))
         self.opt = optimizers.create(optimizer, self.params, **hparams)
+        for group in self.opt.param_groups:  # members that share every value leave no (K,) tensor to see K by
+            group["population"] = True  # (optimizers.pieces.config_dims: per-config blocks, masks)
         train_mode(self.opt)  # as workers.training does: evaluations then wrap in optimizers.base.evaluating
 
         objective = _Objective(problem)

@@ -87,6 +87,19 @@ def test_a_population_trains_each_config_as_it_trains_alone(task, optimizer, dat
         _assert_close(together[index], alone, f"{task}/{optimizer} config {index}")
 
 
+@pytest.mark.parametrize("optimizer", ["adam-mini", "cadamw"])
+def test_members_that_share_every_value_still_reduce_per_config(optimizer, data_dir):
+    """Adam-mini's blocks and the cautious mask's rescaling reduce over each config's slice: with every
+    hyperparameter one number (identical members), the kernel knows the configs from the group's flag."""
+    plan = _protocol("digits-mlp", data_dir[0], epochs=2)
+    defaults = optimizers.spec(optimizer).defaults()
+    together = _by_member(train_population("digits-mlp", optimizer, [defaults, defaults], seed=3, protocol=plan))
+    alone = list(training.train("digits-mlp", optimizer, defaults, seed=3, protocol=plan))
+    for index in (0, 1):
+        _assert_close(together[index], alone, f"{optimizer} member {index}")
+        assert together[index][-1]["final"]["train_loss"] == pytest.approx(alone[-1]["final"]["train_loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("task,optimizer,wild", [
     ("digits-mlp", "adam", {"lr": 10.0, "beta1": 0.0}),
     ("quadratic-deep", "adabound", {"lr": 50.0}),
