@@ -56,7 +56,7 @@ def test_dashboard_draws_both_lr_by_weight_decay_maps(decoupling_db, monkeypatch
         assert len(figure["data"][0]["x"]) == 4 and len(figure["data"][0]["y"]) == 4  # 4 lr × 4 weight decays
 
 
-def test_the_2026_family_preset_runs_every_member_and_its_report_compares_them(ray_address, tmp_path):
+def test_the_2026_family_preset_runs_every_member_and_its_report_compares_them(ray_address, tmp_path, monkeypatch):
     """The preset as shipped, thinned to 3 of its 5 learning rates and one epoch (every member, both axes,
     both seeds): it runs through `submit --run`, and the report ranks every optimizer by the literature's
     measures beside ours, with the pairwise comparison."""
@@ -77,6 +77,18 @@ def test_the_2026_family_preset_runs_every_member_and_its_report_compares_them(r
     leaderboard = pd.read_csv(tmp_path / "atlas" / "leaderboard.csv")
     assert sorted(leaderboard["optimizer"]) == sorted(members)
     comparison = pd.read_csv(tmp_path / "atlas" / "comparison.csv")
-    assert len(comparison) >= 9 * 8 / 2  # every pair of members
+    assert len(comparison) == 9 * 8  # every ordered pair of members
     page = (tmp_path / "atlas" / "report.html").read_text()
     assert "LR sensitivity" in page and "Wortsman" in page and "Sivaprasad" in page
+    # the dashboard's Overview: the same leaderboard with its intervals, and every pair compared
+    monkeypatch.setenv("ADAMSCAPE_DB", db)
+    app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120).run()
+    app.radio(key="page").set_value("Overview").run()
+    assert not app.exception
+    board = app.dataframe[1].value.set_index("optimizer")  # [0]: the queue
+    assert sorted(board.index) == sorted(members)
+    assert board["lr_sensitivity"].to_dict() == pytest.approx(leaderboard.set_index("optimizer")["lr_sensitivity"].to_dict())
+    assert ((board["lr_sensitivity_low"] <= board["lr_sensitivity"] + 1e-12)
+            & (board["lr_sensitivity"] <= board["lr_sensitivity_high"] + 1e-12)).all()
+    pairs = app.dataframe[2].value
+    assert len(pairs) == 9 * 8 and set(pairs["optimizer"]) == set(members)
