@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import optimizers
+from tests.optimizers.parity import STEPS, problem
 
 warnings.filterwarnings("ignore", category=UserWarning)  # the reference packages use deprecated add_ signatures
 adabound = pytest.importorskip("adabound")
@@ -17,9 +18,6 @@ adabelief_pytorch = pytest.importorskip("adabelief_pytorch")
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 lion_pytorch = pytest.importorskip("lion_pytorch")
 adam_mini = pytest.importorskip("adam_mini")
-
-STEPS = 200
-SHAPES = [(7, 5), (5,), (3, 4, 2), (1,)]
 
 
 def _betas(reference):
@@ -77,26 +75,8 @@ CASES = [
 ]
 
 
-def _problem(seed: int):
-    """Random parameters in two param groups and a fixed random quartic-plus-quadratic loss."""
-    gen = torch.Generator().manual_seed(seed)
-    init = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
-    targets = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
-    scales = [torch.rand(s, generator=gen, dtype=torch.float64) * 10 for s in SHAPES]
-
-    def loss_fn(params, step):
-        noise = torch.Generator().manual_seed(seed * 1000 + step)
-        total = 0.0
-        for p, t, c in zip(params, targets, scales):
-            jitter = torch.randn(p.shape, generator=noise, dtype=torch.float64) * 0.1
-            total = total + (c * (p - t) ** 2).sum() + 0.01 * ((p - t) ** 4).sum() + (jitter * p).sum()
-        return total
-
-    return init, loss_fn
-
-
 def _trajectory(make, hparams, seed):
-    init, loss_fn = _problem(seed)
+    init, loss_fn = problem(seed)
     params = [p.clone().requires_grad_(True) for p in init]
     groups = [{"params": params[:2]}, {"params": params[2:]}]
     optimizer = make(groups, **hparams)
@@ -135,7 +115,7 @@ def test_matches_reference_every_step(name, hparams, options, reference):
     for step, (a, b) in enumerate(zip(ours, theirs)):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12, msg=lambda m: f"step {step}: {m}")
-    moved = max((a - b).abs().max().item() for a, b in zip(ours[-1], _problem(3)[0]))
+    moved = max((a - b).abs().max().item() for a, b in zip(ours[-1], problem(3)[0]))
     assert moved > 1e-2, "the trajectory must actually move for the comparison to mean anything"
 
 

@@ -14,11 +14,10 @@ import torch
 
 import optimizers
 from optimizers.base import train_mode
+from tests.optimizers.parity import STEPS, problem
 
 schedulefree = pytest.importorskip("schedulefree")
 
-STEPS = 200
-SHAPES = [(7, 5), (5,), (3, 4, 2), (1,)]
 EVAL_EVERY = 7
 
 # hyperparameters, then the second group's own (lr, weight_decay)
@@ -42,28 +41,10 @@ def _ours(params, **hparams):
     return optimizers.create("adamw-schedulefree", params, **hparams)
 
 
-def _problem(seed: int):
-    """Random parameters and a fixed random quartic-plus-quadratic loss with per-step jitter."""
-    gen = torch.Generator().manual_seed(seed)
-    init = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
-    targets = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
-    scales = [torch.rand(s, generator=gen, dtype=torch.float64) * 10 for s in SHAPES]
-
-    def loss_fn(params, step):
-        noise = torch.Generator().manual_seed(seed * 1000 + step)
-        total = 0.0
-        for p, t, c in zip(params, targets, scales):
-            jitter = torch.randn(p.shape, generator=noise, dtype=torch.float64) * 0.1
-            total = total + (c * (p - t) ** 2).sum() + 0.01 * ((p - t) ** 4).sum() + (jitter * p).sum()
-        return total
-
-    return init, loss_fn
-
-
 def _trajectory(make, hparams, second, seed=3):
     """Per step: the parameters after the step (y) and, every EVAL_EVERY steps and at the last, after
     ``.eval()`` (x) and after ``.train()`` again."""
-    init, loss_fn = _problem(seed)
+    init, loss_fn = problem(seed)
     params = [p.clone().requires_grad_(True) for p in init]
     optimizer = make([{"params": params[:2]}, {"params": params[2:], **second}], **hparams)
     train_mode(optimizer)  # the authors' class starts in eval mode; ours in train mode
@@ -101,7 +82,7 @@ def test_matches_the_authors_schedulefree_every_step_in_both_modes(hparams, seco
         for point in a:
             for x, y in zip(a[point], b[point]):
                 torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12, msg=lambda m: f"step {step} {point}: {m}")
-    start = _problem(3)[0]
+    start = problem(3)[0]
     moved = max((p - q).abs().max().item() for p, q in zip(ours[-1]["y"], start))
     assert moved > 1e-2, "the trajectory must actually move for the comparison to mean anything"
     apart = max((p - q).abs().max().item() for p, q in zip(ours[-1]["x"], ours[-1]["y"]))
