@@ -8,7 +8,7 @@ VENV := .venv
 DB ?= sqlite:///adamscape.db
 PORT ?= 8501
 
-.PHONY: install install-test install-bench demo test bench gpu-smoke bench-throughput browser clean
+.PHONY: install install-test install-bench demo test docs bench gpu-smoke bench-throughput browser clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -33,6 +33,11 @@ demo: install
 
 test: install-test
 	$(VENV)/bin/python -m pytest
+
+# The manual (docs/, mkdocs.yml) into build/site/, strictly: a broken link or a page missing from the nav fails.
+docs: $(UV)
+	$(UV) sync --frozen --extra test --compile-bytecode
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Optimizer step times on ResNet-18's parameters (CPU; add BENCH_ARGS="--device cuda" on a GPU).
 bench: install-test
