@@ -53,12 +53,15 @@ CPU_MEMORY_CAP = 8 << 30  # on a CPU, never plan beyond this (the node's other a
 def batchable(model: nn.Module) -> str | None:
     """Why ``model`` cannot be trained as a stacked population, or None when it can.
 
-    BatchNorm in training mode updates running statistics in place, which a vmapped
-    forward cannot do per config.
+    Recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) run one fused kernel that ``torch.func.vmap``
+    has no batching rule for. BatchNorm is batchable: every member keeps its own running statistics
+    (its rows of the stacked buffers, :class:`_Population`). What else cannot run under vmap (a random
+    operation in the objective, say: dropout) is found by ``adamscape check`` trying it.
     """
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase):
-            return f"it has BatchNorm ({name or 'the model'}) in training mode"
+        if isinstance(module, nn.RNNBase):
+            return (f"it has a recurrent layer ({name or 'the model'}: {type(module).__name__}), whose fused kernel "
+                    "torch.func.vmap cannot batch")
     return None
 
 
@@ -147,7 +150,10 @@ class _Population:
         size = len(members)
         self.params = [p.detach().unsqueeze(0).repeat(size, *([1] * p.dim())).requires_grad_()
                        for p in model.parameters()]
-        self.buffers = dict(model.named_buffers())
+        # every buffer stacked too: a BatchNorm's running statistics are per member, updated in place
+        # through vmap on each member's own rows, and copied into the task's model with its parameters
+        self.buffer_names = [name for name, _ in model.named_buffers()]
+        self.buffers = [b.detach().unsqueeze(0).repeat(size, *([1] * b.dim())) for b in model.buffers()]
         hparams = {name: _per_config([m[name] for m in members], device) for name in members[0]}
         self.base_lr = hparams.get("lr", optimizers.spec(optimizer).defaults().get("lr"))
         self.opt = optimizers.create(optimizer, self.params, **hparams)
@@ -156,12 +162,12 @@ class _Population:
         train_mode(self.opt)  # as workers.training does: evaluations then wrap in optimizers.base.evaluating
 
         objective = _Objective(problem)
-        buffers = {f"model.{n}": b for n, b in self.buffers.items()}
 
-        def one(params: tuple[Tensor, ...], data: Any) -> Tensor:
-            return functional_call(objective, ({f"model.{n}": p for n, p in zip(self.names, params)}, buffers),
-                                   (data,))
-        self._losses = vmap(one, in_dims=(0, None))
+        def one(params: tuple[Tensor, ...], buffers: tuple[Tensor, ...], data: Any) -> Tensor:
+            values = {f"model.{n}": p for n, p in zip(self.names, params)}
+            values |= {f"model.{n}": b for n, b in zip(self.buffer_names, buffers)}
+            return functional_call(objective, values, (data,))
+        self._losses = vmap(one, in_dims=(0, 0, None))
 
     @property
     def size(self) -> int:
@@ -173,7 +179,7 @@ class _Population:
 
     def losses(self, data: Any) -> Tensor:
         """Each live member's mean loss on ``data``: shape (K,)."""
-        return self._losses(tuple(self.params), data)
+        return self._losses(tuple(self.params), tuple(self.buffers), data)
 
     def step(self, losses: Tensor) -> None:
         # the sum's gradient with respect to member k's rows is member k's own gradient
@@ -184,8 +190,10 @@ class _Population:
 
     @torch.no_grad()
     def evaluate(self, row: int) -> dict[str, float]:
-        """The task's metrics for one member: its rows copied into the task's own model."""
-        for target, stacked in zip(self.problem.model.parameters(), self.params):
+        """The task's metrics for one member: its rows (parameters and buffers, e.g. BatchNorm's running
+        statistics) copied into the task's own model."""
+        model = self.problem.model
+        for target, stacked in zip([*model.parameters(), *model.buffers()], [*self.params, *self.buffers]):
             target.copy_(stacked[row])
         return self.problem.evaluate()
 
@@ -208,6 +216,7 @@ class _Population:
         (group,) = self.opt.param_groups  # optimizers.create makes one group
         group.update({key: kept(value) for key, value in group.items() if key != "params"}, params=new_params)
         self.params = new_params
+        self.buffers = [kept(buffer) for buffer in self.buffers]
         self.base_lr = kept(self.base_lr)
 
 
@@ -236,27 +245,42 @@ def _per_config(values: list[float], device: str) -> float | Tensor:
 def population_size(problem: tasks.Problem, device: str) -> int:
     """How many configs of ``problem`` one population may hold on ``device`` (memory-bound estimate).
 
-    Per config: parameters, gradients and up to four optimizer buffers, plus the activations of one
-    forward and backward pass (measured with hooks on one batch), with 2× headroom.
+    Per config: parameters, gradients and up to four optimizer buffers, the model's buffers (BatchNorm's
+    running statistics: each member has its own), plus the activations one training step keeps for its
+    backward pass (measured on one batch: :func:`_activation_bytes`), with 2× headroom.
     """
     param_bytes = sum(p.numel() * p.element_size() for p in problem.model.parameters())
-    activation_bytes = _activation_bytes(problem)
-    per_config = 2 * (6 * param_bytes + 3 * activation_bytes)
+    buffer_bytes = sum(b.numel() * b.element_size() for b in problem.model.buffers())
+    per_config = 2 * (6 * param_bytes + buffer_bytes + 3 * _activation_bytes(problem))
     return max(1, int(MEMORY_SHARE * _free_memory(device) // max(per_config, 1)))
 
 
 def _activation_bytes(problem: tasks.Problem) -> int:
-    sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel() * out.element_size())
-                                     if isinstance(out, Tensor) else None) for m in problem.model.modules()]
+    """Bytes of the tensors autograd saves for the backward pass of one training step on one batch, the
+    parameters left out: every layer's activations, also those of functional operations inside a module
+    (attention's weights in scaled_dot_product_attention, say) that module hooks do not see. The model's
+    buffers are restored afterwards (a training-mode forward updates BatchNorm's running statistics)."""
+    model = problem.model
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    buffers = [b.detach().clone() for b in model.buffers()]
+    saved: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
     try:
-        with torch.no_grad():
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             batch = next(iter(problem.batches(torch.Generator().manual_seed(0))))
-            problem.objective(problem.prepare(batch, torch.Generator().manual_seed(0))[0])
+            loss = problem.objective(problem.prepare(batch, torch.Generator().manual_seed(0))[0])
+        del loss
     finally:
-        for hook in hooks:
-            hook.remove()
-    return sum(sizes)
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), buffers):
+                buffer.copy_(value)
+    return sum(saved.values())
 
 
 def _free_memory(device: str) -> int:

@@ -10,6 +10,7 @@ in a near-zero gradient into an lr-sized step, so metrics agree to 1e-3 relative
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -22,15 +23,32 @@ from study.catalog import TASKS, TrainingProtocol
 from workers import data, models, population, tasks, training
 from workers.population import batchable, train_cells, train_payload, train_population
 
-BATCH_NORM_TASKS = {"cifar10-resnet34", "cifar10-densenet121", "cifar100-resnet34"}
-BATCHABLE = [name for name in TASKS if name not in BATCH_NORM_TASKS]
+BATCH_NORM_TASKS = {"cifar10-resnet34", "cifar10-densenet121", "cifar100-resnet34"}  # the ResNet-34 once
+BATCHABLE = [name for name in TASKS if name != "cifar100-resnet34"]
+USER_BN_TASK = "digits-bn-cnn"  # a user's own task with BatchNorm (registered by the fixture below)
 # a few steps per epoch on each task (the image tasks read the 16-image files of conftest.py)
 BATCH_SIZE = {"digits-mlp": 512, "digits-logreg": 512, "mnist1d-mlp": 1000, "mnist1d-cnn": 1000,
-              "quadratic-deep": 400, "cifar10-3c3d": 40}
+              "quadratic-deep": 400, "cifar10-3c3d": 40, USER_BN_TASK: 512}
+
+
+def digits_bn_cnn(plan: TrainingProtocol, device: str) -> tasks.Problem:
+    """A user's CNN with BatchNorm after both convolutions (bias-free, as BatchNorm makes a bias redundant) and
+    BatchNorm1d before the classifier; the digits through it."""
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.BatchNorm2d(2), nn.ReLU(),
+        nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 64, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    return tasks.Classification(model.to(device), data.digits().to(device), plan.batch_size)
+
+
+@pytest.fixture(autouse=True)
+def user_bn_task(monkeypatch):
+    """The user's BatchNorm task, known to workers.tasks for each test and forgotten after it."""
+    monkeypatch.setitem(tasks._PLUGINS, USER_BN_TASK, digits_bn_cnn)
 
 
 def _protocol(name: str, data_root, epochs: int = 2, **options) -> TrainingProtocol:
-    defaults = {key: option.default for key, option in TASKS[name].options.items()}
+    defaults = {key: option.default for key, option in TASKS[name].options.items()} if name in TASKS else {}
     defaults |= {"steps_per_epoch": 5} if "steps_per_epoch" in defaults else {}
     return TrainingProtocol(epochs=epochs, batch_size=BATCH_SIZE.get(name, 8), data_dir=str(data_root),
                             task_options=defaults | options)
@@ -73,13 +91,14 @@ def _assert_close(ours: list[dict], reference: list[dict], what: str) -> None:
                 assert a[key] == b[key], f"{what}: {key}"
 
 
-EVERY_OPTIMIZER = [(task, name) for task in ("digits-mlp", "rosenbrock") for name in optimizers.names()]
-EVERY_TASK = [(task, name) for task in BATCHABLE for name in ("adam", "sgdm") if task not in ("digits-mlp", "rosenbrock")]
+EVERY_OPTIMIZER = [(task, name) for task in ("digits-mlp", "rosenbrock", USER_BN_TASK) for name in optimizers.names()]
+EVERY_TASK = [(task, name) for task in BATCHABLE for name in ("adam", "sgdm")
+              if task not in ("digits-mlp", "rosenbrock", *BATCH_NORM_TASKS)]  # the CIFAR BatchNorm nets: below
 
 
 @pytest.mark.parametrize("task,optimizer", EVERY_OPTIMIZER + EVERY_TASK)
 def test_a_population_trains_each_config_as_it_trains_alone(task, optimizer, data_dir):
-    plan = _protocol(task, data_dir[0], epochs=2 if (task, optimizer) in EVERY_OPTIMIZER else 1)
+    plan = _protocol(task, data_dir[0], epochs=2 if (task, optimizer) in EVERY_OPTIMIZER and task != USER_BN_TASK else 1)
     members = _members(optimizer, max_lr=1e-3 if task == "rosenbrock" else math.inf)  # SGD's 0.1 diverges there
     together = _by_member(train_population(task, optimizer, members, seed=3, protocol=plan))
     for index, hparams in enumerate(members):
@@ -124,24 +143,94 @@ def test_a_config_that_diverges_is_frozen_and_leaves_the_others_as_without_it(ta
         assert _without_time(with_it[2]) == _without_time(without[1])
 
 
-def test_a_batch_norm_model_trains_one_config_per_pass_and_says_so(monkeypatch, caplog):
-    """A digits MLP with BatchNorm stands in for the ResNets (which take minutes on a CPU)."""
-    def with_batch_norm(plan, device):
-        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
-        return tasks.Classification(model.to(device), data.digits().to(device), plan.batch_size)
-
-    monkeypatch.setitem(tasks.IMPLEMENTATIONS, "digits-mlp", with_batch_norm)
-    plan = _protocol("digits-mlp", "data")
-    torch.manual_seed(0)
-    assert "BatchNorm" in batchable(tasks.build("digits-mlp", plan, "cpu").model)
-    assert batchable(models.cifar_resnet34(10)) and not batchable(models.deepobs_3c3d())
+def test_each_member_keeps_and_is_evaluated_with_its_own_batch_norm_statistics(data_dir):
+    """After training, member k's running statistics are those of config k trained alone (not another
+    member's, not a shared set), and its test metrics are computed with them: members differ, each like alone."""
+    plan = _protocol(USER_BN_TASK, data_dir[0], epochs=1)
     members = _members("adam")
-    with caplog.at_level("WARNING", logger="adamscape"):
-        records = _by_member(train_cells("digits-mlp", "adam", 0, members, plan))
-    assert "one configuration per pass" in caplog.text
+    torch.manual_seed(0)
+    stacked = population._Population(tasks.build(USER_BN_TASK, plan, "cpu"), "adam", members, "cpu")
+    runs = [training.SingleRun(USER_BN_TASK, "adam", hparams, 0, plan, "cpu") for hparams in members]
+    generator = torch.Generator().manual_seed(0)
+    for batch in stacked.problem.batches(generator):
+        step_data, _ = stacked.problem.prepare(batch, generator)
+        stacked.step(stacked.losses(step_data))
+    for run in runs:
+        for batch in run.problem.batches(run.generator):
+            run.step(batch)
+    names = dict(zip(stacked.buffer_names, stacked.buffers))
+    for index, run in enumerate(runs):
+        for name, buffer in run.problem.model.named_buffers():
+            assert torch.allclose(names[name][index], buffer, rtol=1e-4, atol=1e-6), (index, name)
+    assert not torch.allclose(names["2.running_mean"][0], names["2.running_mean"][2])  # the members differ
+    metrics = [stacked.evaluate(index) for index in range(len(members))]
+    for index, run in enumerate(runs):
+        assert metrics[index]["test_loss"] == pytest.approx(run.problem.evaluate()["test_loss"], rel=1e-4)
+    assert len({round(m["test_loss"], 6) for m in metrics}) == len(members)
+
+
+@pytest.mark.parametrize("task", ["cifar10-resnet34", "cifar10-densenet121"])
+def test_the_cifar_batch_norm_networks_train_as_populations_as_alone(task, data_dir):
+    """ResNet-34 and DenseNet-121 (BatchNorm after every convolution): two steps of a population of two
+    against each config alone — the same losses, running statistics and test metrics within float32
+    rounding. Two steps, not epochs: a step takes seconds on a CPU. SGD with momentum, whose steps are
+    proportional to the gradient: Adam's first steps are ±lr for every weight whatever the gradient's size,
+    so rounding-level differences in the near-zero gradients of a deep net's BatchNorm biases become lr-sized
+    (the step-by-step equality of every optimizer is checked on the user's BatchNorm CNN above)."""
+    plan = dataclasses.replace(_protocol(task, data_dir[0], epochs=1), batch_size=4)
+    members = [{"lr": 0.01, "momentum": 0.9}, {"lr": 0.03, "momentum": 0.9}]
+    torch.manual_seed(3)
+    stacked = population._Population(tasks.build(task, plan, "cpu"), "sgdm", members, "cpu")
+    generator = torch.Generator().manual_seed(3)
+    together = []
+    for batch in list(stacked.problem.batches(generator))[:2]:
+        step_data, _ = stacked.problem.prepare(batch, generator)
+        losses = stacked.losses(step_data)
+        stacked.step(losses)
+        together.append(losses.tolist())
+    names = dict(zip(stacked.buffer_names, stacked.buffers))
+    metrics = [stacked.evaluate(index) for index in range(2)]
+    alone_buffers = []
     for index, hparams in enumerate(members):
-        alone = list(training.train("digits-mlp", "adam", hparams, 0, plan))
-        assert _without_time(records[index]) == _without_time(alone)
+        run = training.SingleRun(task, "sgdm", hparams, 3, plan, "cpu")
+        alone = [run.step(batch)[0].item() for batch in list(run.problem.batches(run.generator))[:2]]
+        assert [step[index] for step in together] == pytest.approx(alone, rel=1e-3)  # BatchNorm over 4 examples
+        assert metrics[index]["test_loss"] == pytest.approx(run.problem.evaluate()["test_loss"], rel=5e-3)
+        alone_buffers.append({n: b for n, b in run.problem.model.named_buffers() if b.is_floating_point()})
+
+    def apart(member: int, run: int) -> float:
+        """The largest difference of a running statistic, relative to that statistic's scale."""
+        return max((names[n][member].double() - b.double()).abs().max().item() / b.double().abs().max().item()
+                   for n, b in alone_buffers[run].items())
+    # each member's statistics are its own config's: within rounding of them, far from the other config's
+    assert apart(0, 0) < 1e-2 and apart(1, 1) < 1e-2
+    assert apart(1, 0) > 10 * max(apart(0, 0), apart(1, 1))
+
+
+def test_only_recurrent_layers_keep_a_model_out_of_populations(caplog, data_dir):
+    """BatchNorm networks batch (the CIFAR ResNet-34 and DenseNet-121 included); a recurrent layer, which
+    vmap cannot batch, trains one configuration per pass and says so once, equal to one-at-a-time."""
+    assert batchable(models.cifar_resnet34(10)) is None and batchable(models.cifar_densenet121(10)) is None
+    assert "LSTM" in batchable(nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4)))
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.head(self.lstm(x.view(-1, 8, 8))[0][:, -1])
+
+    tasks._PLUGINS[USER_BN_TASK] = lambda plan, device: tasks.Classification(Recurrent().to(device),
+                                                                            data.digits().to(device), plan.batch_size)
+    plan = _protocol(USER_BN_TASK, data_dir[0], epochs=1)
+    members = _members("adam")[:2]
+    with caplog.at_level("WARNING", logger="adamscape"):
+        records = _by_member(train_cells(USER_BN_TASK, "adam", 0, members, plan))
+    assert caplog.text.count("one configuration per pass: it has a recurrent layer (lstm: LSTM)") == 1
+    assert {r["population"]["size"] for rs in records.values() for r in rs if "population" in r} == {1}
+    for index, hparams in enumerate(members):
+        assert _without_time(records[index]) == _without_time(list(training.train(USER_BN_TASK, "adam", hparams, 0, plan)))
 
 
 def test_a_population_that_runs_out_of_memory_is_split_before_it_reports(monkeypatch, data_dir):
@@ -199,6 +288,25 @@ def test_auto_population_size_shrinks_with_the_model_and_grows_with_the_memory(m
     doubled = population.population_size(large, "cpu")
     assert sizes[0] > 1000 and 1 <= sizes[1] < 100  # 650 parameters vs 1.3 million
     assert doubled in (2 * sizes[1], 2 * sizes[1] + 1)
+
+
+def test_the_memory_plan_counts_what_backward_keeps_and_leaves_batch_norm_statistics_as_they_were(data_dir):
+    """The activations one step keeps for backward, measured on a BatchNorm CNN: what autograd saves, worked out
+    from the shapes; twice as much for twice the batch; the running statistics untouched."""
+    sizes = {}
+    for batch in (64, 128):
+        torch.manual_seed(0)
+        problem = tasks.build(USER_BN_TASK, TrainingProtocol(epochs=1, batch_size=batch), "cpu")
+        before = [b.clone() for b in problem.model.buffers()]
+        sizes[batch] = population._activation_bytes(problem)
+        assert all(torch.equal(a, b) for a, b in zip(before, problem.model.buffers()))
+    # per example, float32: the input (64) for the first convolution; each BatchNorm keeps its input (the
+    # convolution's or linear layer's output: 2·64, 4·64, 16) and each ReLU its output, which the next layer
+    # keeps too (one storage; the flatten is a view); the loss its log-probabilities (10) and the int64 targets;
+    # plus each BatchNorm's per-channel mean and 1/std
+    kept = 64 + 2 * (2 * 64 + 4 * 64 + 16) + 10
+    assert 64 * (kept * 4 + 8) <= sizes[64] <= 64 * (kept * 4 + 8) + 2 * 4 * (2 + 4 + 16) + 512
+    assert sizes[128] / sizes[64] == pytest.approx(2, rel=0.1)
 
 
 def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cells():
