@@ -17,7 +17,11 @@ What a first session on a GPU machine should run before anything long (``make gp
 4. reads the database (the ``sweep_results`` view and the final attempt's ``sweep_curves``) and prints one
    row per cell: task, amp, optimizer, lr, status, device, images/s, peak memory (MiB), train loss of
    the first and of the last epoch and whether it fell, final test accuracy against chance (1 / the
-   number of classes in the test split) and PASS or FAIL. Exit 0 when every cell passes, 1 otherwise.
+   number of classes in the test split) and PASS or FAIL. Exit 0 when every cell passes, 1 otherwise;
+5. then (``--population-sizes``, default 1,4,16 on CUDA, none on CPU) images/s of training as populations
+   of K against one configuration at a time, on ``--population-task`` (default cifar10-resnet34, whose
+   BatchNorm layers train per member): ``benchmarks/population_speed.py`` in a child process, 16 adam
+   configs, 1 epoch; its figures printed and written to ``OUT/population_speed.json``.
 
 images/s = epochs run × training images / the cell's ``wall_seconds`` (its share of its worker's time:
 building the task, the test evaluation after each epoch included, so it understates pure training
@@ -79,7 +83,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder for the study files and smoke.db (default: a new temporary folder, kept)")
     parser.add_argument("--address", default=None, help="a running Ray cluster (default: a local Ray per study)")
     parser.add_argument("--workers", type=int, default=None, help="worker actors (default: the CLI's)")
+    parser.add_argument("--population-sizes", default=None,
+                        help="population sizes K to time after the studies, e.g. 1,4,16 (default: 1,4,16 on CUDA, "
+                             "none on CPU; '' skips)")
+    parser.add_argument("--population-task", default="cifar10-resnet34", help="the task they train")
     args = parser.parse_args(argv)
+    if args.population_sizes is None:
+        args.population_sizes = "1,4,16" if args.device == "cuda" else ""
+    try:
+        args.population_sizes = [int(k) for k in args.population_sizes.split(",") if k.strip()]
+    except ValueError:
+        parser.error(f"--population-sizes: whole numbers separated by commas, not {args.population_sizes!r}")
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the check compares the first epoch's train loss with the last's)")
     if args.gpus_per_trial is None:
@@ -364,7 +378,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL {failure}")
     print(f"gpu-smoke: {len(rows) - sum(r[-1] == 'FAIL' for r in rows)} of {cells} cells passed"
           + ("" if failures else " (loss falling, accuracy above chance)"), flush=True)
+    if args.population_sizes and population_figures(args, data_dir, out) != 0:
+        failures.append("the population timing failed")
     return 1 if failures else 0
+
+
+def population_figures(args: argparse.Namespace, data_dir: str, out: Path) -> int:
+    """Images/s as populations of each K against one at a time (benchmarks/population_speed.py, in a child:
+    this script holds no CUDA context of its own)."""
+    sizes = [k for k in args.population_sizes if k > 1]
+    print(f"\n== populations: {args.population_task}, K = 1 (one at a time), {', '.join(map(str, sizes))}", flush=True)
+    command = [sys.executable, str(Path(__file__).parent / "population_speed.py"), "--device", args.device,
+               "--tasks", args.population_task, "--sizes", ",".join(map(str, sizes)), "--cells", "16",
+               "--epochs", "1", "--rounds", "1", "--images", "--data-dir", data_dir,
+               "--out", str(out / "population_speed.json")]
+    return subprocess.run(command).returncode
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -37,7 +38,8 @@ def _table(stdout: str) -> list[dict[str, str]]:
 
 def test_the_smoke_run_on_cpu_trains_every_cell_and_checks_it(ray_address, tmp_path):
     result = _smoke("--device", "cpu", "--tasks", "digits-mlp", "--gpus-per-trial", "0", "--epochs", "2",
-                    "--amp", "both", "--out", tmp_path, "--address", ray_address)
+                    "--amp", "both", "--out", tmp_path, "--address", ray_address,
+                    "--population-sizes", "1,4", "--population-task", "digits-mlp")
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.stdout.startswith(f"gpu-smoke: torch {torch.__version__}")
     rows = _table(result.stdout)
@@ -55,6 +57,12 @@ def test_the_smoke_run_on_cpu_trains_every_cell_and_checks_it(ray_address, tmp_p
         assert row["above"] == "yes" and float(row["images/s"].replace(",", "")) > 0, row
     assert "gpu-smoke: 8 of 8 cells passed" in result.stdout
     assert (tmp_path / "smoke.db").is_file() and len(list(tmp_path.glob("smoke-digits-mlp-amp-*.toml"))) == 2
+    # then the populations' images/s: one at a time, auto and K = 4, each with the passes it trained
+    figures = json.loads((tmp_path / "population_speed.json").read_text())["tasks"][0]
+    assert figures["task"] == "digits-mlp" and set(figures["modes"]) == {"one", "auto", "4"}
+    assert "4 configs per pass" in figures["modes"]["4"]["how"] and "1 config per pass" in figures["modes"]["one"]["how"]
+    for mode, row in figures["modes"].items():
+        assert row["examples_per_second"] > 0 and re.search(rf"^\s+{mode}: .* examples/s", result.stdout, re.M), mode
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a usable CUDA device")
