@@ -42,8 +42,8 @@ from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
 from . import tasks
-from .training import (SingleRun, autocast_for, device_label, initial_metrics, is_diverged, plan_of, reproducible,
-                       schedule_factor, summary, train, watch_memory)
+from .training import (SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs,
+                       schedule_factor, train, watch_memory)
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -90,61 +90,31 @@ def _train_population(task: str, optimizer: str, members: list[dict[str, float]]
     watch_memory(device)
     torch.manual_seed(seed)
     problem = tasks.build(task, plan, device)
-    population = _Population(problem, optimizer, members, device)
-    generator = torch.Generator().manual_seed(seed)
+    population = _Population(problem, optimizer, members, device, task, seed, plan)
     reference = problem.reference_loss()
-    autocast = autocast_for(plan, device, task)
-    initial = initial_metrics(task, seed, plan, device, problem, reference, autocast)  # every member's ℓ₀
-    best_accuracy = [-math.inf] * len(members)
-    timer = _StepTimer(device, MIN_SECONDS["together"]) if judge is not None else None
-    step = 0
-    for epoch in range(1, plan.epochs + 1):
-        total, weight = torch.zeros(population.size, device=device), 0
-        for batch in problem.batches(generator):
-            population.set_lr(schedule_factor(problem, plan, step))
-            data, size = problem.prepare(batch, generator)
-            with autocast:
-                losses = population.losses(data)
-            population.step(losses)
-            total += losses.detach().float() * size
-            weight += size
-            step += 1
-            if timer is not None and timer.lap(size):
+    initial = initial_metrics(task, seed, plan, device, problem, reference, population.autocast)  # every member's ℓ₀
+    lap = None
+    if judge is not None:
+        timer = _StepTimer(device, MIN_SECONDS["together"])
+
+        def lap(size: int | None) -> None:
+            """Judge once, when enough steps were timed or, in an epoch shorter than that, on what it timed."""
+            nonlocal timer
+            if timer is not None and (size is None or timer.lap(size)):
                 judge(timer.seconds_per_step())
                 timer = None
-        if timer is not None:  # an epoch shorter than the measurement: judged on what it timed
-            judge(timer.seconds_per_step())
-            timer = None
-        epoch_losses = (total / weight).tolist()  # one sync per epoch
-        rows = []  # (row, member, metrics, diverged, evaluated now)
-        for row, member in enumerate(population.members):
-            diverged = is_diverged(epoch_losses[row], reference, plan)
-            rows.append((row, member, {"train_loss": epoch_losses[row]}, diverged,
-                         diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs))
-        if any(due for *_, due in rows):  # one eval()/train() round trip of the optimizer for the epoch's evaluations
-            with evaluating(population.opt), autocast:
-                for row, _, metrics, _, due in rows:
-                    if due:
-                        metrics |= population.evaluate(row)
-        finished = []
-        for row, member, metrics, diverged, _ in rows:
-            best_accuracy[member] = max(best_accuracy[member], metrics.get("test_accuracy", -math.inf))
-            yield member, {"epoch": epoch, **metrics}
-            if diverged or epoch == plan.epochs:
-                share = (time.perf_counter() - started) / len(members)
-                finished.append(row)
-                yield member, summary(metrics, diverged, best_accuracy[member], share, device, initial)
-        if finished:
-            population.drop(finished)
-        if not population.size:
-            return
+    yield from run_epochs(population, plan, device, reference, initial, started, lap)
 
 
 class _Population:
     """The stacked parameters of the live members, their optimizer and its per-config hyperparameters."""
 
-    def __init__(self, problem: tasks.Problem, optimizer: str, members: list[dict[str, float]], device: str):
+    def __init__(self, problem: tasks.Problem, optimizer: str, members: list[dict[str, float]], device: str,
+                 task: str = "", seed: int = 0, plan: TrainingProtocol | None = None):
         self.problem, self.members = problem, list(range(len(members)))
+        self.plan = plan or TrainingProtocol(epochs=1, batch_size=1)  # None: stepped by hand (check, tests)
+        self.generator = torch.Generator().manual_seed(seed)  # every member sees the same batches
+        self.autocast = autocast_for(self.plan, device, task)
         model = problem.model
         self.names = [name for name, _ in model.named_parameters()]
         size = len(members)
@@ -176,6 +146,15 @@ class _Population:
     def set_lr(self, factor: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = self.base_lr * factor
+
+    def train_step(self, batch: Any, step: int) -> tuple[Tensor, int]:
+        """One step of every live member on ``batch`` (the :class:`workers.training.Trainer` contract)."""
+        self.set_lr(schedule_factor(self.problem, self.plan, step))
+        data, size = self.problem.prepare(batch, self.generator)
+        with self.autocast:
+            losses = self.losses(data)
+        self.step(losses)
+        return losses, size
 
     def losses(self, data: Any) -> Tensor:
         """Each live member's mean loss on ``data``: shape (K,)."""

@@ -6,8 +6,8 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 
@@ -50,7 +50,7 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
 class SingleRun:
     """One config's training state, built as ``train`` builds it (seeded weights, its optimizer, the lr
     schedule, the data generator), and its step: the one loop body that ``train`` and the population's
-    lone-config timing share."""
+    lone-config timing share. A :class:`Trainer` of one member (index 0)."""
 
     def __init__(self, task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
                  device: str):
@@ -62,6 +62,7 @@ class SingleRun:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: schedule_factor(problem, plan, step))
         self.generator = torch.Generator().manual_seed(seed)
         self.autocast = autocast_for(plan, device, task)
+        self.members = [0]
 
     def step(self, batch: Any) -> tuple[torch.Tensor, int]:
         """One optimizer step on ``batch``: its loss (on the device) and its size."""
@@ -74,35 +75,98 @@ class SingleRun:
         self.schedule.step()
         return loss, size
 
+    def train_step(self, batch: Any, step: int) -> tuple[torch.Tensor, int]:
+        loss, size = self.step(batch)  # the schedule counts its own steps
+        return loss.reshape(1), size
+
+    def evaluate(self, row: int) -> dict[str, float]:
+        return self.problem.evaluate()
+
+    def drop(self, rows: list[int]) -> None:
+        self.members = [m for r, m in enumerate(self.members) if r not in rows]
+
+
+class Trainer(Protocol):
+    """What :func:`run_epochs` trains: one config (:class:`SingleRun`) or K (``workers.population``).
+
+    ``members``: the indices of the live members, row by row; ``train_step(batch, step)``: one optimizer
+    step of every live member on ``batch``, returning their losses (shape ``(len(members),)``, on the
+    device) and the batch's weight; ``evaluate(row)``: the task's metrics for the member in ``row``;
+    ``drop(rows)``: remove members; ``problem``, ``generator``, ``opt``, ``autocast`` as their names say."""
+
+    problem: tasks.Problem
+    generator: torch.Generator
+    opt: torch.optim.Optimizer
+    autocast: Any
+    members: list[int]
+
+    def train_step(self, batch: Any, step: int) -> tuple[torch.Tensor, int]: ...
+
+    def evaluate(self, row: int) -> dict[str, float]: ...
+
+    def drop(self, rows: list[int]) -> None: ...
+
+
+def run_epochs(trainer: Trainer, plan: TrainingProtocol, device: str, reference: float, initial: dict[str, float],
+               started: float, lap: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The epoch loop, for one config and for K: yields ``(member, {"epoch": e, **metrics})`` after each
+    epoch for every live member, then its summary when it diverged or finished; a member that diverged
+    leaves the trainer at the end of that epoch. Test metrics every ``eval_every`` epochs, at the last, and
+    when a member diverges, all of the epoch's evaluations in one ``eval()`` / ``train()`` round trip of an
+    optimizer with a mode (``optimizers.base.evaluating``), under the autocast training uses. The epoch's
+    losses are summed on the device (one read per epoch). ``lap(batch size)`` after each step and
+    ``lap(None)`` when an epoch's steps are done, before anything of it is yielded (the population's step
+    timer). A member's ``wall_seconds`` is its share of the elapsed time (elapsed / K)."""
+    count = len(trainer.members)
+    best_accuracy = {member: -math.inf for member in trainer.members}
+    step = 0
+    for epoch in range(1, plan.epochs + 1):
+        total, weight = torch.zeros(len(trainer.members), device=device), 0
+        for batch in trainer.problem.batches(trainer.generator):
+            losses, size = trainer.train_step(batch, step)
+            total += losses.detach().float() * size
+            weight += size
+            step += 1
+            if lap is not None:
+                lap(size)
+        if lap is not None:
+            lap(None)
+        rows = []  # (row, member, metrics, diverged, evaluated now)
+        for row, (member, summed) in enumerate(zip(trainer.members, total.tolist())):  # the epoch's one read
+            train_loss = summed / weight
+            diverged = is_diverged(train_loss, reference, plan)
+            rows.append((row, member, {"train_loss": train_loss}, diverged,
+                         diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs))
+        if any(due for *_, due in rows):
+            # at the optimizer's point to evaluate (Schedule-Free's average), and as trained: in bfloat16
+            # where the study's amp trains so
+            with evaluating(trainer.opt), trainer.autocast:
+                for row, _, metrics, _, due in rows:
+                    if due:
+                        metrics |= trainer.evaluate(row)
+        finished = []
+        for row, member, metrics, diverged, _ in rows:
+            best_accuracy[member] = max(best_accuracy[member], metrics.get("test_accuracy", -math.inf))
+            yield member, {"epoch": epoch, **metrics}
+            if diverged or epoch == plan.epochs:
+                finished.append(row)
+                yield member, summary(metrics, diverged, best_accuracy[member], (time.perf_counter() - started) / count,
+                                      device, initial)
+        if finished:
+            trainer.drop(finished)
+        if not trainer.members:
+            return
+
 
 def _train(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
            device: str) -> Iterator[dict[str, Any]]:
     started = time.perf_counter()
     watch_memory(device)
     run = SingleRun(task, optimizer, hparams, seed, plan, device)
-    problem, generator = run.problem, run.generator
-    reference = problem.reference_loss()
-    initial = initial_metrics(task, seed, plan, device, problem, reference, run.autocast)
-
-    diverged, best_accuracy, metrics = False, -math.inf, {}
-    for epoch in range(1, plan.epochs + 1):
-        total, weight = torch.zeros((), device=device), 0
-        for batch in problem.batches(generator):
-            loss, size = run.step(batch)
-            total += loss.detach().float() * size  # summed on the device: no sync per step
-            weight += size
-        metrics = {"train_loss": total.item() / weight}
-        diverged = is_diverged(metrics["train_loss"], reference, plan)
-        if diverged or epoch % plan.eval_every == 0 or epoch == plan.epochs:
-            # at the optimizer's point to evaluate (Schedule-Free's average; optimizers.base.evaluating), and
-            # as trained: in bfloat16 where the study's amp trains so
-            with evaluating(run.opt), run.autocast:
-                metrics |= problem.evaluate()
-        best_accuracy = max(best_accuracy, metrics.get("test_accuracy", -math.inf))
-        yield {"epoch": epoch, **metrics}
-        if diverged:
-            break
-    yield summary(metrics, diverged, best_accuracy, time.perf_counter() - started, device, initial)
+    reference = run.problem.reference_loss()
+    initial = initial_metrics(task, seed, plan, device, run.problem, reference, run.autocast)
+    for _, record in run_epochs(run, plan, device, reference, initial, started):
+        yield record
 
 
 _INITIAL: dict[tuple, tuple[Any, dict[str, float]]] = {}  # initial_metrics' key -> (task builder, metrics)
