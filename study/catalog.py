@@ -148,6 +148,22 @@ TASKS: dict[str, TaskInfo] = {
                  "benchmarks/driver_overhead.py)", {"train_loss": "minimize"}, default_epochs=1, default_batch_size=1,
                  options={"seconds": Option(0.0, "how long each epoch takes (a stand-in for training)",
                                             at_least=0.0)}, listed=False),
+        TaskInfo("pydoc-transformer", "byte-level decoder-only transformer LM (pre-LN, causal SDPA, untied head; "
+                 "136,960 parameters at the defaults) on the Python docs' topic texts: pydoc_data.topics from the "
+                 "standard library, no download (Python 3.11.7's: 466,273 bytes, sha256 "
+                 "71f2ff5d99bdc1f9c48c5c2353ad138201c5ca1c377e0226857ef8fa89b8bcee), last 10% held out; "
+                 "losses in nats per token",
+                 _CLASSIFICATION, default_epochs=5, default_batch_size=32, primary="test_loss",
+                 options={"layers": Option(2, "transformer blocks", greater_than=0),
+                          "width": Option(64, "d_model: the embedding width (a multiple of heads; the MLP is 4x)",
+                                          greater_than=0),
+                          "heads": Option(4, "attention heads", greater_than=0),
+                          "context": Option(64, "tokens (bytes) per training window: the attention's length",
+                                            greater_than=0),
+                          "steps_per_epoch": Option(100, "optimizer steps per epoch (batches of windows drawn "
+                                                    "without replacement from the training text)", greater_than=0),
+                          "test_tokens": Option(16384, "tokens of the held-out text that evaluations read (at most "
+                                                "its 46,627)", greater_than=0)}),
         TaskInfo("mnist-mlp", "MNIST, DeepOBS mnist_mlp: 784-1000-500-100-10 ReLU MLP (torchvision MNIST files)",
                  _CLASSIFICATION, default_epochs=100, default_batch_size=128,
                  dataset_files=_mnist_files("MNIST"), dataset="MNIST"),

@@ -92,3 +92,34 @@ def test_the_2026_family_preset_runs_every_member_and_its_report_compares_them(r
             & (board["lr_sensitivity"] <= board["lr_sensitivity_high"] + 1e-12)).all()
     pairs = app.dataframe[2].value
     assert len(pairs) == 9 * 8 and set(pairs["optimizer"]) == set(members)
+
+
+def test_the_wortsman_transformer_preset_maps_adam_and_adamw_lr_sensitivity(ray_address, tmp_path):
+    """The preset as shipped, thinned to 3 of its 7 learning rates, one seed and one epoch of 10 steps (both
+    optimizers, every beta2): it runs through `submit --run`, the transformer learns at the middle lr, the
+    largest lr does worst, and the report states each optimizer's LR sensitivity."""
+    text = (EXAMPLES / "wortsman-transformer.toml").read_text()
+    thinned = re.sub(r"num = 7", "num = 3", re.sub(r"^epochs = 3$", "epochs = 1", text, flags=re.M))
+    thinned = re.sub(r"^steps_per_epoch = 100$", "steps_per_epoch = 10", thinned, flags=re.M)
+    thinned = re.sub(r"^seeds = \[0, 1\]$", "seeds = [0]", thinned, flags=re.M)
+    assert thinned.count("num = 3") == 2 and "epochs = 1" in thinned and "steps_per_epoch = 10" in thinned
+    assert "seeds = [0]" in thinned
+    study = tmp_path / "wortsman-transformer.toml"
+    study.write_text(thinned)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    ran = adamscape("submit", study, "--db", db, "--run", "--address", ray_address, "--workers", "2", timeout=600)
+    assert "study wortsman-transformer: " in ran.stdout and " 0 failed" in ran.stdout, ran.stdout
+    listed = adamscape("results", "wortsman-transformer", "--db", db, "--format", "csv").stdout
+    results = pd.read_csv(io.StringIO(listed))
+    assert len(results) == 2 * 3 * 3 and (results["status"] != "failed").all()
+    assert sorted(results["optimizer"].unique()) == ["adam", "adamw"]
+    assert results.groupby("optimizer")["beta2"].nunique().to_dict() == {"adam": 3, "adamw": 3}
+    assert (results.loc[results["optimizer"] == "adamw", "weight_decay"] == 0.1).all()
+    assert results["score"].equals(results["final_test_loss"])  # test loss (nats per token) is the metric
+    by_lr = results.groupby("lr")["final_test_loss"].mean()
+    assert by_lr.min() < 4.0  # from ln 256 = 5.55: the byte statistics learnt in 10 steps
+    assert by_lr.idxmin() < by_lr.index.max() and by_lr.iloc[-1] > by_lr.min() + 0.5  # lr 0.3 is too large
+    adamscape("report", "wortsman-transformer", "--db", db, "--out", tmp_path / "atlas")
+    leaderboard = pd.read_csv(tmp_path / "atlas" / "leaderboard.csv").set_index("optimizer")
+    assert sorted(leaderboard.index) == ["adam", "adamw"]
+    assert (leaderboard["lr_sensitivity"] > 0).all()

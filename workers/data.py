@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -166,3 +169,69 @@ def _normalisation(mean: tuple[float, ...], std: tuple[float, ...], device: torc
 UNIT = ImagePipeline()
 CIFAR10 = ImagePipeline((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), crop_padding=4, flip=True)
 CIFAR100 = ImagePipeline((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4, flip=True)
+
+
+# --- text: the Python documentation's topic texts, as bytes (the pydoc-transformer task) ---------------
+
+PYDOC_SOURCE = "pydoc_data.topics.topics"  # CPython's standard library: the help() topics, English, no download
+PYDOC_PYTHON = "3.11.7"  # the Python whose text the numbers below describe (each release regenerates it)
+PYDOC_BYTES = 466_273
+PYDOC_SHA256 = "71f2ff5d99bdc1f9c48c5c2353ad138201c5ca1c377e0226857ef8fa89b8bcee"
+TEST_SHARE = 0.1  # the corpus's last tenth is the test text
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A token sequence (uint8 bytes: vocabulary 256) and where it came from."""
+
+    tokens: Tensor
+    source: str
+    python: str  # the Python version that supplied it
+    sha256: str  # of the bytes
+
+
+def _pydoc_text() -> str:
+    """The topic texts joined in sorted key order, two newlines apart."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:
+        raise DatasetMissingError(
+            f"task pydoc-transformer reads {PYDOC_SOURCE}, the Python documentation's topic texts that CPython's "
+            f"standard library ships, and this Python ({platform.python_version()}) has none ({exc}); use a "
+            "Python build that includes its pydoc_data package (a full CPython install does)") from None
+    if not isinstance(topics, dict) or not topics or not all(isinstance(v, str) for v in topics.values()):
+        raise DatasetMissingError(f"task pydoc-transformer: {PYDOC_SOURCE} in this Python "
+                                  f"({platform.python_version()}) is not the dict of topic texts it expects")
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+@functools.cache
+def pydoc_corpus() -> Corpus:
+    """The Python documentation's topic texts (``pydoc_data.topics``) as UTF-8 bytes: deterministic for a Python
+    version; Python 3.11.7's are :data:`PYDOC_BYTES` bytes with SHA-256 :data:`PYDOC_SHA256`. Another
+    Python's text differs (each release regenerates it): said once in the log with its own hash, since its
+    results do not compare with another version's."""
+    raw = _pydoc_text().encode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != PYDOC_SHA256:
+        logging.getLogger("adamscape").warning(
+            "pydoc-transformer: %s of Python %s is %d bytes with sha256 %s, not Python %s's text (%s): its results do "
+            "not compare with those of another Python version", PYDOC_SOURCE, platform.python_version(), len(raw),
+            digest, PYDOC_PYTHON, PYDOC_SHA256)
+    tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
+    return Corpus(tokens, PYDOC_SOURCE, platform.python_version(), digest)
+
+
+def token_windows(tokens: Tensor, context: int, test_tokens: int) -> tuple[Tensor, Tensor]:
+    """Train and test windows (int64, ``context + 1`` tokens each: inputs and the next token at every position)
+    of ``tokens``: its first nine tenths train, its last tenth tests, by position. Each part is cut into
+    consecutive windows that overlap by one token (window i's last target is window i+1's first input); the
+    test windows are those of the first ``test_tokens`` tokens of the test part (all of it if it is shorter)."""
+    cut = len(tokens) - int(len(tokens) * TEST_SHARE)
+    train, test = tokens[:cut], tokens[cut:cut + test_tokens]
+    for part, what in ((train, "the training text"), (test, "the test text")):
+        if len(part) < context + 1:
+            raise ValueError(f"task_options: context {context} needs at least {context + 1} tokens of {what}, "
+                             f"which has {len(part)}" + (" (test_tokens)" if part is test else ""))
+    cut_up = lambda part: part.unfold(0, context + 1, context).long()  # noqa: E731
+    return cut_up(train), cut_up(test)

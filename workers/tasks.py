@@ -361,6 +361,61 @@ class Noop(Problem):
         return 0.0
 
 
+class LanguageModel(Problem):
+    """Next-token prediction on windows of a token sequence (``data.token_windows``): the mean cross-entropy
+    per token, in nats. An epoch is ``steps_per_epoch`` batches of training windows, drawn without replacement
+    in an order the generator shuffles (once through them, then a fresh order). Reports ``test_loss`` (nats
+    per token) and ``test_accuracy`` (the share of test tokens whose next token is the most likely one)."""
+
+    EVAL_TOKENS = 16384  # tokens per evaluation pass; the reference loss is that of the first this many training tokens
+
+    def __init__(self, model: nn.Module, train: Tensor, test: Tensor, batch_size: int, steps_per_epoch: int):
+        self.model, self.train, self.test = model, train, test
+        self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
+        self.eval_windows = max(1, self.EVAL_TOKENS // (train.shape[1] - 1))  # windows per forward pass
+
+    def batches(self, generator):
+        needed, windows = self.steps_per_epoch * self.batch_size, len(self.train)
+        order = torch.cat([torch.randperm(windows, generator=generator) for _ in range(-(-needed // windows))])
+        return iter(order[:needed].to(self.train.device).split(self.batch_size))
+
+    def prepare(self, batch, generator):
+        return self.train[batch], len(batch)
+
+    def objective(self, data):
+        logits = self.model(data[:, :-1])
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
+
+    @torch.inference_mode()
+    def _mean_loss_and_accuracy(self, windows: Tensor) -> tuple[float, float]:
+        self.model.eval()
+        sums = torch.zeros(2, dtype=torch.float64, device=windows.device)  # loss, correct: summed on the device
+        for start in range(0, len(windows), self.eval_windows):
+            chunk = windows[start:start + self.eval_windows]
+            logits, target = self.model(chunk[:, :-1]).float().flatten(0, 1), chunk[:, 1:].flatten()
+            sums[0] += nn.functional.cross_entropy(logits, target, reduction="sum")
+            sums[1] += (logits.argmax(dim=1) == target).sum()
+        self.model.train()
+        total, correct = sums.tolist()  # the evaluation's one read from the device
+        tokens = windows[:, 1:].numel()
+        return total / tokens, correct / tokens
+
+    def evaluate(self):
+        loss, accuracy = self._mean_loss_and_accuracy(self.test)
+        return {"test_loss": loss, "test_accuracy": accuracy}
+
+    def reference_loss(self):
+        return self._mean_loss_and_accuracy(self.train[:self.eval_windows])[0]
+
+
+def _pydoc_transformer(plan: TrainingProtocol, device: str) -> Problem:
+    options = plan.task_options
+    train, test = data.token_windows(data.pydoc_corpus().tokens, options["context"], options["test_tokens"])
+    model = models.transformer_lm(256, options["context"], options["width"], options["layers"], options["heads"])
+    return LanguageModel(model.to(device), train.to(device), test.to(device), plan.batch_size,
+                         options["steps_per_epoch"])
+
+
 Builder = Callable[[TrainingProtocol, str], Problem]
 
 
@@ -391,6 +446,7 @@ IMPLEMENTATIONS: dict[str, Builder] = {
     "cifar10-resnet34": _classifier(lambda: models.cifar_resnet34(10), _images("CIFAR10"), data.CIFAR10),
     "cifar10-densenet121": _classifier(lambda: models.cifar_densenet121(10), _images("CIFAR10"), data.CIFAR10),
     "cifar100-resnet34": _classifier(lambda: models.cifar_resnet34(100), _images("CIFAR100"), data.CIFAR100),
+    "pydoc-transformer": _pydoc_transformer,
 }
 
 
