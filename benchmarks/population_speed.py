@@ -19,6 +19,7 @@ Tasks (``--tasks``, comma-separated):
   any built-in    e.g. ``pydoc-transformer``, ``digits-mlp``, ``cifar10-resnet34`` (on CUDA)
 
     .venv/bin/python benchmarks/population_speed.py                       # both CPU tasks, 24 cells
+    .venv/bin/python benchmarks/population_speed.py --tasks pydoc-transformer --option width=16 --option context=16
     .venv/bin/python benchmarks/population_speed.py --device cuda --tasks cifar10-resnet34 --sizes 4,16 --images
 
 ``--images`` prints images (or sequences) per second of training for each mode. Results are written to
@@ -64,9 +65,11 @@ def members(cells: int) -> list[dict[str, float]]:
     return grid[:cells]
 
 
-def protocol(task: str, epochs: int, batch_size: int | None, data_dir: str) -> TrainingProtocol:
+def protocol(task: str, epochs: int, batch_size: int | None, data_dir: str,
+             given: dict[str, int | float | str] | None = None) -> TrainingProtocol:
     info = TASKS.get(task)
     options = {key: option.default for key, option in info.options.items()} if info else {}
+    options |= given or {}
     size = batch_size or (info.default_batch_size if info else 64)
     return TrainingProtocol(epochs=epochs, batch_size=size, data_dir=data_dir, task_options=options)
 
@@ -89,7 +92,7 @@ def timed(task: str, cells: list[dict[str, float]], plan: TrainingProtocol, devi
 def run_task(task: str, args: argparse.Namespace) -> dict:
     if task == USER_TASK:
         tasks.register(USER_TASK, digits_bn_cnn(args.width))
-    plan = protocol(task, args.epochs, args.batch_size, args.data_dir)
+    plan = protocol(task, args.epochs, args.batch_size, args.data_dir, dict(args.option))
     cells = members(args.cells)
     torch.manual_seed(0)
     problem = tasks.build(task, plan, args.device)  # data generated and cached before any timing
@@ -106,8 +109,18 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     median = {mode: statistics.median(values) for mode, values in seconds.items()}
     rows = {mode: {"seconds": median[mode], "rounds": seconds[mode], "speedup": median["one"] / median[mode],
                    "examples_per_second": examples / median[mode], "how": notes[mode]} for mode in modes}
-    return {"task": task, "parameters": parameters, "cells": len(cells), "epochs": plan.epochs,
+    return {"task": task, "options": dict(args.option), "parameters": parameters, "cells": len(cells), "epochs": plan.epochs,
             "batch_size": plan.batch_size, "modes": rows}
+
+
+def _option(text: str) -> tuple[str, int | float | str]:
+    key, _, value = text.partition("=")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--images", action="store_true", help="also print examples per second")
+    parser.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                        help="a task option, e.g. --option width=16 (repeatable)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -129,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in [t for t in args.tasks.split(",") if t]:
         result = run_task(task, args)
         found.append(result)
-        print(f"{task}: {result['parameters']:,} parameters, {result['cells']} cells × {result['epochs']} epochs, "
+        options = "".join(f", {k}={v}" for k, v in result["options"].items())
+        print(f"{task}{options}: {result['parameters']:,} parameters, {result['cells']} cells × {result['epochs']} epochs, "
               f"batch {result['batch_size']}")
         for mode, row in result["modes"].items():
             extra = f", {row['examples_per_second']:,.0f} examples/s" if args.images else ""
