@@ -7,8 +7,8 @@ from torch import Tensor
 
 from .base import KernelOptimizer
 from .hparams import declaration
-from .pieces import (adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, l2_penalty, per_tensor,
-                     running_max_, scale_, sqrt, sqrt_plus_eps)
+from .pieces import (adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, in_slices, l2_penalty,
+                     per_tensor, running_max_, scale_, sqrt, sqrt_plus_eps)
 
 
 def decay_or_penalty(params, grads, group, shrink):
@@ -36,6 +36,7 @@ class Adam(KernelOptimizer):
     """
 
     hyperparameters = declaration("adam")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_sq")
 
@@ -105,6 +106,7 @@ class Adamax(KernelOptimizer):
     """
 
     hyperparameters = declaration("adamax")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_inf")
 
@@ -166,15 +168,18 @@ class NAdam(KernelOptimizer):
     def kernel(params, grads, buffers, step, group):
         lr, beta2 = group["lr"], group["beta2"]
         beta1, psi = _float64(group["beta1"]), _float64(group["momentum_decay"])
-        grads = decay_or_penalty(params, grads, group, lr * group["weight_decay"])
-        adam_moments_(buffers, grads, group["beta1"], beta2)
         mu, mu_next = _nadam_mu(beta1, psi, step), _nadam_mu(beta1, psi, step + 1)
         products = buffers["mu_product"]
         foreach("mul_", products, per_tensor(mu, products))
         mu_product = _number_if_free(products[0])  # a bucket's parameters share the step, hence Π_t
-        denom = sqrt_plus_eps(buffers["exp_avg_sq"], group["eps"], scale=sqrt(1 - beta2**step))
-        add_quotient_(params, grads, denom, -lr * (1 - mu) / (1 - mu_product))
-        add_quotient_(params, buffers["exp_avg"], denom, -lr * mu_next / (1 - mu_product * mu_next))
+        # the rest is elementwise: on a CPU, slice by slice (optimizers.base)
+        for cut_params, cut_grads, exp_avg, exp_avg_sq in in_slices(
+                [params, grads, buffers["exp_avg"], buffers["exp_avg_sq"]], group):
+            cut_grads = decay_or_penalty(cut_params, cut_grads, group, lr * group["weight_decay"])
+            adam_moments_({"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}, cut_grads, group["beta1"], beta2)
+            denom = sqrt_plus_eps(exp_avg_sq, group["eps"], scale=sqrt(1 - beta2**step))
+            add_quotient_(cut_params, cut_grads, denom, -lr * (1 - mu) / (1 - mu_product))
+            add_quotient_(cut_params, exp_avg, denom, -lr * mu_next / (1 - mu_product * mu_next))
 
 
 def _nadam_mu(beta1, psi, step):

@@ -19,6 +19,7 @@ class SGDM(KernelOptimizer):
     """
 
     hyperparameters = declaration("sgdm")
+    elementwise = True
 
     buffers = ("momentum_buffer",)
 
@@ -45,6 +46,7 @@ class Adagrad(KernelOptimizer):
     """
 
     hyperparameters = declaration("adagrad")
+    elementwise = True
 
     buffers = ("sum",)
 
@@ -80,6 +82,7 @@ class RMSprop(KernelOptimizer):
     """
 
     hyperparameters = declaration("rmsprop")
+    elementwise = True
 
     buffers = ("square_avg",)
 

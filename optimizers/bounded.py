@@ -50,6 +50,7 @@ class AdaBound(KernelOptimizer):
     """
 
     hyperparameters = declaration("adabound")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_sq")
 
@@ -110,6 +111,7 @@ class AdaMod(KernelOptimizer):
     """
 
     hyperparameters = declaration("adamod")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_sq", "exp_avg_lr")
 

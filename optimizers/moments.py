@@ -62,6 +62,7 @@ class AdEMAMix(KernelOptimizer):
     """
 
     hyperparameters = declaration("ademamix")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_slow", "exp_avg_sq")
 

@@ -33,6 +33,7 @@ class ADOPT(KernelOptimizer):
     """
 
     hyperparameters = declaration("adopt")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_sq")
 

@@ -207,3 +207,61 @@ def cautious_(updates: list[Tensor], grads: list[Tensor], leading: int = 0) -> N
         size = math.prod(update.shape[leading:])
         mask.mul_(size / (kept + 1))
         update.mul_(mask)
+
+
+# --- cache-sized slices (see optimizers/base.py): an elementwise kernel over lists too large for the cache.
+
+SLICE_BYTES = 1 << 20
+"""Bytes of each tensor list one eager call of an elementwise kernel sees on a CPU: a kernel reading four
+lists and writing two temporaries keeps its slice within a core's L2 cache (1–4 MB on current x86)."""
+
+
+def cache_sized_slices(lists: list[list[Tensor]], slice_bytes: int | None = None) -> list[list[list[Tensor]]]:
+    """Parallel tensor lists (same length, the i-th tensors of all lists of one shape) cut into slices of
+    about ``slice_bytes`` per list: small tensors whole, packed together; a larger one as flat views of
+    its storage (contiguous tensors only; one that is not stays whole), cut at multiples of 64 elements.
+    Each slice is a list of lists, parallel as the input."""
+    slice_bytes = SLICE_BYTES if slice_bytes is None else slice_bytes
+    slices: list[list[list[Tensor]]] = []
+    current: list[list[Tensor]] = [[] for _ in lists]
+    room = budget = 0
+    for tensors in zip(*lists):
+        first = tensors[0]
+        if not budget:
+            budget = room = max(64, slice_bytes // first.element_size() // 64 * 64)
+        size = first.numel()
+        if size <= room or not all(t.is_contiguous() and t.numel() == size for t in tensors):
+            for kept, tensor in zip(current, tensors):
+                kept.append(tensor)
+            room -= size
+            if room < 64:
+                slices.append(current)
+                current, room = [[] for _ in lists], budget
+            continue
+        sizes = [room // 64 * 64] if room >= 64 else []  # the first piece fills the slice begun
+        while (cut := sum(sizes)) < size:
+            sizes.append(min(budget, size - cut))
+        pieces = [t.detach().view(-1).split(sizes) for t in tensors]
+        for index, length in enumerate(sizes):
+            for kept, cut in zip(current, pieces):
+                kept.append(cut[index])
+            room -= length
+            if room < 64 or index < len(sizes) - 1:
+                slices.append(current)
+                current, room = [[] for _ in lists], budget
+    if current[0]:
+        slices.append(current)
+    return slices
+
+
+def slices_pay(params: list[Tensor], group) -> bool:
+    """Whether an elementwise kernel over ``params`` should run slice by slice: eager (not tracing), on a CPU,
+    no population (config_dims 0) and more than one slice's worth of parameters."""
+    return (bool(params) and params[0].device.type == "cpu" and not torch.compiler.is_compiling()
+            and not config_dims(group) and sum(p.numel() * p.element_size() for p in params) > SLICE_BYTES)
+
+
+def in_slices(lists: list[list[Tensor]], group) -> list[list[list[Tensor]]]:
+    """``lists`` as :func:`cache_sized_slices` cuts them where :func:`slices_pay`, else ``[lists]`` (one call
+    over the whole lists: CUDA, a population, tracing, or small lists)."""
+    return cache_sized_slices(lists) if slices_pay(lists[0], group) else [lists]

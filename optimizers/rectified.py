@@ -33,6 +33,7 @@ class RAdam(KernelOptimizer):
     """
 
     hyperparameters = declaration("radam")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_sq")
 
@@ -73,6 +74,7 @@ class AdaBelief(KernelOptimizer):
     """
 
     hyperparameters = declaration("adabelief")
+    elementwise = True
 
     buffers = ("exp_avg", "exp_avg_var")
 

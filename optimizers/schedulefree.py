@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .base import KernelOptimizer
 from .hparams import declaration
-from .pieces import add_scaled_, ema_square_, foreach, nonzero
+from .pieces import add_scaled_, ema_square_, foreach, in_slices, nonzero
 
 _TINY = torch.finfo(torch.float64).tiny  # a weight sum of 0 (every lr so far 0) gives c = 0 / tiny = 0
 
@@ -130,25 +130,32 @@ class AdamWScheduleFree(KernelOptimizer):
         lr = lr * _warmup(step, group["warmup_steps"])
         averaging = _averaging_weights_(buffers["lr_max"], buffers["weight_sum"], lr, step, group["r"],
                                         group["weight_lr_power"])
-        exp_avg_sq = buffers["exp_avg_sq"]
-        ema_square_(exp_avg_sq, grads, beta2)
-        denom = foreach("div", exp_avg_sq, _each(1 - beta2**step, exp_avg_sq))
-        foreach("sqrt_", denom)
-        foreach("add_", denom, _each(group["eps"], denom))
-        directions = foreach("div", grads, denom)  # .grad stays as it is
-        if nonzero(group["weight_decay"]):
-            add_scaled_(directions, params, group["weight_decay"])  # decay taken at y
-        z = buffers["z"]
         shared = _shared_number(averaging)
-        if shared is not None:  # every parameter's c_{t+1} is one CPU number: fused scalar ops
-            foreach("lerp_", params, z, shared)
-            add_scaled_(params, directions, lr * (beta1 * (1 - shared) - 1))
-        else:
-            foreach("lerp_", params, z, [_like(c, p) for c, p in zip(averaging, params)])
-            scaled = foreach("mul", directions, [_like(lr * (beta1 * (1 - c) - 1), d)
-                                                 for c, d in zip(averaging, directions)])
-            foreach("add_", params, scaled)
-        add_scaled_(z, directions, -lr)
+        if shared is not None:  # every parameter's c_{t+1} is one CPU number: fused scalar ops, elementwise,
+            for cut in in_slices([params, grads, buffers["z"], buffers["exp_avg_sq"]], group):  # so sliced
+                _update_(*cut, lr, beta1, beta2, step, group, shared)
+            return
+        _update_(params, grads, buffers["z"], buffers["exp_avg_sq"], lr, beta1, beta2, step, group, averaging)
+
+
+def _update_(params, grads, z, exp_avg_sq, lr, beta1, beta2, step, group, averaging) -> None:
+    """v, then z and y (the parameters) moved; ``averaging`` is c_{t+1}: one number, or a tensor per parameter."""
+    ema_square_(exp_avg_sq, grads, beta2)
+    denom = foreach("div", exp_avg_sq, _each(1 - beta2**step, exp_avg_sq))
+    foreach("sqrt_", denom)
+    foreach("add_", denom, _each(group["eps"], denom))
+    directions = foreach("div", grads, denom)  # .grad stays as it is
+    if nonzero(group["weight_decay"]):
+        add_scaled_(directions, params, group["weight_decay"])  # decay taken at y
+    if not isinstance(averaging, (list, tuple)):
+        foreach("lerp_", params, z, averaging)
+        add_scaled_(params, directions, lr * (beta1 * (1 - averaging) - 1))
+    else:
+        foreach("lerp_", params, z, [_like(c, p) for c, p in zip(averaging, params)])
+        scaled = foreach("mul", directions, [_like(lr * (beta1 * (1 - c) - 1), d)
+                                             for c, d in zip(averaging, directions)])
+        foreach("add_", params, scaled)
+    add_scaled_(z, directions, -lr)
 
 
 def _warmup(step: int, warmup_steps):

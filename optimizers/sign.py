@@ -24,6 +24,7 @@ class Lion(KernelOptimizer):
     """
 
     hyperparameters = declaration("lion")
+    elementwise = True
 
     buffers = ("exp_avg",)
 
