@@ -1,33 +1,77 @@
-"""Shared real services: one Ray head for the session, a fresh PostgreSQL database, SQLite files."""
+"""Shared real services: one Ray head for the session, a fresh PostgreSQL database, SQLite files; every
+registration and setting a test makes in this process undone after it. The helpers live in tests/support/
+(re-exported here for the modules that import them from tests.conftest)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import textwrap
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PG_SERVER = os.environ.get("ADAMSCAPE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-# every command the suite runs ends its own workers, as before warm workers were the default; the tests of
-# warm workers (tests/study/test_warm.py) ask for them with a state folder of their own
-os.environ["ADAMSCAPE_KEEP_WARM"] = "0"
+from tests.support.browser import chromium_or_skip, chromium_path  # noqa: F401
+from tests.support.cli import adamscape, study_file  # noqa: F401
+from tests.support.db import PG_SERVER, new_database, pg_admin, pg_database, read_only_role, unreachable  # noqa: F401
+from tests.support.paths import BIN, IN_CI, ROOT  # noqa: F401
+from tests.support.ray import NO_AUTH, RayNode, free_port
+
+_free_port = free_port  # the name the other modules import
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_warm_workers_by_default():
+    """Every command the suite runs ends its own workers, as before warm workers were the default (the
+    tests of warm workers, tests/study/test_warm.py, ask for them with a state folder of their own):
+    ADAMSCAPE_KEEP_WARM=0 in this process's environment for the session, restored after it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAMSCAPE_KEEP_WARM", "0")
+        yield
+
+
+# the process-wide registries a test can add to: module → its dicts (optimizers.register, workers.tasks.register
+# and its population blockers; study.plugins.install fills both)
+REGISTRIES = {"optimizers.hparams": ("_PLUGINS",), "workers.tasks": ("_PLUGINS", "_ONE_AT_A_TIME")}
+STAGED_PREFIX = "adamscape_plugin_"  # study.plugins.STAGED_PREFIX: a study file's own module, imported by its path
+
+
+@pytest.fixture(autouse=True)
+def registrations_undone():
+    """Whatever a test registers in this process — an optimizer (``optimizers.register``), a task
+    (``workers.tasks.register``, and its population blocker), a study file's own code
+    (``study.plugins.install``: both, and its module under ``sys.modules``, its folder on ``sys.path``) —
+    is removed after it: the next test sees the registries as the suite found them. (A registry's module
+    that the test itself imported first started empty; nothing is imported here, so a test that never
+    touches torch does not pay for it.)"""
+    saved = {(module, name): dict(getattr(sys.modules[module], name))
+             for module, names in REGISTRIES.items() if module in sys.modules for name in names}
+    path, modules = list(sys.path), set(sys.modules)
+    yield
+    for module, names in REGISTRIES.items():
+        if module in sys.modules:
+            for name in names:
+                registry = getattr(sys.modules[module], name)
+                registry.clear()
+                registry.update(saved.get((module, name), {}))
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if name.startswith(STAGED_PREFIX):
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def ray_test_env():
+    """The tests' drivers talk to loopback-only test clusters without a token: RAY_AUTH_MODE=disabled in
+    this process's environment (and so in every command it starts) while any fixture's Ray runs, restored
+    when the session ends. The one place that sets it (a module fixture restoring its own could unset it
+    under the session's head)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in NO_AUTH.items():
+            patch.setenv(name, value)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,110 +93,32 @@ def no_warm_workers_left_behind(tmp_path_factory):
     assert not left, f"the suite left {len(left)} warm-worker processes running"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RayNode:
-    """One Ray node started with ``ray start --block`` (head or worker) and stopped by the test alone:
-    SIGTERM to its own ``ray start`` process, never ``ray stop``, which ends every Ray on the machine."""
-
-    def __init__(self, head_port: int | None = None, address: str | None = None, num_cpus: int = 1,
-                 cwd: Path | None = None, auth_home: Path | None = None, dashboard_port: int | None = None,
-                 num_gpus: int = 0):
-        """``auth_home``: a head with token authentication, started the ordinary way: ``ray start --head`` with
-        RAY_AUTH_MODE unset and HOME=``auth_home``, whose ``.ray/auth_token`` (written here if missing) it finds.
-        Without it, token authentication is off (RAY_AUTH_MODE=disabled). Each node runs in its own RAY_TMPDIR
-        (a worker node keeps its files in its head's), removed when it stops: no test touches /tmp/ray, where
-        a user's Ray keeps its sessions and the ray_current_cluster file. ``dashboard_port``: a head whose
-        dashboard (and Jobs API) listens there, on loopback. ``num_gpus``: GPUs the node declares (Ray takes
-        the number as given: on a machine without one, a GPU share no CUDA device backs)."""
-        if auth_home is not None and not head_port:
-            raise ValueError("auth_home: a head only")
-        self.port = head_port
-        self.temp_dir = tempfile.mkdtemp(prefix="rayt-")  # short: Ray's socket paths under it must stay < 108 bytes
-        dashboard = ([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1"] if dashboard_port
-                     else ["--include-dashboard=false"])  # the dashboard serves Ray's Jobs API
-        # every node's agent binds a port (52365 by default): a free one, so that no two Rays on this
-        # machine (another test's, a user's) collide; a head's Jobs API needs its agent's HTTP server
-        agent = f"--dashboard-agent-listen-port={_free_port()}"
-        role = ["--head", f"--port={head_port}", *dashboard, agent] if head_port else [f"--address={address}", agent]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": self.temp_dir, "RAY_AUTH_MODE": "disabled"}
-        if auth_home is not None:
-            for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-                env.pop(name, None)
-            env["HOME"] = str(auth_home)
-            token = Path(auth_home) / ".ray" / "auth_token"
-            if not token.exists():
-                token.parent.mkdir(parents=True, exist_ok=True)
-                token.write_text(secrets.token_hex(32))
-        self.process = subprocess.Popen(
-            [BIN / "ray", "start", "--block", *role, f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
-             "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
-        seen = []
-        for line in self.process.stdout:  # --block prints this once every process of the node is up
-            seen.append(line)
-            if "Ray runtime started" in line:
-                break
-        else:
-            self.stop()
-            raise RuntimeError("ray start failed:\n" + "".join(seen[-20:]))
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()  # keep its pipe drained
-        if auth_home is not None and not any("Token authentication is enabled" in line for line in seen):
-            self.stop()
-            raise RuntimeError("ray start --head did not turn token authentication on:\n" + "".join(seen[-20:]))
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def processes(self, name: str) -> list[psutil.Process]:
-        """This node's processes whose command line mentions ``name`` (raylet, gcs_server, DashboardAgent …)."""
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        found = []
-        for child in children:
-            try:
-                if name in " ".join(child.cmdline()):
-                    found.append(child)
-            except psutil.Error:
-                pass
-        return found
-
-    def kill(self, name: str = "raylet") -> None:
-        """SIGKILL one of this node's processes: the raylet takes the whole node with it."""
-        targets = self.processes(name)
-        assert targets, f"no {name} process under this node"
-        for proc in targets:
-            proc.kill()
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the node outlived its ray start
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+@pytest.fixture(scope="session")
+def ray_address(ray_test_env):
+    """A real Ray head (2 CPUs) shared by every test that runs cells; only it is stopped at the end."""
+    head = RayNode(head_port=free_port(), num_cpus=2)
+    yield head.address
+    head.stop()
 
 
 @pytest.fixture(scope="session")
-def ray_address():
-    """A real Ray head (2 CPUs) shared by every test that runs cells; only it is stopped at the end."""
-    # a loopback-only test cluster: no token needed by the drivers the tests start
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    head = RayNode(head_port=_free_port(), num_cpus=2)
-    yield head.address
-    head.stop()
+def _tiny_study_run(ray_address, tmp_path_factory) -> Path:
+    """The tiny study (``study_file``'s: adam × 3 lr, sgdm × 2 lr, 2 seeds) submitted and run to the end on
+    the session's Ray head, once for the whole session, in a SQLite file."""
+    tmp = tmp_path_factory.mktemp("finished-tiny")
+    adamscape("submit", study_file(tmp), "--db", f"sqlite:///{tmp / 'results.db'}", "--run", "--address", ray_address)
+    return tmp / "results.db"
+
+
+@pytest.fixture(scope="module")
+def finished_tiny(_tiny_study_run, tmp_path_factory) -> str:
+    """A module's own copy of the finished tiny study (the URL of a SQLite file): what a test does to it
+    stays in its module; the training ran once for the session."""
+    copy = tmp_path_factory.mktemp("tiny-copy") / "results.db"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{_tiny_study_run}{suffix}").exists():
+            shutil.copy(f"{_tiny_study_run}{suffix}", f"{copy}{suffix}")
+    return f"sqlite:///{copy}"
 
 
 @pytest.fixture(scope="session")
@@ -163,9 +129,8 @@ def pg_url():
         with admin.connect():
             pass
     except sa.exc.OperationalError as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL at {PG_SERVER} is unreachable under CI=true: {exc}")
-        pytest.skip(f"PostgreSQL at {PG_SERVER} is unreachable")
+        admin.dispose()
+        unreachable(exc)
     name = f"adamscape_test_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
@@ -175,61 +140,6 @@ def pg_url():
     admin.dispose()
 
 
-def pg_admin() -> sa.Engine:
-    """An AUTOCOMMIT engine on the local PostgreSQL server; the test fails (CI=true) or skips if it is unreachable."""
-    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if IN_CI:
-            pytest.fail(f"PostgreSQL at {PG_SERVER} is unreachable under CI=true: {exc}")
-        pytest.skip(f"PostgreSQL at {PG_SERVER} is unreachable")
-    return admin
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped afterwards (with whatever still uses it)."""
-    admin = pg_admin()
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield sa.engine.make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
-
-
-@contextmanager
-def read_only_role(url: str) -> Iterator[str]:
-    """The URL of ``url``'s database as a new LOGIN role that may only read it (CONNECT, USAGE on schema
-    public, SELECT on its tables and views, also those created later by ``url``'s role); the role, and
-    every privilege it was given, is dropped afterwards."""
-    role = f"adamscape_ro_{uuid.uuid4().hex[:8]}"
-    owner = sa.engine.make_url(url)
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {owner.database} TO {role}"))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA public TO {role}"))
-        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
-        conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner.username} IN SCHEMA public "
-                             f"GRANT SELECT ON TABLES TO {role}"))
-    try:
-        yield owner.set(username=role, password=None).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
-                         {"r": role})
-            conn.execute(sa.text(f"DROP OWNED BY {role}"))  # its privileges here, and CONNECT on the database
-            conn.execute(sa.text(f"DROP ROLE {role}"))
-        admin.dispose()
-
-
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'results.db'}"
@@ -237,55 +147,16 @@ def sqlite_url(tmp_path) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
-    """Each test using it runs once on SQLite and once on PostgreSQL (a fresh database per test)."""
+    """Each test using it runs once on SQLite and once on PostgreSQL (a fresh database per test, dropped
+    after it with whatever still uses it)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.db'}"
-    base = request.getfixturevalue("pg_url")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-
-
-def study_file(tmp_path: Path, name: str = "tiny", body: str | None = None, **top) -> Path:
-    """Write a small study file: adam over 3 lr × 2 seeds, sgdm over 2 lr (one far too large) × 2 seeds."""
-    header = {"name": name, "task": "digits-mlp", "epochs": 2, "batch_size": 128, "seeds": [0, 1],
-              "metric": "test_accuracy", **top}
-    lines = [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in header.items()]
-    body = body if body is not None else textwrap.dedent("""
-        [optimizers.adam]
-        lr = { log = [1e-3, 1e-1], num = 3 }
-
-        [optimizers.sgdm]
-        lr = [0.1, 1000.0]
-        momentum = 0.9
-        """)
-    path = tmp_path / f"{name}.toml"
-    path.write_text("\n".join(lines) + "\n" + body)
-    return path
-
-
-def adamscape(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed ``adamscape`` console script for real."""
-    result = subprocess.run([str(BIN / "adamscape"), *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, "COLUMNS": "200", **kwargs.pop("env", {})}, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"adamscape {' '.join(map(str, args))} exited {result.returncode}\n"
-                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-    return result
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def chromium_or_skip() -> str:
-    """Debian's chromium for a real-browser test: skipped where it is missing, failed under CI=true."""
-    chromium = chromium_path()
-    if chromium is None:
-        if IN_CI:
-            pytest.fail("chromium is not installed (make test installs Debian's chromium)")
-        pytest.skip("chromium is not installed")
-    return chromium
+        yield f"sqlite:///{tmp_path / 'results.db'}"
+        return
+    url = new_database(request.getfixturevalue("pg_url"))
+    yield url
+    admin = pg_admin()
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {sa.engine.make_url(url).database} WITH (FORCE)"))
+    finally:
+        admin.dispose()

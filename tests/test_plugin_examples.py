@@ -156,8 +156,13 @@ def test_housing_builds_a_standardized_regression(housing):
 
 @pytest.fixture(scope="module")
 def housing_task(housing):
+    """The example task registered under a name of this module's, for its tests only (removed after)."""
     tasks.register("housing-test", housing.build)
-    return "housing-test"
+    try:
+        yield "housing-test"
+    finally:
+        tasks._PLUGINS.pop("housing-test", None)
+        tasks._ONE_AT_A_TIME.pop("housing-test", None)
 
 
 def _losses(task: str, seed: int, epochs: int) -> list[dict]:

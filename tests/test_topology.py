@@ -13,7 +13,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 
 import psutil
 import pytest
@@ -21,9 +20,13 @@ import sqlalchemy as sa
 
 from study import spec, store
 from study.errors import UserError
-from tests.conftest import (BIN, ROOT, RayNode, _free_port, adamscape, chromium_path, pg_database,
-                            read_only_role, study_file)
-from tests.faults.conftest import assert_exactly_once
+from tests.support.browser import chromium_path
+from tests.support.cli import adamscape, study_file
+from tests.support.db import TABLES, pg_database, read_only_role, table_counts
+from tests.support.invariants import assert_exactly_once
+from tests.support.paths import BIN, ROOT
+from tests.support.ray import RayNode, free_port as _free_port
+from tests.support.wait import wait_healthy
 
 NAME = "topology"
 CELLS = 6  # adam: 3 learning rates × 2 seeds
@@ -106,16 +109,6 @@ def test_a_driver_runs_every_cell_once_on_both_nodes_through_the_heads_address(f
     print(f"run: {finished['seconds']:.1f} s")
 
 
-def _counts(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
-                    for table in ("sweep_studies", "sweep_cells", "sweep_curves", "sweep_services", "trials")}
-    finally:
-        engine.dispose()
-
-
 def _role_sessions(url: str, role: str) -> int:
     engine = sa.create_engine(url)
     try:
@@ -156,20 +149,6 @@ def _process(pid: int) -> psutil.Process | None:
         return None
 
 
-def _wait_healthy(port: int, server: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the dashboard exited {server.returncode}: {server.stderr.read()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200 and answer.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"the dashboard did not answer /_stcore/health within {seconds} s")
-
-
 def _page_shows_the_study(port: int, ro_url: str, monkeypatch) -> None:
     """The served page in a real Chromium; where none is installed, the same app under AppTest."""
     chromium = chromium_path()
@@ -203,11 +182,11 @@ def test_the_dashboard_serves_the_finished_study_through_a_read_only_role(finish
     url = finished["url"]
     with read_only_role(url) as ro_url:
         role = sa.engine.make_url(ro_url).username
-        before = _counts(url)
+        before = table_counts(url, (*TABLES, "trials"))
         port = _free_port()
         server = _serve(ro_url, port)
         try:
-            _wait_healthy(port, server)
+            wait_healthy(port, server)
             _page_shows_the_study(port, ro_url, monkeypatch)
             if chromium_path() is not None:
                 assert _role_sessions(url, role) >= 1  # the served page read the study as the role
@@ -232,4 +211,4 @@ def test_the_dashboard_serves_the_finished_study_through_a_read_only_role(finish
                     conn.execute(sa.text("DELETE FROM sweep_cells"))
         finally:
             engine.dispose()
-        assert _counts(url) == before  # the dashboard's whole session and the refused writes changed nothing
+        assert table_counts(url, (*TABLES, "trials")) == before  # the dashboard's whole session and the refused writes changed nothing

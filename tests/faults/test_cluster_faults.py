@@ -12,8 +12,11 @@ import psutil
 
 import optimizers
 from study import spec, store
-from tests.faults.conftest import (assert_exactly_once, cells_where, driver, epochs_recorded, finished, pg_restart,
-                                   query, snapshot, wait_for, write_study)
+from tests.faults.conftest import pg_restart
+from tests.support.cli import driver, write_study
+from tests.support.db import query
+from tests.support.invariants import assert_exactly_once, cells_where, epochs_recorded, finished, snapshot
+from tests.support.wait import wait_for
 
 # every registered optimizer in one file: different ranges per optimizer, scalars, default-only ones
 EVERY_OPTIMIZER = """
@@ -202,10 +205,12 @@ def test_a_service_survives_a_killed_worker_and_a_postgres_restart(cluster, pg_u
     assert not store.services_alive(store.connect(db))
 
 
-def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resumes(cluster, sqlite_url, tmp_path):
+def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resumes(cluster, ray_address, sqlite_url,
+                                                                                     tmp_path):
     """Last in the file: it kills the shared cluster's head. A driver attached to it exits within
     60 s with one line; the resumed run (a local Ray) loses its node too (its DashboardAgent
-    SIGKILLed, which takes the raylet) and exits the same way; the third run finishes."""
+    SIGKILLed, which takes the raylet) and exits the same way; the third run (on the session's Ray
+    head: any live cluster will do, and it saves a third Ray start) finishes."""
     db = sqlite_url
     # long cells: sgdm's diverging ones come early in the run order and finish at once, and a worker node
     # streams on for seconds after the head is gone; the kills must land with most of the study left
@@ -234,6 +239,6 @@ def test_lost_cluster_head_then_lost_local_ray_each_exit_and_the_next_run_resume
     assert code == 1 and "Traceback" not in err and "died" in err, err
     done = snapshot(db, "head")
 
-    code, out, err = _exit(driver("run", "head", "--db", db, "--workers", "2"))
+    code, out, err = _exit(driver("run", "head", "--db", db, "--address", ray_address, "--workers", "2"))
     assert code == 0, err
     assert_exactly_once(db, "head", untouched=done)

@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from study import spec, store
 from study.cli import main
 from study.runner import run
-from tests.conftest import BIN
-from tests.faults.conftest import query, write_study
-from tests.study.test_runner import FAST, ScriptedPool
+from tests.support.cli import write_study
+from tests.support.db import query
+from tests.support.paths import BIN
+from tests.support.pool import FAST, ScriptedPool
 
 BODY = "[optimizers.adam]\nlr = [1e-3, 1e-2]\n"
 

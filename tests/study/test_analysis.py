@@ -50,10 +50,45 @@ def test_heatmap_places_each_cell_on_its_axes():
     assert hm.diverged[BETAS.index(0.9), LRS.index(1e-1)] == 1 and np.nansum(hm.diverged) == 1
 
 
+def _rows(rows: list[tuple]) -> pd.DataFrame:
+    """(lr, beta1, seed, value or None for a diverged seed) of adam → a results table."""
+    return pd.DataFrame([dict(optimizer="adam", lr=lr, beta1=b, seed=s, status="diverged" if v is None else "complete",
+                              diverged=v is None, final_test_accuracy=v) for lr, b, s, v in rows])
+
+
+# per lr, the beta1 with the best *score* (diverged seeds at the study's worst finished value, 0.40) is not
+# the first, nor the last, nor the one with the best seed mean; by hand:
+#   lr 1e-3: beta1 0.5 (0.80, 0.80) scores 0.80 > beta1 0.9 (0.60, 0.70) 0.65
+#   lr 1e-2: beta1 0.5 (0.90, 0.86) scores 0.88 > beta1 0.9 (0.99, diverged) (0.99 + 0.40) / 2 = 0.695
+#   lr 1e-1: beta1 0.9 (0.40, 0.50) scores 0.45 > beta1 0.5 (both diverged) 0.40
+STRIP = _rows([(1e-3, 0.9, 0, 0.60), (1e-3, 0.9, 1, 0.70), (1e-3, 0.5, 0, 0.80), (1e-3, 0.5, 1, 0.80),
+               (1e-2, 0.9, 0, 0.99), (1e-2, 0.9, 1, None), (1e-2, 0.5, 0, 0.90), (1e-2, 0.5, 1, 0.86),
+               (1e-1, 0.9, 0, 0.40), (1e-1, 0.9, 1, 0.50), (1e-1, 0.5, 0, None), (1e-1, 0.5, 1, None)])
+
+
 def test_one_axis_map_takes_the_best_of_the_other_axis():
-    scores = analysis.cell_scores(_results(), "test_accuracy")
-    hm = analysis.heatmap(scores[scores.beta1 == 0.9], "adam", "maximize")
-    assert hm.y is None and hm.mean.shape == (1, len(LRS))
+    scores = analysis.cell_scores(STRIP, "test_accuracy")
+    hm = analysis.heatmap(scores, "adam", "maximize", y=None)
+    assert hm.y is None and hm.x_values == [1e-3, 1e-2, 1e-1] and len(hm.y_values) == 1
+    assert hm.score.shape == (1, 3) and hm.score[0].tolist() == pytest.approx([0.80, 0.88, 0.45])
+    assert hm.mean.shape == (1, 3) and hm.mean[0].tolist() == pytest.approx([0.80, 0.88, 0.45])
+    assert hm.std.shape == (1, 3)
+    assert hm.std[0].tolist() == pytest.approx([0.0, np.std([0.90, 0.86], ddof=1), np.std([0.40, 0.50], ddof=1)])
+    assert hm.n.tolist() == [[2, 2, 2]] and hm.diverged.tolist() == [[0, 0, 0]] and hm.runs.tolist() == [[2, 2, 2]]
+    # reduce="mean" averages the two beta1 configurations instead (scores, seed means; seeds summed)
+    avg = analysis.heatmap(scores, "adam", "maximize", y=None, reduce="mean")
+    assert avg.score.shape == (1, 3)
+    assert avg.score[0].tolist() == pytest.approx([(0.80 + 0.65) / 2, (0.88 + 0.695) / 2, (0.45 + 0.40) / 2])
+    assert avg.diverged.tolist() == [[0, 1, 2]] and avg.runs.tolist() == [[4, 4, 4]]
+
+
+def test_a_map_of_an_optimizer_that_sweeps_one_axis_is_a_strip_of_its_values():
+    scores = analysis.cell_scores(STRIP, "test_accuracy")
+    hm = analysis.heatmap(scores[scores.beta1 == 0.9], "adam", "maximize")  # y AUTO: no second swept axis
+    assert hm.y is None and hm.x_values == [1e-3, 1e-2, 1e-1] and math.isnan(hm.y_values[0])
+    assert hm.score.shape == (1, 3) and hm.score[0].tolist() == pytest.approx([0.65, (0.99 + 0.40) / 2, 0.45])
+    assert hm.mean.shape == (1, 3) and hm.mean[0].tolist() == pytest.approx([0.65, 0.99, 0.45])
+    assert hm.n.tolist() == [[2, 1, 2]] and hm.diverged.tolist() == [[0, 1, 0]]
 
 
 def test_robustness_metrics():

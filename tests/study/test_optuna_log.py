@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from study import store
 from study.optuna_log import OptunaLog
 from study.runner import run
-from tests.study.test_runner import FAST, Event, ScriptedPool, _setup, healthy
+from tests.study.test_runner import _setup
+from tests.support.pool import FAST, Event, ScriptedPool, healthy
 
 
 def _mixed(key, cell, attempt):

@@ -4,14 +4,13 @@ runs from another directory (the code must travel), with SQLite."""
 from __future__ import annotations
 
 import json
-import os
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import RayNode, _free_port, adamscape
-from tests.faults.conftest import assert_exactly_once, query
+from tests.support.cli import adamscape, results as _results, study_with as _study, write_files as _write
+from tests.support.db import query
+from tests.support.invariants import assert_exactly_once
+from tests.support.ray import RayNode, free_port
 
 # A sign-descent optimizer (not a KernelOptimizer: trains one configuration per pass).
 SIGN_SGD = '''
@@ -61,33 +60,15 @@ def line(protocol, device):
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
+def two_nodes(ray_test_env, tmp_path_factory):
     """A head with no CPUs (the driver attaches there) and one 1-CPU worker node started from an empty
     directory with a bare environment: it finds the plugins only if Ray ships them."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     elsewhere = tmp_path_factory.mktemp("worker-node-cwd")
-    head = RayNode(head_port=_free_port(), num_cpus=0)
+    head = RayNode(head_port=free_port(), num_cpus=0)
     worker = RayNode(address=head.address, num_cpus=1, cwd=elsewhere)
     yield head.address
     worker.stop(timeout=5)
     head.stop(timeout=5)
-
-
-def _write(folder: Path, files: dict[str, str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(textwrap.dedent(text))
-
-
-def _study(folder: Path, name: str, task: str, optimizers: str, **top) -> Path:
-    header = "".join(f"{k} = {json.dumps(v)}\n" for k, v in {"name": name, "task": task, "seeds": [0, 1], **top}.items())
-    path = folder / f"{name}.toml"
-    path.write_text(header + textwrap.dedent(optimizers))
-    return path
-
-
-def _results(db: str, name: str) -> list[dict]:
-    return json.loads(adamscape("results", name, "--db", db, "--format", "json").stdout)
 
 
 def test_own_optimizer_and_task_by_file_path_run_beside_adam_on_a_cluster(two_nodes, tmp_path):
@@ -202,14 +183,15 @@ def test_a_broken_plugin_is_one_line_exit_2_and_nothing_written(case, tmp_path):
     assert "Traceback" not in result.stderr and not db.exists()  # nothing written
 
 
-def test_a_changed_plugin_is_refused_until_the_study_is_replaced(tmp_path):
+def test_a_changed_plugin_is_refused_until_the_study_is_replaced(ray_address, tmp_path):
     _write(tmp_path / "code", {"signsgd.py": SIGN_SGD})
     study = _study(tmp_path, "changing", "digits-mlp", '[optimizers."./code/signsgd.py:SignSGD"]\nlr = [1e-2, 1e-1]\n',
                    epochs=1)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     adamscape("submit", study, "--db", db)
     assert adamscape("submit", study, "--db", db).stdout.count("unchanged") == 1
-    assert adamscape("run", "changing", "--db", db, cwd=tmp_path / "code").returncode == 0  # any cwd
+    # any cwd (on the session's Ray head: where the cells run is not what this test is about)
+    assert adamscape("run", "changing", "--db", db, "--address", ray_address, cwd=tmp_path / "code").returncode == 0
     assert adamscape("submit", study, "--db", db, "--replace").stdout.count("already registered") == 1
     (tmp_path / "code" / "signsgd.py").write_text(SIGN_SGD.replace("theta <-", "θ ←"))
     refused = adamscape("run", "changing", "--db", db, check=False)

@@ -15,10 +15,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def report(ray_address, tmp_path_factory):
+def report(finished_tiny, tmp_path_factory):
+    """`adamscape report` of the tiny study, submitted and run to the end on the session's Ray head."""
     tmp = tmp_path_factory.mktemp("report")
-    url = f"sqlite:///{tmp / 'results.db'}"
-    adamscape("submit", study_file(tmp), "--db", url, "--run", "--address", ray_address)
+    url = finished_tiny
     written = adamscape("report", "tiny", "--db", url, "--out", tmp / "atlas").stdout.split()
     return url, tmp / "atlas", written
 

@@ -7,12 +7,10 @@ in any interleaving) while the database, the leases and Optuna's storage are rea
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -23,81 +21,10 @@ from study import spec, store
 from study.interrupts import protected, stop_on
 from study.optuna_log import distributions
 from study.runner import RunOptions, StudyReplaced, run
-from tests.conftest import study_file
+from tests.support.cli import study_file
+from tests.support.pool import FAST, Event, ScriptedPool, healthy  # noqa: F401 (imported from here too)
 
 import optimizers
-
-FAST = RunOptions(lease_seconds=30, poll_seconds=0.01, db_retry_seconds=30, counts_every=0.05, queue_every=0.0)
-
-
-@dataclass
-class Event:
-    key: Any
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def healthy(key, payload, epochs: int = 2):
-    """What a worker streams for a cell that trains normally: its lr decides its accuracy."""
-    for epoch in range(1, epochs + 1):
-        yield Event(key, "epoch", {"epoch": epoch, "train_loss": 1.0 / epoch, "test_accuracy": 0.1 * epoch})
-    accuracy = 0.5 + 0.01 * math.log10(payload["hparams"].get("lr", 1.0))
-    yield Event(key, "done", {"final": {"train_loss": 0.5, "test_accuracy": accuracy}, "status": "complete",
-                              "best_test_accuracy": accuracy, "wall_seconds": 0.01})
-
-
-class ScriptedPool:
-    """``size`` slots; each dispatched batch of cells streams, for each cell, what
-    ``behave(key, cell, attempt)`` yields (``cell``: its optimizer, seed and hparams), one item per
-    running cell per ``events`` call, so cells and batches interleave (None: nothing this call)."""
-
-    def __init__(self, size: int = 2, behave=None, before_events=None, late: int = 0):
-        """``late``: that many slots are still starting until the first ``events`` call."""
-        self.size, self.behave, self.before_events, self.late = size, behave, before_events, late
-        self.running: dict[int, dict[Any, Any]] = {}  # slot -> {key: script} of its unfinished cells
-        self.dispatched: list[tuple[Any, dict]] = []
-        self.batches: list[list[Any]] = []
-        self.payloads: list[dict] = []
-        self.cancelled: list[Any] = []
-        self.calls = 0
-
-    def free_slots(self) -> list[int]:
-        started = self.size - (self.late if self.calls == 0 else 0)
-        return [slot for slot in range(started) if slot not in self.running]
-
-    def dispatch(self, slot, payload) -> None:
-        self.payloads.append(payload)
-        scripts = {}
-        for cell in payload["cells"]:
-            key = cell["key"]
-            attempt = sum(1 for k, _ in self.dispatched if k == key) + 1
-            self.dispatched.append((key, cell))
-            scripts[key] = iter(self.behave(key, cell, attempt) if self.behave else healthy(key, cell))
-        self.batches.append(list(scripts))
-        self.running[slot] = scripts
-
-    def events(self, timeout: float) -> list[Event]:
-        self.calls += 1
-        found = list(self.before_events(self) or []) if self.before_events else []
-        for slot, scripts in list(self.running.items()):
-            for key, script in list(scripts.items()):
-                event = next(script, "ended")
-                if event == "ended" or event is not None and event.kind in ("done", "error", "lost"):
-                    del scripts[key]
-                if isinstance(event, Event):
-                    found.append(event)
-            if not scripts:
-                del self.running[slot]
-        return found
-
-    def cancel(self, key) -> list:
-        self.cancelled.append(key)
-        for slot, scripts in list(self.running.items()):
-            if key in scripts:
-                del self.running[slot]
-                return [k for k in scripts if k != key]
-        return []
-
 
 def _setup(url: str, tmp_path, body: str | None = None, **top):
     engine = store.connect(url)

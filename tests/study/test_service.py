@@ -10,12 +10,14 @@ import subprocess
 import threading
 import time
 
-import optuna
 import pytest
 import sqlalchemy as sa
 
 from study import service, store
-from tests.conftest import BIN, adamscape, study_file
+from tests.support.cli import adamscape, study_file
+from tests.support.invariants import cells as _cells, each_cell_once as _each_cell_once
+from tests.support.paths import BIN
+from tests.support.wait import wait_for as _wait
 
 SLOW = "[optimizers.adam]\nlr = [0.001, 0.002, 0.003, 0.004]\n"  # noop cells: `seconds` per epoch
 
@@ -60,35 +62,8 @@ def services():
         one.kill()
 
 
-def _wait(condition, timeout: float, what: str, context=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{context()}")
-        time.sleep(0.1)
-
-
 def _overview(engine, name: str) -> dict:
     return next(row for row in store.overview(engine) if row["name"] == name)
-
-
-def _cells(engine, name: str) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(sa.text(
-            "SELECT c.* FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id WHERE s.name = :name "
-            "ORDER BY c.cell_index"), {"name": name}).mappings()]
-
-
-def _each_cell_once(engine, url: str, name: str, allowed=("complete", "diverged", "failed")) -> list[dict]:
-    """Every cell ended once; one Optuna trial per finished cell, none for a cancelled one."""
-    rows = _cells(engine, name)
-    assert rows and all(r["status"] in allowed and r["lease_owner"] is None for r in rows), rows
-    assert all(r["losses"] == 0 for r in rows)  # stopping a service is never a worker death
-    finished = sorted((r["optimizer"], r["cell_index"]) for r in rows if r["status"] != "cancelled")
-    trials = sorted((key, t.user_attrs["cell"]) for key in {r["optimizer"] for r in rows}
-                    for t in optuna.load_study(study_name=store.optuna_study_name(name, key), storage=url).trials)
-    assert trials == finished
-    return rows
 
 
 def test_an_idle_service_runs_studies_submitted_afterwards_each_cell_once(sqlite_url, ray_address, tmp_path, services):

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from study import spec, store
 from study.optuna_log import OptunaLog
 from study.errors import UserError
-from tests.conftest import pg_database, read_only_role, study_file
+from tests.support.cli import study_file
+from tests.support.db import pg_database, read_only_role, table_counts
 
 import pytest
 
@@ -163,16 +164,6 @@ def test_read_only_connect_to_an_older_or_newer_schema_says_so_and_leaves_it(thr
     assert _version(throwaway_url) == "0099"
 
 
-def _counts(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
-                    for table in ("sweep_studies", "sweep_cells", "sweep_curves", "sweep_services")}
-    finally:
-        engine.dispose()
-
-
 def _try_every_kind_of_write(engine, tmp_path) -> None:
     """Writes through a read-only engine: each a one-line UserError, none retried."""
     writes = [
@@ -204,7 +195,7 @@ def test_a_read_only_role_reads_results_and_overview_and_every_write_is_refused(
     with pg_database() as url:
         _a_finished_study(url, tmp_path)
         with read_only_role(url) as ro_url:
-            before = _counts(url)
+            before = table_counts(url)
             engine = store.connect(ro_url, read_only=True)
             frame = store.results("tiny", engine)
             assert frame.shape[0] == 10 and (frame["status"] == "complete").sum() == 3
@@ -214,14 +205,14 @@ def test_a_read_only_role_reads_results_and_overview_and_every_write_is_refused(
             assert store.services_alive(engine) == [] and store.list_studies(engine) == ["tiny"]
             _try_every_kind_of_write(engine, tmp_path)
             engine.dispose()
-            assert _counts(url) == before
+            assert table_counts(url) == before
             # the role itself may not write either: a session not marked read-only is refused by privileges
             plain = sa.create_engine(ro_url)
             with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
                 with plain.begin() as conn:
                     conn.execute(sa.text("DELETE FROM sweep_cells"))
             plain.dispose()
-            assert _counts(url) == before
+            assert table_counts(url) == before
 
 
 def test_a_writing_command_through_a_read_only_role_is_one_line_and_writes_nothing(tmp_path):
@@ -232,7 +223,7 @@ def test_a_writing_command_through_a_read_only_role_is_one_line_and_writes_nothi
     with pg_database() as url:
         _a_finished_study(url, tmp_path)
         with read_only_role(url) as ro_url:
-            before = _counts(url)
+            before = table_counts(url)
             refused = adamscape("submit", study_file(tmp_path, name="other"), "--db", ro_url, check=False)
             assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
             assert refused.stderr.startswith("error: ") and "may not do that (permission denied" in refused.stderr
@@ -241,18 +232,18 @@ def test_a_writing_command_through_a_read_only_role_is_one_line_and_writes_nothi
             older = adamscape("run", "tiny", "--db", ro_url, check=False)
             assert older.returncode == 2 and older.stderr.count("\n") == 1, older.stderr
             assert "may not do that (must be owner of" in older.stderr  # alembic's DDL on the view
-            assert _counts(url) == before
+            assert table_counts(url) == before
 
 
 def test_a_read_only_sqlite_connection_refuses_writes_and_keeps_the_file(tmp_path):
     url = f"sqlite:///{tmp_path / 'results.db'}"
     _a_finished_study(url, tmp_path)
-    before = _counts(url)
+    before = table_counts(url)
     engine = store.connect(url, read_only=True)
     assert store.results("tiny", engine).shape[0] == 10
     _try_every_kind_of_write(engine, tmp_path)
     engine.dispose()
-    assert _counts(url) == before
+    assert table_counts(url) == before
 
 
 def test_a_file_that_is_not_sqlite_is_one_user_error(tmp_path, monkeypatch):

@@ -15,9 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from study import store
-from tests.conftest import BIN, adamscape, pg_database, study_file
-from tests.study.test_service import _cells, _each_cell_once, _wait
+from study import spec, store
+from tests.support.cli import adamscape, study_file
+from tests.support.db import pg_database
+from tests.support.invariants import cells as _cells, each_cell_once as _each_cell_once
+from tests.support.paths import BIN
+from tests.support.wait import wait_for as _wait
 
 
 class User:
@@ -30,7 +33,9 @@ class User:
         self.env = {"HOME": str(self.home), "ADAMSCAPE_STATE_DIR": str(self.state), "ADAMSCAPE_KEEP_WARM": keep_warm,
                     "ADAMSCAPE_LOG_DIR": str(root / "logs")}
         self.status_db = f"sqlite:///{self.home / 'status.db'}"  # a database for `status` to read
-        adamscape("submit", study_file(self.home, name="status"), "--db", self.status_db)
+        engine = store.connect(self.status_db)  # registered from this process (no console script needed)
+        store.register(engine, spec.load(_study(self.home, "status")))
+        engine.dispose()
 
     def run(self, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         done = adamscape(*args, check=check, timeout=timeout, env=self.env)
@@ -76,8 +81,13 @@ def user(tmp_path_factory):
     one.end()
 
 
+# what runs on the warm workers is not under test here, only where it runs: 2 lr × 2 seeds of one Rosenbrock
+# epoch (100 steps) train in a blink, where the tiny study's digits MLP pays scikit-learn's data and training
+QUICK = {"task": "rosenbrock", "metric": "distance", "epochs": 1, "body": "[optimizers.adam]\nlr = [1e-3, 1e-2]\n"}
+
+
 def _study(folder: Path, name: str, **top) -> Path:
-    return study_file(folder, name=name, **top)
+    return study_file(folder, name=name, **{**QUICK, **top})
 
 
 def test_two_studies_on_two_databases_share_the_warm_workers_each_cell_once(user, tmp_path):
@@ -159,6 +169,25 @@ def test_a_killed_set_is_replaced_by_the_next_command_without_a_hang(user, tmp_p
     engine.dispose()
 
 
+def test_two_users_never_share_warm_workers(user, tmp_path):
+    """Before the shutdown test (tests run in file order): this user's set is still up, none to restart."""
+    other = User(tmp_path / "other")
+    db = f"sqlite:///{tmp_path / 'theirs.db'}"
+    try:
+        if user.warm_pid() is None:
+            user.run("run", "status", "--db", user.status_db)
+        mine = user.warm_pid()
+        ran = other.run("submit", _study(tmp_path, "theirs"), "--db", db, "--run")
+        assert "starting" in ran.stderr and f"pid {mine}" not in ran.stderr, ran.stderr
+        theirs = other.warm_pid()
+        assert theirs not in (None, mine) and user.warm_pid() == mine
+        # the other user's runtime file names a port: without this user's secret nothing is shared
+        assert (other.state / "warm" / "workers.json").stat().st_mode & 0o077 == 0
+    finally:
+        other.end()
+    other.assert_nothing_left()
+
+
 def test_shutdown_leaves_no_process_and_says_so_when_there_is_none(user):
     if user.warm_pid() is None:
         user.run("run", "status", "--db", user.status_db)
@@ -190,21 +219,3 @@ def test_keep_warm_0_runs_on_workers_that_end_with_the_command(tmp_path):
         cold.assert_nothing_left()
     finally:
         cold.end()
-
-
-def test_two_users_never_share_warm_workers(user, tmp_path):
-    other = User(tmp_path / "other")
-    db = f"sqlite:///{tmp_path / 'theirs.db'}"
-    try:
-        if user.warm_pid() is None:
-            user.run("run", "status", "--db", user.status_db)
-        mine = user.warm_pid()
-        ran = other.run("submit", _study(tmp_path, "theirs"), "--db", db, "--run")
-        assert "starting" in ran.stderr and f"pid {mine}" not in ran.stderr, ran.stderr
-        theirs = other.warm_pid()
-        assert theirs not in (None, mine) and user.warm_pid() == mine
-        # the other user's runtime file names a port: without this user's secret nothing is shared
-        assert (other.state / "warm" / "workers.json").stat().st_mode & 0o077 == 0
-    finally:
-        other.end()
-    other.assert_nothing_left()

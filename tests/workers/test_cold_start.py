@@ -34,6 +34,7 @@ PROBE = textwrap.dedent("""
     from workers import executor, population, training
 
     protocol = asdict(StudySpec.model_validate({"name": "t", "task": "digits-mlp", "epochs": 1, "seeds": [0],
+                                                "batch_size": 1024,  # an epoch of two steps: a first step is what counts
                                                 "optimizers": {"adam": {"lr": [1e-3]}}}).protocol())
     # a worker's start-up warm-up (CellWorker.__init__): pays the first vmapped loss's imports
     step[0] = "CellWorker._first_calls"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from study.catalog import TASKS, TrainingProtocol
-from tests.workers.conftest import IMAGES
+from tests.workers.conftest import FEW, IMAGES
 from workers import data, tasks, training
 
 
@@ -21,10 +22,30 @@ def _protocol(name, data_root):
     return TrainingProtocol(epochs=1, batch_size=8, data_dir=str(data_root), task_options=options)
 
 
+# the tasks that read torchvision's files from data_dir (the others make their data in memory)
+FROM_FILES = {"mnist-mlp", "fmnist-2c2d", "cifar10-3c3d", "cifar10-resnet34", "cifar10-densenet121",
+              "cifar100-resnet34"}
+
+
+def _few_steps(name, data_root):
+    """One epoch of a few steps: file-backed tasks on ``few_images`` (FEW per file) in batches of FEW; tasks
+    with a ``steps_per_epoch`` option, 5 steps of 8; the in-memory datasets in the task's default batch (a
+    digits or MNIST-1D epoch in batches of 8 is some 200–500 steps)."""
+    plan = _protocol(name, data_root)
+    info = TASKS[name]
+    if name in FROM_FILES:
+        batch_size = FEW
+    elif "steps_per_epoch" in info.options or info.default_batch_size <= 8:
+        batch_size = 8
+    else:
+        batch_size = info.default_batch_size
+    return dataclasses.replace(plan, batch_size=batch_size)
+
+
 @pytest.mark.parametrize("name", list(TASKS))
-def test_every_task_trains_a_few_steps_and_reports_its_metrics(name, data_dir):
-    assert set(tasks.IMPLEMENTATIONS) == set(TASKS)
-    *epochs, summary = training.train(name, "adam", {"lr": 1e-3}, seed=0, protocol=_protocol(name, data_dir[0]))
+def test_every_task_trains_a_few_steps_and_reports_its_metrics(name, few_images):
+    assert set(tasks.IMPLEMENTATIONS) == set(TASKS) and FROM_FILES <= set(TASKS)
+    *epochs, summary = training.train(name, "adam", {"lr": 1e-3}, seed=0, protocol=_few_steps(name, few_images[0]))
     assert set(epochs[0]) == {"epoch", *TASKS[name].metrics}
     assert summary["status"] == "complete" and math.isfinite(epochs[0]["train_loss"])
 
@@ -58,10 +79,11 @@ def test_a_missing_dataset_names_data_dir_and_the_download_flag(tmp_path):
 
 
 @pytest.mark.parametrize("name,batch_size,options", [
-    ("cifar10-3c3d", 8, {}), ("mnist1d-cnn", 500, {}),
+    ("cifar10-3c3d", FEW, {}), ("mnist1d-cnn", 500, {}),
     ("reddi", 1, {"form": "stochastic", "C": 3.0, "steps_per_epoch": 50})])
-def test_same_seed_same_curve_on_cpu(name, batch_size, options, data_dir):
-    plan = TrainingProtocol(epochs=2, batch_size=batch_size, data_dir=str(data_dir[0]), task_options=options)
+def test_same_seed_same_curve_on_cpu(name, batch_size, options, few_images):
+    """(CIFAR-10 from ``few_images``: five steps an epoch, each augmented with the seed's draws.)"""
+    plan = TrainingProtocol(epochs=2, batch_size=batch_size, data_dir=str(few_images[0]), task_options=options)
     run = lambda seed: [{k: v for k, v in r.items() if k != "wall_seconds"}  # noqa: E731
                         for r in training.train(name, "adam", {"lr": 1e-2}, seed, plan)]
     first, again, other = run(1), run(1), run(2)

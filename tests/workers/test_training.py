@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from study.catalog import TrainingProtocol
+from tests.workers.conftest import FEW
 from workers import training
 
 
@@ -84,9 +85,9 @@ def _settings():
     return (torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark)
 
 
-@pytest.mark.parametrize("task,batch_size", [("digits-mlp", 64), ("mnist1d-cnn", 500), ("cifar10-3c3d", 8)])
+@pytest.mark.parametrize("task,batch_size", [("digits-mlp", 64), ("mnist1d-cnn", 500), ("cifar10-3c3d", FEW)])
 def test_a_deterministic_study_trains_under_deterministic_algorithms_and_leaves_the_process_as_it_was(
-        task, batch_size, data_dir, monkeypatch):
+        task, batch_size, few_images, monkeypatch):
     """`deterministic = true`: every op of a cell runs under torch's deterministic algorithms (one without
     a deterministic kernel would raise here); the worker's own settings come back afterwards, even when
     the cell is stopped midway, since the same worker trains other studies' cells."""
@@ -100,10 +101,10 @@ def test_a_deterministic_study_trains_under_deterministic_algorithms_and_leaves_
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(tasks, "build", build)
-    torch.backends.cudnn.benchmark = True  # as a GPU worker has it
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as a GPU worker has it (reset after the test)
     before = _settings()
     plan = lambda deterministic: TrainingProtocol(epochs=2, batch_size=batch_size,  # noqa: E731
-                                                  data_dir=str(data_dir[0]), deterministic=deterministic)
+                                                  data_dir=str(few_images[0]), deterministic=deterministic)
     strict = list(training.train(task, "adam", {"lr": 1e-3}, 0, plan(True)))
     assert seen == [(True, True, False)] and _settings() == before
     plain = list(training.train(task, "adam", {"lr": 1e-3}, 0, plan(False)))
@@ -114,7 +115,6 @@ def test_a_deterministic_study_trains_under_deterministic_algorithms_and_leaves_
     assert _settings() == (True, True, False)
     stopped.close()
     assert _settings() == before
-    torch.backends.cudnn.benchmark = False
 
 
 # Ops without a deterministic CUDA kernel (torch.use_deterministic_algorithms' documentation: they raise when
@@ -131,7 +131,7 @@ NO_DETERMINISTIC_CUDA_KERNEL = {
 
 @pytest.mark.parametrize("task", ["cifar10-resnet34", "cifar10-densenet121", "cifar10-3c3d", "fmnist-2c2d",
                                   "mnist1d-cnn", "digits-mlp", "quadratic-deep"])
-def test_a_training_step_of_every_builtin_network_has_a_deterministic_cuda_kernel(task, data_dir):
+def test_a_training_step_of_every_builtin_network_has_a_deterministic_cuda_kernel(task, few_images):
     """Seen on the CPU with a dispatch mode: every op of a training step (forward, loss, backward), so a
     GPU never meets one that `deterministic = true` forbids. (The networks' global average pooling is
     adaptive pooling to 1×1, which ATen computes as a mean on every device: allowed.)"""
@@ -149,7 +149,7 @@ def test_a_training_step_of_every_builtin_network_has_a_deterministic_cuda_kerne
             self.names.add(func._schema.name.split("::")[-1])
             return func(*args, **(kwargs or {}))
 
-    plan = TrainingProtocol(epochs=1, batch_size=4, data_dir=str(data_dir[0]),
+    plan = TrainingProtocol(epochs=1, batch_size=FEW, data_dir=str(few_images[0]),  # one step: which ops, not how many
                             task_options={key: option.default for key, option in TASKS[task].options.items()})
     torch.manual_seed(0)
     problem = tasks.build(task, plan, "cpu")
