@@ -21,7 +21,7 @@ slowest. The pieces:
                                   no warm-up        as is, without CellWorker's start-up warm-up
                                   warm-up           as a worker of ``adamscape run``: the task built and
                                                     ``CellWorker._first_calls`` run first (timed apart)
-  Ray session                   one process: ``import ray`` (with ``workers.executor``), ``connect(None)``
+  Ray session                   one process: ``import ray`` (with ``workers.pool``), ``connect(None)``
                                 (``ray.init(address="local", include_dashboard=False, …)``, as ``run``), an
                                 actor's start to its first answer (a bare one; one whose ``__init__`` imports
                                 torch), two ``CellWorker`` actors started together as ``run --workers 2``
@@ -94,7 +94,8 @@ CELLS = textwrap.dedent("""
     import json, sys, time
     import torch
     torch.set_num_threads(1)
-    from workers import executor, population, tasks
+    from workers import pool as executor
+    from workers import population, tasks
     BEFORE
     PAYLOAD
     payload = digits_payload()
@@ -124,7 +125,7 @@ RAY_SESSION = textwrap.dedent("""
     out = {}
     start = time.perf_counter()
     import ray
-    from workers import executor
+    from workers import pool as executor
     out["import ray"] = time.perf_counter() - start
 
     @ray.remote(num_cpus=1)

@@ -4,8 +4,8 @@ The task ``noop`` trains nothing (``[task_options] seconds = 0.0``: each epoch r
 epoch), so every second measured is orchestration: leasing cells (a conditional UPDATE), dispatching
 them to Ray actors, streaming their records back, writing epochs and results, and reporting one
 Optuna trial per finished cell. The driver is called in-process through its public entry points —
-``study.store.connect`` / ``register``, ``workers.executor.connect`` / ``RayPool`` and
-``study.runner.run`` — on a local Ray started here with enough logical CPUs for the largest pool
+``study.store.connect`` / ``register``, ``workers.pool.connect`` / ``RayPool`` and
+``study.driver.runner.run`` — on a local Ray started here with enough logical CPUs for the largest pool
 (``ray.init(num_cpus=max(8, workers))``: actors take one CPU each, so 4 and 8 workers fit on a
 2-core machine; they then share the cores).
 
@@ -25,7 +25,7 @@ PostgreSQL: ``--pg`` names a server database to connect to (default
 ``bench_<pid>`` is created on that server for the run (autocommit) and dropped at the end.
 SQLite: a fresh file per measurement in a temporary directory.
 
-When ``study.runner.RunOptions`` has a ``population`` field (population training), it is set from
+When ``study.driver.runner.RunOptions`` has a ``population`` field (population training), it is set from
 ``--population`` (default 1: one cell per worker pass, the per-cell cost of the driver; ``auto``
 lets the driver batch cells, e.g. ``--population 1,auto`` measures both).
 
@@ -93,7 +93,7 @@ class PostgresDatabase:
 
 def run_options(population: str, **kwargs):
     """``RunOptions`` with ``population`` when this adamscape's driver has that field."""
-    from study.runner import RunOptions
+    from study.driver.runner import RunOptions
 
     if "population" in {f.name for f in dataclasses.fields(RunOptions)}:
         kwargs["population"] = None if population == "auto" else int(population)
@@ -102,7 +102,7 @@ def run_options(population: str, **kwargs):
 
 def warm_pool(size: int):
     """A RayPool whose every actor is up (so the measurement excludes actor start)."""
-    from workers.executor import RayPool
+    from workers.pool import RayPool
 
     pool = RayPool(size)
     deadline = time.monotonic() + 300
@@ -125,7 +125,8 @@ def finished_times(engine, name: str) -> tuple[list[float], list[float]]:
 
 
 def run_study(url: str, name: str, toml: str, pool, args, progress_label: str) -> dict:
-    from study import runner, spec as study_spec, store
+    from study import spec as study_spec, store
+    from study.driver import runner
 
     engine = store.connect(url)
     _, total = store.register(engine, study_spec.parse(toml, name))
@@ -219,8 +220,8 @@ def main() -> int:
     import sqlalchemy
     import torch
 
-    from study.runner import RunOptions
-    from workers.executor import connect
+    from study.driver.runner import RunOptions
+    from workers.pool import connect
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cpus = max([8, *workers, args.long_workers])

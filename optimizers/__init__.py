@@ -10,20 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .hparams import (HPARAM_NAMES, REGISTRY, HParam, OptimizerDeclarationError, OptimizerSpec, UnknownOptimizerError,
-                      describe, names, register, spec)
+from optimizers.hparams import HPARAM_NAMES, REGISTRY, HParam, OptimizerDeclarationError, OptimizerSpec, UnknownOptimizerError, describe, names, register, spec
 
 if TYPE_CHECKING:
-    from .adam import Adam, Adamax, AdamW, AMSGrad, NAdam
-    from .base import KernelOptimizer
-    from .baselines import SGDM, Adagrad, RMSprop
-    from .bounded import AdaBound, AdaMod, AMSBound
-    from .moments import AdamMini, AdEMAMix
-    from .normalized import ADOPT, LaProp
-    from .rectified import AdaBelief, RAdam
-    from .schedulefree import AdamWScheduleFree
-    from .sign import CautiousAdamW, Lion
-    from .registry import create
+    from optimizers.adam import Adam, Adamax, AdamW, AMSGrad, NAdam
+    from optimizers.base import KernelOptimizer
+    from optimizers.baselines import SGDM, Adagrad, RMSprop
+    from optimizers.bounded import AdaBound, AdaMod, AMSBound
+    from optimizers.moments import AdamMini, AdEMAMix
+    from optimizers.normalized import ADOPT, LaProp
+    from optimizers.rectified import AdaBelief, RAdam
+    from optimizers.schedulefree import AdamWScheduleFree
+    from optimizers.sign import CautiousAdamW, Lion
+    from optimizers.registry import create
 
 # Attribute → submodule that defines it; importing any of these imports torch.
 _LAZY = {

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import KernelOptimizer
-from .hparams import declaration
-from .pieces import (adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, in_slices, l2_penalty,
-                     per_tensor, running_max_, scale_, sqrt, sqrt_plus_eps)
+from optimizers.base import KernelOptimizer
+from optimizers.hparams import declaration
+from optimizers.pieces import adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, in_slices, l2_penalty, per_tensor, running_max_, scale_, sqrt, sqrt_plus_eps
 
 
 def decay_or_penalty(params, grads, group, shrink):

@@ -61,7 +61,7 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor
 
-from .pieces import cache_sized_slices, slices_pay
+from optimizers.pieces import cache_sized_slices, slices_pay
 
 Kernel = Callable[[list[Tensor], list[Tensor], dict[str, list[Tensor]], int, dict[str, Any]], None]
 

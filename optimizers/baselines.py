@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 
-from .base import KernelOptimizer
-from .hparams import declaration
-from .pieces import (add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero,
-                     per_tensor, scale_, sqrt_plus_eps)
+from optimizers.base import KernelOptimizer
+from optimizers.hparams import declaration
+from optimizers.pieces import add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero, per_tensor, scale_, sqrt_plus_eps
 
 
 class SGDM(KernelOptimizer):

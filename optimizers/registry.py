@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .hparams import HPARAM_NAMES, REGISTRY, HParam, OptimizerSpec, UnknownOptimizerError, names, spec
+from optimizers.hparams import HPARAM_NAMES, REGISTRY, HParam, OptimizerSpec, UnknownOptimizerError, names, spec
 
 __all__ = ["HPARAM_NAMES", "REGISTRY", "HParam", "OptimizerSpec", "UnknownOptimizerError", "create", "names", "spec"]
 

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import KernelOptimizer
-from .hparams import declaration
-from .pieces import add_scaled_, ema_square_, foreach, in_slices, nonzero
+from optimizers.base import KernelOptimizer
+from optimizers.hparams import declaration
+from optimizers.pieces import add_scaled_, ema_square_, foreach, in_slices, nonzero
 
 _TINY = torch.finfo(torch.float64).tiny  # a weight sum of 0 (every lr so far 0) gives c = 0 / tiny = 0
 

@@ -3,10 +3,9 @@ only where its sign agrees with the gradient's)."""
 
 from __future__ import annotations
 
-from .base import KernelOptimizer
-from .hparams import declaration
-from .pieces import (adam_moments_, add_scaled_, bias_corrections, cautious_, config_dims, decay_, foreach,
-                     per_tensor, scale_, sqrt, sqrt_plus_eps)
+from optimizers.base import KernelOptimizer
+from optimizers.hparams import declaration
+from optimizers.pieces import adam_moments_, add_scaled_, bias_corrections, cautious_, config_dims, decay_, foreach, per_tensor, scale_, sqrt, sqrt_plus_eps
 
 
 class Lion(KernelOptimizer):

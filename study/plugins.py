@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from study.errors import UserError
 
 OPTIMIZER_GROUP, TASK_GROUP = "adamscape.optimizers", "adamscape.tasks"
 STAGED_PREFIX = "adamscape_plugin_"

@@ -84,7 +84,7 @@ def no_warm_workers_left_behind(tmp_path_factory):
     left = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if ("workers.warm_server" in " ".join(proc.info["cmdline"] or [])
+            if ("workers.pool.warm_server" in " ".join(proc.info["cmdline"] or [])
                     and proc.environ().get("ADAMSCAPE_STATE_DIR", "").startswith(base)):
                 left.append(proc)
                 proc.kill()

@@ -386,7 +386,7 @@ def test_dockerignore_keeps_secrets_environments_and_results_out_and_lets_the_co
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not _ignored(source, patterns), source
-    for path in ("study/cli.py", "workers/data.py", "examples/quickstart.toml", ".env.example"):
+    for path in ("study/cli/main.py", "workers/data.py", "examples/quickstart.toml", ".env.example"):
         assert not _ignored(path, patterns), path
 
 

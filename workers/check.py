@@ -21,8 +21,8 @@ import optimizers
 from optimizers.base import has_mode, train_mode
 from study import plugins
 from study.spec import StudySpec, expand
-from . import population, tasks
-from .training import plan_of
+from workers import population, tasks
+from workers.training import plan_of
 
 STEPS = 3
 NOT_BATCHED = "the optimizer does not implement the batched kernel of optimizers.base"

@@ -41,9 +41,8 @@ import optimizers
 from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
-from . import tasks
-from .training import (SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs,
-                       schedule_factor, train, watch_memory)
+from workers import tasks
+from workers.training import SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs, schedule_factor, train, watch_memory
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -493,7 +492,7 @@ def _lone_seconds_per_step(task: str, optimizer: str, hparams: dict[str, float],
 
 
 def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict[str, Any]]:
-    """Train a worker's batch (``study.runner.payload``): its cells sharing optimizer and seed as
+    """Train a worker's batch (``study.driver.runner.payload``): its cells sharing optimizer and seed as
     populations, each record tagged with its cell's ``key``. A crash ends the unfinished cells of its
     group as errors (with the traceback) and the worker goes on with the next group."""
     plugins.install(payload.get("plugins"))

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from study.catalog import TASKS, TrainingProtocol
-from . import data, models
+from workers import data, models
 
 EVAL_CHUNK = 1024  # test examples per forward pass
 

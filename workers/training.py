@@ -14,7 +14,7 @@ import torch
 import optimizers
 from optimizers.base import evaluating, train_mode
 from study.catalog import TrainingProtocol
-from . import tasks
+from workers import tasks
 
 
 def lr_multiplier(schedule: dict[str, Any], step: int, steps_per_epoch: int, epochs: int) -> float:

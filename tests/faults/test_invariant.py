@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from study import spec, store
 from study.catalog import TASKS
-from study.runner import run
+from study.driver.runner import run
 from tests.support.cli import write_study
 from tests.support.db import query
 from tests.support.invariants import assert_exactly_once, study_epochs

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from study import spec, store
 from study.cli import main
-from study.runner import run
+from study.driver.runner import run
 from tests.support.cli import write_study
 from tests.support.db import query
 from tests.support.paths import BIN

@@ -1,9 +1,9 @@
-"""The migrations create exactly the tables study.schema describes."""
+"""The migrations create exactly the tables study.store.schema describes."""
 
 import sqlalchemy as sa
 
 from study import store
-from study.schema import metadata
+from study.store.schema import metadata
 
 
 def test_migrated_database_matches_the_schema_module(db_url):
@@ -37,7 +37,7 @@ def test_the_schema_head_the_store_checks_is_alembics_head():
     migration must move it."""
     from alembic.script import ScriptDirectory
 
-    assert store.SCHEMA_HEAD == ScriptDirectory.from_config(store._alembic_config()).get_current_head()
+    assert store.SCHEMA_HEAD == ScriptDirectory.from_config(store.engine._alembic_config()).get_current_head()
 
 
 def test_cells_of_a_database_from_0007_get_the_run_order_a_new_study_gets(db_url, tmp_path):
@@ -62,7 +62,7 @@ def test_cells_of_a_database_from_0007_get_the_run_order_a_new_study_gets(db_url
                 {"id": study_id, "name": name, "n": study.cell_count()})
             rows = []
             for cell in spec.expand(study):
-                row = store._cell_row(study_id, cell, position=0)
+                row = store.studies._cell_row(study_id, cell, position=0)
                 del row["run_order"]
                 if name == "b":  # a row from before the hparams JSON: its columns say it all
                     row["hparams"] = None

@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from study import store
-from study.optuna_log import OptunaLog
-from study.runner import run
+from study.store.optuna_log import OptunaLog
+from study.driver.runner import run
 from tests.study.test_runner import _setup
 from tests.support.pool import FAST, Event, ScriptedPool, healthy
 

@@ -101,7 +101,8 @@ def test_the_report_of_a_stopped_study_says_how_far_it_got_and_hatches_what_has_
     matplotlib.use("Agg")
     import sqlalchemy as sa
 
-    from study import report, spec
+    from study import spec
+    from study.analysis import report
 
     url = f"sqlite:///{tmp_path / 'results.db'}"
     engine = store.connect(url)
@@ -145,7 +146,8 @@ def test_the_report_maps_the_coupled_coordinates_where_a_grid_sweeps_them(tmp_pa
     matplotlib.use("Agg")
     import sqlalchemy as sa
 
-    from study import report, spec
+    from study import spec
+    from study.analysis import report
 
     url = f"sqlite:///{tmp_path / 'results.db'}"
     engine = store.connect(url)

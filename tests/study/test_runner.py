@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from study import spec, store
 from study.interrupts import protected, stop_on
-from study.optuna_log import distributions
-from study.runner import RunOptions, StudyReplaced, run
+from study.store.optuna_log import distributions
+from study.driver.runner import RunOptions, StudyReplaced, run
 from tests.support.cli import study_file
 from tests.support.pool import FAST, Event, ScriptedPool, healthy  # noqa: F401 (imported from here too)
 
@@ -336,7 +336,7 @@ def test_two_drivers_racing_on_one_database_run_and_report_each_cell_once(db_url
 def test_the_driver_never_idles_while_cells_are_pending_and_workers_free(sqlite_url, tmp_path, monkeypatch):
     """On main a pass that ended the last running cell slept poll_seconds before claiming again (one
     worker ran ~7 trivial cells/s); the driver only sleeps when every pending cell is leased elsewhere."""
-    from study import runner
+    from study.driver import runner
 
     engine, study = _setup(sqlite_url, tmp_path)
     slept = []
@@ -350,7 +350,7 @@ def test_the_driver_never_idles_while_cells_are_pending_and_workers_free(sqlite_
 
 def _serve_until_done(engine, pool, options=FAST, resumed=lambda: True):
     """``serve`` that drains (and so returns) once the queue is empty and ``resumed()``."""
-    from study.runner import serve
+    from study.driver.runner import serve
 
     def tick(driver):
         driver.draining = resumed() and not store.queue(engine)
@@ -428,7 +428,7 @@ def test_cancel_stops_running_cells_and_pending_ones_never_start(db_url, tmp_pat
     assert sorted(t.user_attrs["cell"] for t in trials) == sorted(r["cell_index"] for r in rows
                                                                  if r["status"] == "complete")
     _assert_exactly_once(engine, db_url, other)  # the service went on with the next study
-    with pytest.raises(store.UserError, match="was cancelled"):
+    with pytest.raises(UserError, match="was cancelled"):
         store.set_state(engine, "tiny", "resume")
 
 
@@ -455,7 +455,7 @@ def test_pause_hands_running_cells_back_and_resume_finishes_each_once(sqlite_url
 
 
 def test_run_stops_on_a_pause_and_ends_on_a_cancel(sqlite_url, tmp_path):
-    from study.runner import StudyPaused
+    from study.driver.runner import StudyPaused
 
     engine, study = _setup(sqlite_url, tmp_path)
 
@@ -481,7 +481,7 @@ def test_run_stops_on_a_pause_and_ends_on_a_cancel(sqlite_url, tmp_path):
 
 def test_a_stop_between_a_result_and_its_trial_is_reported_on_the_way_out_or_by_the_next_service(
         sqlite_url, tmp_path, monkeypatch):
-    from study import optuna_log
+    from study.store import optuna_log
 
     engine, study = _setup(sqlite_url, tmp_path)
     real_report = optuna_log.OptunaLog.report

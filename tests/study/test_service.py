@@ -13,7 +13,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from study import service, store
+from study import store
+from study.driver import service
 from tests.support.cli import adamscape, study_file
 from tests.support.invariants import cells as _cells, each_cell_once as _each_cell_once
 from tests.support.paths import BIN

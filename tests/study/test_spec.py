@@ -100,7 +100,7 @@ def test_run_order_deals_population_sized_chunks_in_rounds():
 
 
 def test_order_chunk_is_what_the_driver_sends_a_worker_at_most():
-    from study import runner
+    from study.driver import runner
 
     assert spec.ORDER_CHUNK == runner.AUTO_POPULATION
 

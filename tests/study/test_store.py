@@ -8,7 +8,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from study import spec, store
-from study.optuna_log import OptunaLog
+from study.store.optuna_log import OptunaLog
 from study.errors import UserError
 from tests.support.cli import study_file
 from tests.support.db import pg_database, read_only_role, table_counts
@@ -297,7 +297,7 @@ def test_register_stores_the_run_order_and_claims_follow_it(db_url, tmp_path):
 def _finished_with_failures(engine, tmp_path):
     """The tiny study run to its end by hand: 3 cells failed (one after a worker died on it), the rest
     complete, each with a curve of its first attempt and its Optuna trial."""
-    from study.optuna_log import OptunaLog
+    from study.store.optuna_log import OptunaLog
 
     store.register(engine, spec.load(study_file(tmp_path)))
     row = store.get_study(engine, "tiny")
@@ -333,7 +333,7 @@ def _rows(engine):
 def test_retry_failed_reruns_only_failed_cells_and_keeps_their_history(db_url, tmp_path):
     import optuna
 
-    from study.optuna_log import OptunaLog
+    from study.store.optuna_log import OptunaLog
 
     engine = store.connect(db_url)
     row, cells, doomed = _finished_with_failures(engine, tmp_path)

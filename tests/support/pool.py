@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.runner import RunOptions
+from study.driver.runner import RunOptions
 
 FAST = RunOptions(lease_seconds=30, poll_seconds=0.01, db_retry_seconds=30, counts_every=0.05, queue_every=0.0)
 

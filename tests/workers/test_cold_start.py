@@ -31,7 +31,8 @@ PROBE = textwrap.dedent("""
     import torch
     import optimizers
     from study.spec import StudySpec
-    from workers import executor, population, training
+    from workers import pool as executor
+    from workers import population, training
 
     protocol = asdict(StudySpec.model_validate({"name": "t", "task": "digits-mlp", "epochs": 1, "seeds": [0],
                                                 "batch_size": 1024,  # an epoch of two steps: a first step is what counts

@@ -257,7 +257,7 @@ def test_a_population_that_runs_out_of_memory_is_split_before_it_reports(monkeyp
 
 def test_a_retry_after_a_resource_fault_trains_in_smaller_populations(monkeypatch, data_dir, caplog):
     """Cells whose worker ran out of device memory come back with ``halvings`` (one per worker lost on them,
-    ``study.runner.payload``): their populations are that many times halved, and they still train as alone."""
+    ``study.driver.runner.payload``): their populations are that many times halved, and they still train as alone."""
     plan = _protocol("rosenbrock", data_dir[0])
     real = population.train_population
     tried = []
@@ -468,7 +468,7 @@ def test_a_workers_batch_on_auto_says_why_and_trains_as_one_at_a_time(monkeypatc
 def test_the_driver_announces_each_optimizers_first_population_note_once():
     from types import SimpleNamespace
 
-    from study.runner import Driver, RunOptions
+    from study.driver.runner import Driver, RunOptions
 
     lines = []
     driver = Driver(None, None, RunOptions(), announce=lines.append)

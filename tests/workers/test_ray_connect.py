@@ -1,4 +1,4 @@
-"""``workers.executor.connect`` against real Ray processes: a head with token authentication started the
+"""``workers.pool.connect`` against real Ray processes: a head with token authentication started the
 ordinary way (``ray start --head`` finding ~/.ray/auth_token), a head without it, and addresses where
 something that is not Ray answers. ray.init runs once per process, so every connection is made in a
 subprocess: a short script calling ``connect``, or the ``adamscape`` CLI itself."""
@@ -25,7 +25,7 @@ RAY_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d
                           r"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t[A-Z]+ ")
 CONNECT = """
 import os, sys
-from workers.executor import ClusterUnreachable, connect
+from workers.pool import ClusterUnreachable, connect
 try:
     resources = connect(sys.argv[1])
 except ClusterUnreachable as exc:

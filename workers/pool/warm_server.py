@@ -1,12 +1,12 @@
 """The warm workers: one background process per user that keeps a local Ray and its worker actors up between
 studies, so that ``adamscape run`` and ``submit --run`` on this machine skip the cold start.
 
-Started by :mod:`study.warm` (``python -m workers.warm_server``) in a session of its own. It listens on a
+Started by :mod:`study.driver.warm` (``python -m workers.pool.warm_server``) in a session of its own. It listens on a
 loopback port guarded by a secret (``multiprocessing.connection``'s HMAC handshake) that only the runtime
 file in the user's state folder holds (mode 0600), so another user's command can never join it. Each
 connected command is a driver of its own study and database, exactly as with a pool of its own: this
 process owns no database and writes nothing but its runtime file. What crosses the connection is the
-driver's :class:`study.runner.Pool` calls; cells are keyed by (client, cell id) in here, so two commands on
+driver's :class:`study.driver.runner.Pool` calls; cells are keyed by (client, cell id) in here, so two commands on
 two databases share the workers without their cell ids meeting. A command that goes away (Ctrl-C, killed)
 has its running cells stopped (their workers replaced); the others go on.
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
-from study import warm
+from study.driver import warm
 
 log = logging.getLogger("adamscape.warm")
 PUMP_WAIT = 0.01  # seconds the event pump waits on Ray per pass while cells run (other calls wait at most this)
@@ -110,8 +110,8 @@ class Server:
                      num_cpus=max(self.workers or 1, warm.cpu_count()))
 
     def _start_pool(self) -> None:
-        from study.service import warm_up
-        from workers.executor import RayPool
+        from study.driver.service import warm_up
+        from workers.pool import RayPool
 
         self._init_ray()
         pool = RayPool(self.workers, gpus_per_trial=self.gpus, stall_seconds=self.stall, warm=warm_up())

@@ -1,6 +1,6 @@
 """``adamscape serve``: the long-running driver of a study queue, beside its warm Ray workers.
 
-The loop itself is :mod:`study.runner`'s (the one ``adamscape run`` uses); this module adds what a
+The loop itself is :mod:`study.driver.runner`'s (the one ``adamscape run`` uses); this module adds what a
 service needs around it: a heartbeat row (``sweep_services``) that ``submit`` and ``status`` read,
 waking within a second of a submission (PostgreSQL ``LISTEN``, or short polls of SQLite), and a
 restart when the adamscape code or its lock file changes on disk (the warm workers would otherwise
@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from . import store
+from study import store
 
 log = logging.getLogger("adamscape")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("study", "workers", "optimizers")
 BEAT_SECONDS = 2.0  # heartbeat row refresh; a service is taken for gone after store.SERVICE_ALIVE_SECONDS
 CODE_CHECK_SECONDS = 5.0
@@ -107,7 +107,7 @@ def warm_up() -> dict[str, Any]:
     study (about 2 s of imports and first-call costs that the first real cells would otherwise pay)."""
     from dataclasses import asdict
 
-    from .spec import StudySpec
+    from study.spec import StudySpec
 
     spec = StudySpec.model_validate({"name": "warm-up", "task": "digits-logreg", "epochs": 1, "seeds": [0],
                                      "optimizers": {"adam": {"lr": [1e-3, 1e-2]}}})

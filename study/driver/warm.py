@@ -1,4 +1,4 @@
-"""Warm workers by default: the command side of the per-user background workers (``workers.warm_server``).
+"""Warm workers by default: the command side of the per-user background workers (``workers.pool.warm_server``).
 
 ``adamscape run`` and ``submit --run`` without ``--address`` drive their study through the warm workers of
 this user on this machine: they are found through a runtime file in the user's state folder
@@ -6,7 +6,7 @@ this user on this machine: they are found through a runtime file in the user's s
 connection's secret), started in the background when there are none, and left running for ``keep_warm``
 seconds after the last command (like Gradle's daemon or Bazel's server). The command stays the driver: it
 opens the database, leases cells and writes every result exactly as with workers of its own; only the
-:class:`study.runner.Pool` calls travel to the background process. A set that is gone, hung or stale (its
+:class:`study.driver.runner.Pool` calls travel to the background process. A set that is gone, hung or stale (its
 pid dead, its port silent) is removed and replaced, never attached to.
 
 Imports neither torch nor Ray.
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ClusterLost, RunAborted, UserError
-from .interrupts import protected
-from .service import CODE_CHECK_SECONDS, code_version  # noqa: F401  (the server reads both from here)
+from study.driver.service import CODE_CHECK_SECONDS, code_version  # noqa: F401  (the server reads both from here)
+from study.errors import ClusterLost, RunAborted, UserError
+from study.interrupts import protected
 
 DEFAULT_KEEP_WARM = 600.0  # seconds of idleness before the warm workers end
 RUNTIME_FILE = "workers.json"
@@ -112,7 +112,7 @@ class _Event:
 
 
 class WarmPool:
-    """A :class:`study.runner.Pool` whose workers live in the background process: each call is one
+    """A :class:`study.driver.runner.Pool` whose workers live in the background process: each call is one
     request over the connection (``dispatch`` is one way: the driver never waits on it)."""
 
     def __init__(self, conn, hello: dict[str, Any], stall_seconds: float):
@@ -201,7 +201,7 @@ def _is_ours(pid: int) -> bool:
         except OSError:
             return False
         return True
-    return b"workers.warm_server" in cmdline
+    return b"workers.pool.warm_server" in cmdline
 
 
 def session_pids(session: int) -> list[int]:
@@ -254,7 +254,7 @@ def _spawn(want: dict[str, Any], stall_seconds: float) -> subprocess.Popen:
     folder = log_dir()
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"warm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    command = [sys.executable, "-m", "workers.warm_server", "--gpus-per-trial", str(want["gpus_per_trial"]),
+    command = [sys.executable, "-m", "workers.pool.warm_server", "--gpus-per-trial", str(want["gpus_per_trial"]),
                "--keep-warm", str(want["keep_warm"]), "--stall-seconds", str(stall_seconds)]
     if want["workers"] is not None:
         command += ["--workers", str(want["workers"])]

@@ -26,8 +26,8 @@ from optuna.storages._rdb import models as rdb
 from optuna.trial import TrialState
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
-from . import store
-from .spec import StudySpec, expand
+from study import store
+from study.spec import StudySpec, expand
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the progress bar
 

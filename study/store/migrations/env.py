@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from study.schema import VERSION_TABLE, metadata
+from study.store.schema import VERSION_TABLE, metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE)

@@ -39,10 +39,10 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
-from . import store
-from .errors import RunAborted
-from .optuna_log import OptunaLog
-from .spec import StudySpec
+from study import store
+from study.errors import RunAborted
+from study.spec import StudySpec
+from study.store.optuna_log import OptunaLog
 
 log = logging.getLogger("adamscape")
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class Event(Protocol):
 
 
 class Pool(Protocol):
-    """What the driver needs from an executor (workers.executor.RayPool; tests script a fake one).
+    """What the driver needs from an executor (workers.pool.RayPool; tests script a fake one).
 
     ``dispatch`` starts a payload (see :func:`payload`) on an idle worker; every event carries
     the ``key`` of one of its cells. ``events`` returns what the running cells reported within

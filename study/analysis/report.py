@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from . import analysis, store
+from study import analysis, store
 
 LEADERBOARD_COLUMNS = {
     "optimizer": "the optimizer, as the study file names it",
@@ -54,7 +54,7 @@ def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Pat
     results = store.results(name, engine)
     scores = analysis.cell_scores(results, metric, direction)
     if scores.empty:
-        from .errors import UserError
+        from study.errors import UserError
 
         raise UserError(f"study {name!r} has no finished cell yet; run it first (`adamscape run {name}`)")
     order = [o for o in study["spec"]["optimizers"] if o in set(scores["optimizer"])]
