@@ -12,12 +12,13 @@ import optimizers
 from tests.optimizers.parity import STEPS, problem
 
 warnings.filterwarnings("ignore", category=UserWarning)  # the reference packages use deprecated add_ signatures
-adabound = pytest.importorskip("adabound")
-adamod = pytest.importorskip("adamod")
-adabelief_pytorch = pytest.importorskip("adabelief_pytorch")
-pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
-lion_pytorch = pytest.importorskip("lion_pytorch")
-adam_mini = pytest.importorskip("adam_mini")
+# the reference packages are the test extra's (pyproject.toml): a missing one fails the suite, never skips it
+import adabelief_pytorch  # noqa: E402
+import adabound  # noqa: E402
+import adam_mini  # noqa: E402
+import adamod  # noqa: E402
+import lion_pytorch  # noqa: E402
+import pytorch_optimizer  # noqa: E402
 
 
 def _betas(reference):

@@ -10,13 +10,13 @@ and at the end; the switches are part of both trajectories.
 from __future__ import annotations
 
 import pytest
+import schedulefree  # the test extra's (pyproject.toml): missing, the suite fails rather than skips
 import torch
 
 import optimizers
 from optimizers.base import train_mode
 from tests.optimizers.parity import STEPS, problem
 
-schedulefree = pytest.importorskip("schedulefree")
 
 EVAL_EVERY = 7
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import schedulefree  # the test extra's: missing, the suite fails rather than skips
 import torch
 
 import optimizers
@@ -66,7 +67,6 @@ def _ours(params, **hparams):
 
 
 def _authors(params, beta1=0.9, beta2=0.999, **hparams):
-    schedulefree = pytest.importorskip("schedulefree")
     return schedulefree.AdamWScheduleFree(params, betas=(beta1, beta2), **hparams)
 
 
@@ -129,7 +129,6 @@ def test_the_authors_class_as_a_studys_own_optimizer_trains_and_evaluates_in_its
     """``schedulefree:AdamWScheduleFree`` named in a study file: it starts in eval mode and refuses a step
     there, so without the hook it could not train at all; with it, its cells evaluate at x (one config per
     pass: it has no batched kernel)."""
-    pytest.importorskip("schedulefree")
     reference = "schedulefree:AdamWScheduleFree"
     plugins.install({reference: plugins.describe_optimizer(plugins.locate(reference, "optimizer", "."))})
     hparams = {"lr": 1e-2, "weight_decay": 1e-2, "warmup_steps": 10}
