@@ -63,16 +63,14 @@ BEFORE_22 = textwrap.dedent("""
 """)
 
 PAYLOAD = textwrap.dedent("""
-    from dataclasses import asdict
+    from study.protocol import BatchPayload, CellFailure, CellPayload, CellResult, WarmUp
     from study.spec import StudySpec
 
     def digits_payload():
         spec = StudySpec.model_validate({"name": "cold", "task": "digits-mlp", "epochs": 3, "batch_size": 64,
                                          "seeds": [0], "optimizers": {"adam": {"lr": [1e-3, 1e-2]}}})
-        protocol = asdict(spec.protocol())
-        return {"task": spec.task, "protocol": protocol, "population": 2, "plugins": {},
-                "cells": [{"key": k, "optimizer": "adam", "seed": 0, "hparams": {"lr": lr}}
-                          for k, lr in enumerate((1e-3, 1e-2))]}
+        return BatchPayload(spec.task, spec.protocol(), tuple(CellPayload(k, "adam", 0, {"lr": lr})
+                                                              for k, lr in enumerate((1e-3, 1e-2))), population=2)
 """)
 
 STEP = textwrap.dedent("""
@@ -102,7 +100,7 @@ CELLS = textwrap.dedent("""
     warm = None
     if WARM:  # what CellWorker.__init__ does for `adamscape run` (warm = the study's task and protocol)
         start = time.perf_counter()
-        tasks.build(payload["task"], population.plan_of(payload["protocol"]), "cpu")
+        tasks.build(payload.task, population.plan_of(payload.protocol), "cpu")
         cls = executor.CellWorker.__ray_metadata__.modified_class
         worker = cls.__new__(cls)
         worker.device = "cpu"
@@ -113,7 +111,7 @@ CELLS = textwrap.dedent("""
         start = time.perf_counter()
         records = list(population.train_payload(payload))
         times.append(time.perf_counter() - start)
-        finals.append([r["final"] for r in records if "final" in r])
+        finals.append([r.final for r in records if isinstance(r, CellResult)])
     assert finals[0] == finals[1], finals
     print(json.dumps({"first": times[0], "second": times[1], "warm_up": warm, "finals": finals[0],
                       "dynamo": "torch._dynamo" in sys.modules}))
@@ -144,7 +142,7 @@ RAY_SESSION = textwrap.dedent("""
     def streamed(actor, payload):
         start = time.perf_counter()
         records = [ray.get(ref) for ref in actor.train.options(num_returns="streaming").remote(payload)]
-        assert not [r for r in records if "error" in r], records
+        assert not [r for r in records if isinstance(r, CellFailure)], records
         return time.perf_counter() - start
 
     start = time.perf_counter()
@@ -158,7 +156,7 @@ RAY_SESSION = textwrap.dedent("""
             out[name] = time.perf_counter() - start
             ray.kill(actor)
         payload = digits_payload()
-        warm = {"task": payload["task"], "protocol": payload["protocol"], "plugins": {}}
+        warm = WarmUp(payload.task, payload.protocol)
         start = time.perf_counter()
         workers = [executor.CellWorker.options(num_cpus=1, max_restarts=0).remote(1, warm, 0.0) for _ in range(2)]
         ray.get([w.node.remote() for w in workers])

@@ -178,8 +178,9 @@ def load_cells(spec_file: str):
     return spec.task, asdict(spec.protocol()), cells
 
 
-def train_cell(task: str, protocol: dict, cell: dict) -> dict:
-    """Run one cell to its end with ``workers.training.train``; return its summary."""
+def train_cell(task: str, protocol: dict, cell: dict):
+    """Run one cell to its end with ``workers.training.train``; return its summary (a
+    ``study.protocol.CellResult``)."""
     from workers.training import train
 
     *_, summary = train(task, cell["optimizer"], cell["hparams"], cell["seed"], protocol)
@@ -190,9 +191,9 @@ def finite(value) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def record(index: int, summary: dict, **extra) -> dict:
-    final = summary["final"]
-    return {"cell": index, "status": summary["status"], "wall_seconds": summary["wall_seconds"],
+def record(index: int, summary, **extra) -> dict:
+    final = summary.final
+    return {"cell": index, "status": summary.status, "wall_seconds": summary.wall_seconds,
             "test_accuracy": finite(final.get("test_accuracy")), "test_loss": finite(final.get("test_loss")), **extra}
 
 
@@ -241,9 +242,9 @@ def optuna_objective(task: str, protocol: dict, cells: list[dict], progress: str
         summary = train_cell(task, protocol, cell)
         trial.set_user_attr("record", record(cell["index"], summary, pid=os.getpid()))
         tick(progress)
-        if summary["status"] == "diverged":
+        if summary.status == "diverged":
             raise optuna.TrialPruned()
-        return summary["final"]["test_accuracy"]
+        return summary.final["test_accuracy"]
 
     return objective
 
@@ -315,19 +316,20 @@ def tune_trainable(config: dict) -> None:
     import torch
     from ray import tune
 
+    from study.protocol import EpochRecord
     from workers.training import train
 
     torch.set_num_threads(1)
     cell = config["cell"]
     pending = None
     for item in train(config["task"], cell["optimizer"], cell["hparams"], cell["seed"], config["protocol"]):
-        if "epoch" in item:
+        if isinstance(item, EpochRecord):
             if pending is not None:
                 tune.report(pending)
-            pending = dict(item)
+            pending = {"epoch": item.epoch, **item.metrics}
         else:  # the summary: attach it to the last epoch's report
-            pending = {**(pending or {}), "cell": cell["index"], "status": item["status"],
-                       "cell_wall_seconds": item["wall_seconds"], "pid": os.getpid()}
+            pending = {**(pending or {}), "cell": cell["index"], "status": item.status,
+                       "cell_wall_seconds": item.wall_seconds, "pid": os.getpid()}
     tick(config["progress"])
     tune.report(pending)
 

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from study.catalog import TASKS, TrainingProtocol
+from study.protocol import CellResult
 from workers import data, population, tasks
 
 RESULTS = Path(__file__).parent / "results"
@@ -82,8 +83,8 @@ def timed(task: str, cells: list[dict[str, float]], plan: TrainingProtocol, devi
     why = set()
     started = clock()
     for _, record in population.train_cells(task, "adam", 0, cells, plan, device, size):
-        if "population" in record:
-            why.add(record["population"]["why"])
+        if isinstance(record, CellResult):
+            why.add(record.population.why)
     if cuda:
         torch.cuda.synchronize()
     return clock() - started, "; ".join(sorted(why))

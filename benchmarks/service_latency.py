@@ -107,20 +107,21 @@ def say(message: str) -> None:
 _trial = None  # the trial gt's objective is running (one at a time per worker process)
 
 
-def reporting_train_cell(task: str, protocol: dict, cell: dict) -> dict:
+def reporting_train_cell(task: str, protocol: dict, cell: dict):
     """gt.train_cell, plus ``trial.report`` of each epoch's test accuracy; the first report of this process
     appends its time to the file named by $SERVICE_LATENCY_EPOCH_LOG."""
+    from study.protocol import CellResult
     from workers.training import train
 
     global _first_reported
     summary = None
     for item in train(task, cell["optimizer"], cell["hparams"], cell["seed"], protocol):
-        if "epoch" not in item:
+        if isinstance(item, CellResult):
             summary = item
             continue
-        value = gt.finite(item.get("test_accuracy"))
+        value = gt.finite(item.metrics.get("test_accuracy"))
         if _trial is not None and value is not None:
-            _trial.report(value, item["epoch"])
+            _trial.report(value, item.epoch)
             if not _first_reported:
                 _first_reported = True
                 mark_time("epoch")

@@ -4,10 +4,10 @@ A study file names one as ``"./path/file.py:Name"`` (a file, relative to the stu
 ``"package.module:Name"`` (an importable module) or a bare name an installed package
 registers under the entry-point group ``adamscape.optimizers`` / ``adamscape.tasks``.
 :func:`resolve` imports each once, when the study is checked or submitted, and describes
-it in a *record* (plain JSON kept in the study's stored spec): where it comes from, its
-identity (the file's SHA-256, or the package's version and the hash of its sources) and
-what the study side needs to know (an optimizer's hyperparameters, a task's metrics), so
-the driver never imports it. Workers :func:`install` the records: on a Ray cluster the
+it in a *record* (:class:`study.protocol.OptimizerPlugin` / :class:`study.protocol.TaskPlugin`, kept
+as JSON in the study's stored spec): where it comes from, its identity (the file's SHA-256, or the
+package's version and the hash of its sources) and what the study side needs to know (an
+optimizer's hyperparameters, a task's metrics), so the driver never imports it. Workers :func:`install` the records: on a Ray cluster the
 code reaches them through Ray's ``runtime_env`` (:func:`runtime_env`: a file plugin's
 folder, or a package's directory, as ``py_modules``), so a worker node needs nothing
 installed by hand.
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import UserError
+from study.protocol import OptimizerPlugin, PluginCode, PluginRecord, TaskPlugin
 
 OPTIMIZER_GROUP, TASK_GROUP = "adamscape.optimizers", "adamscape.tasks"
 STAGED_PREFIX = "adamscape_plugin_"
@@ -57,7 +58,7 @@ def entry_point_names(group: str) -> list[str]:
     return sorted(ep.name for ep in importlib.metadata.entry_points(group=group))
 
 
-def locate(reference: str, kind: str, base_dir: Path) -> dict[str, Any]:
+def locate(reference: str, kind: str, base_dir: Path) -> PluginCode:
     """Where ``reference`` (as the study file writes it) lives, and its identity; imports nothing
     but the parent packages of a module. Raises UserError naming the reference and the fix."""
     group = OPTIMIZER_GROUP if kind == "optimizer" else TASK_GROUP
@@ -81,7 +82,7 @@ def locate(reference: str, kind: str, base_dir: Path) -> dict[str, Any]:
         if not path.is_file():
             raise UserError(f"{kind} {reference!r}: file {path} not found (a path is relative to the study file)")
         record |= {"source": "file", "path": str(path), "sha256": _sha256([path], path.parent)}
-        return record
+        return PluginCode(**record)
     record |= {"source": "module", "module": source}
     top = source.split(".")[0]
     try:
@@ -99,7 +100,7 @@ def locate(reference: str, kind: str, base_dir: Path) -> dict[str, Any]:
         record["package"] = str(package)
         record["sha256"] = (_sha256(sorted(package.rglob("*.py")), package) if package.is_dir()
                             else _sha256([package], package.parent))
-    return record
+    return PluginCode(**record)
 
 
 def _version(top: str) -> str | None:
@@ -122,27 +123,28 @@ def _sha256(paths: Iterable[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def identity(record: dict[str, Any]) -> dict[str, Any]:
+def identity(record: PluginCode) -> dict[str, Any]:
     """What a study's fingerprint keeps of a record: which code, not where it sits on this machine."""
-    return {key: record[key] for key in ("kind", "reference", "entry_point", "attribute", "module", "sha256",
-                                         "version") if record.get(key) is not None}
+    return {key: getattr(record, key) for key in ("kind", "reference", "entry_point", "attribute", "module", "sha256",
+                                                  "version") if getattr(record, key) is not None}
 
 
-def changed(record: dict[str, Any]) -> str | None:
+def changed(record: PluginCode) -> str | None:
     """Why the code ``record`` names is no longer the code the study was submitted with, or None."""
-    what = f"{record['kind']} {record['reference']!r}"
-    if record["source"] == "file":
-        path = Path(record["path"])
+    what = f"{record.kind} {record.reference!r}"
+    if record.source == "file":
+        path = Path(record.path)
         if not path.is_file():
             return f"{what}: its file {path} is gone"
-        now = {"sha256": _sha256([path], path.parent), "version": record.get("version")}
+        sha256, version = _sha256([path], path.parent), record.version
     else:
         try:
-            now = locate(record["reference"], record["kind"], Path.cwd())
+            now = locate(record.reference, record.kind, Path.cwd())
         except UserError as exc:
             return str(exc)
-    if now.get("sha256") != record.get("sha256") or now.get("version") != record.get("version"):
-        where = record.get("path") or record.get("package") or record.get("module")
+        sha256, version = now.sha256, now.version
+    if sha256 != record.sha256 or version != record.version:
+        where = record.path or record.package or record.module
         return f"{what} changed since the study was submitted ({where})"
     return None
 
@@ -153,16 +155,16 @@ class PluginError(UserError):
     """A plugin that cannot be imported or used; the message names its file and line."""
 
 
-def _staged_name(record: dict[str, Any]) -> str:
-    return STAGED_PREFIX + record["sha256"][:16]
+def _staged_name(record: PluginCode) -> str:
+    return STAGED_PREFIX + record.sha256[:16]
 
 
-def _file_here(record: dict[str, Any]) -> Path:
+def _file_here(record: PluginCode) -> Path:
     """The plugin file on this machine: the copy Ray shipped (a worker node), else the original."""
-    spec = importlib.util.find_spec(_staged_name(record)) if record["source"] == "file" else None
+    spec = importlib.util.find_spec(_staged_name(record)) if record.source == "file" else None
     if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0]) / Path(record["path"]).name
-    return Path(record["path"])
+        return Path(list(spec.submodule_search_locations)[0]) / Path(record.path).name
+    return Path(record.path)
 
 
 def _import_file(path: Path, name: str):
@@ -181,50 +183,51 @@ def _import_file(path: Path, name: str):
     return module
 
 
-def load(record: dict[str, Any]) -> Any:
+def load(record: PluginCode) -> Any:
     """The class or function ``record`` names, imported (cached per process)."""
-    reference = record["reference"]
+    reference = record.reference
     try:
-        if record["source"] == "file":
+        if record.source == "file":
             path = _file_here(record)
             if not path.is_file():
                 raise PluginError(f"{reference}: {path} is not on this machine (it reaches Ray workers through "
                                   "runtime_env; run through `adamscape run`)")
             module = _import_file(path, f"{_staged_name(record)}_{path.stem}")
         else:
-            module = importlib.import_module(record["module"])
+            module = importlib.import_module(record.module)
     except PluginError:
         raise
     except Exception as exc:
         raise PluginError(f"{reference}: cannot import it: {_where(exc, record)}") from None
     value: Any = module
-    for part in record["attribute"].split("."):
+    for part in record.attribute.split("."):
         if not hasattr(value, part):
-            raise PluginError(f"{reference}: {getattr(module, '__file__', record.get('module'))} defines no "
-                              f"{record['attribute']!r}; check the name after the ':'")
+            raise PluginError(f"{reference}: {getattr(module, '__file__', record.module)} defines no "
+                              f"{record.attribute!r}; check the name after the ':'")
         value = getattr(value, part)
     return value
 
 
-def _where(exc: BaseException, record: dict[str, Any]) -> str:
+def _where(exc: BaseException, record: PluginCode | None) -> str:
     """``exc`` as one line, with the line of the plugin's own code that raised it."""
     text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
     if isinstance(exc, SyntaxError) and exc.lineno:
         return f"{type(exc).__name__} at line {exc.lineno}: {exc.msg}"
+    path, package = (record.path, record.package) if record is not None else (None, None)
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if record.get("path") and Path(f.filename).name == Path(record["path"]).name
-              or record.get("package") and f.filename.startswith(record["package"])]
+              if path and Path(f.filename).name == Path(path).name or package and f.filename.startswith(package)]
     return f"{text} (line {frames[-1].lineno})" if frames else text
 
 
-def failure(exc: BaseException, record: dict[str, Any]) -> str:
-    """One line for an exception raised while using a plugin's code."""
-    return f"{record['reference']}: {_where(exc, record)}"
+def failure(exc: BaseException, reference: str, record: PluginCode | None = None) -> str:
+    """One line for an exception raised while using ``reference``'s code (its plugin record, if it has one,
+    finds the line of its own code that raised it)."""
+    return f"{reference}: {_where(exc, record)}"
 
 
 # --- describing -----------------------------------------------------------------------------------
 
-def describe_optimizer(record: dict[str, Any]) -> dict[str, Any]:
+def describe_optimizer(record: PluginCode) -> OptimizerPlugin:
     """``record`` with what the study side needs: the class's hyperparameters (imports it)."""
     import optimizers
 
@@ -232,23 +235,23 @@ def describe_optimizer(record: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise PluginError(f"{record['reference']}: {record['attribute']} is not a torch.optim.Optimizer subclass")
+        raise PluginError(f"{record.reference}: {record.attribute} is not a torch.optim.Optimizer subclass")
     try:
-        described = optimizers.describe(cls, record["reference"], record["reference"])
+        described = optimizers.describe(cls, record.reference, record.reference)
     except optimizers.OptimizerDeclarationError as exc:
-        raise PluginError(f"{record['reference']}: {exc}") from None
-    return record | {"summary": described.summary, "batched": described.batched,
-                     "packed": {k: list(v) for k, v in described.packed.items()},
-                     "hparams": {name: {"default": hp.default, **hp.declaration(),  # JSON has no infinity
-                                        "low": _finite(hp.low), "high": _finite(hp.high)}
-                                 for name, hp in described.hparams.items()}}
+        raise PluginError(f"{record.reference}: {exc}") from None
+    return OptimizerPlugin(**record.location(), summary=described.summary, batched=described.batched,
+                           packed={k: list(v) for k, v in described.packed.items()},
+                           hparams={name: {"default": hp.default, **hp.declaration(),  # JSON has no infinity
+                                           "low": _finite(hp.low), "high": _finite(hp.high)}
+                                    for name, hp in described.hparams.items()})
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def optimizer_spec(record: dict[str, Any]):
+def optimizer_spec(record: OptimizerPlugin):
     """The :class:`optimizers.OptimizerSpec` of a described record (torch-free; the class loads on use)."""
     import optimizers
 
@@ -257,62 +260,65 @@ def optimizer_spec(record: dict[str, Any]):
                                  math.inf if d["high"] is None else d["high"], tuple(d["search"]), d["log"],
                                  d["open_low"], d["closed_high"])
 
-    return optimizers.OptimizerSpec(record["reference"], record["reference"], record["summary"],
-                                    {name: hparam(d) for name, d in record["hparams"].items()},
-                                    {k: tuple(v) for k, v in record["packed"].items()}, record["batched"],
+    return optimizers.OptimizerSpec(record.reference, record.reference, record.summary,
+                                    {name: hparam(d) for name, d in record.hparams.items()},
+                                    {k: tuple(v) for k, v in record.packed.items()}, record.batched,
                                     load=lambda: load(record))
 
 
-def describe_task(record: dict[str, Any]) -> dict[str, Any]:
+def describe_task(record: PluginCode) -> TaskPlugin:
     """``record`` with the task's metrics, defaults and options (imports it)."""
     definition = load(record)
     needed = ("build", "metrics", "primary", "epochs", "batch_size", "options")
     if not all(hasattr(definition, name) for name in needed):
-        raise PluginError(f"{record['reference']}: {record['attribute']} is not a task; decorate its build function "
+        raise PluginError(f"{record.reference}: {record.attribute} is not a task; decorate its build function "
                           "with @workers.tasks.task(metrics=..., primary=...) (README 'Your own task')")
-    return record | {"metrics": {"train_loss": "minimize", **definition.metrics}, "primary": definition.primary,
-                     "epochs": definition.epochs, "batch_size": definition.batch_size,
-                     "options": dict(definition.options), "description": definition.description}
+    return TaskPlugin(**record.location(), metrics={"train_loss": "minimize", **definition.metrics},
+                      primary=definition.primary, epochs=definition.epochs, batch_size=definition.batch_size,
+                      options=dict(definition.options), description=definition.description)
 
 
 # --- on the workers -------------------------------------------------------------------------------
 
-def install(records: dict[str, dict[str, Any]] | None) -> None:
+def install(records: dict[str, PluginRecord] | None) -> None:
     """Make a study's plugins known to ``optimizers.spec`` / ``workers.tasks.build`` in this process."""
     import optimizers
     from workers import tasks
 
     for reference, record in (records or {}).items():
-        if record["kind"] == "optimizer":
-            optimizers.register(optimizer_spec(record))
-        else:
-            tasks.register(reference, lambda plan, device, record=record: load(record).build(plan, device),
-                           record.get("populations"))
+        match record:
+            case OptimizerPlugin():
+                optimizers.register(optimizer_spec(record))
+            case TaskPlugin():
+                tasks.register(reference, lambda plan, device, record=record: load(record).build(plan, device),
+                               record.populations)
+            case _:
+                raise TypeError(f"{reference}: not a described plugin record ({type(record).__name__})")
 
 
-def runtime_env(records: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def runtime_env(records: dict[str, PluginRecord]) -> dict[str, Any] | None:
     """Ray's ``runtime_env`` that ships the plugins' code to every worker: each file plugin's folder (a
     copy, as package ``adamscape_plugin_<sha>``) and each package that adamscape does not provide."""
     modules = []
     staging = None
     for record in records.values():
-        if record["source"] == "file":
+        if record.source == "file":
             staging = staging or Path(tempfile.mkdtemp(prefix="adamscape-plugins-"))
             target = staging / _staged_name(record)
             if not target.exists():
-                shutil.copytree(Path(record["path"]).parent, target, ignore=_SKIPPED)
+                shutil.copytree(Path(record.path).parent, target, ignore=_SKIPPED)
                 # Ray keeps one copy of identical folders: the name inside keeps each copy its own
-                (target / "__init__.py").write_text(f"# {target.name}: {record['reference']}, shipped by adamscape\n")
+                (target / "__init__.py").write_text(f"# {target.name}: {record.reference}, shipped by adamscape\n")
                 _check_size(target, record)
             modules.append(str(target))
-        elif record.get("package"):
-            modules.append(record["package"])
+        elif record.package:
+            modules.append(record.package)
     return {"py_modules": sorted(set(modules))} if modules else None
 
 
-def _check_size(folder: Path, record: dict[str, Any]) -> None:
+def _check_size(folder: Path, record: PluginCode) -> None:
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     if size > SHIP_LIMIT:
-        raise UserError(f"{record['reference']}: its folder {Path(record['path']).parent} holds {size >> 20} MiB, "
+        raise UserError(f"{record.reference}: its folder {Path(record.path).parent} holds {size >> 20} MiB, "
                         f"which Ray would copy to every worker (limit {SHIP_LIMIT >> 20} MiB); put the plugin in a "
                         "folder of its own and large data under data_dir")

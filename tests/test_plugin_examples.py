@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 import optimizers
 from study.catalog import TrainingProtocol
+from study.protocol import CellResult
 from workers import tasks, training
 from workers.tasks import Problem, Regression, TaskDefinition
 
@@ -165,7 +167,7 @@ def housing_task(housing):
         tasks._ONE_AT_A_TIME.pop("housing-test", None)
 
 
-def _losses(task: str, seed: int, epochs: int) -> list[dict]:
+def _losses(task: str, seed: int, epochs: int) -> list:
     protocol = TrainingProtocol(epochs=epochs, batch_size=32, task_options={"hidden": 32})
     return list(training.train(task, "adam", {"lr": 1e-2}, seed, protocol))
 
@@ -175,20 +177,21 @@ def test_housing_trains_with_adam(housing, housing_task):
     untrained = housing.build(PROTOCOL, "cpu").evaluate()["test_loss"]  # the model train() starts from
     records = _losses(housing_task, seed=0, epochs=20)
     epochs, final = records[:-1], records[-1]
-    assert final["status"] == "complete" and len(epochs) == 20
-    test_losses = [r["test_loss"] for r in epochs]
+    assert final.status == "complete" and len(epochs) == 20
+    test_losses = [r.metrics["test_loss"] for r in epochs]
     assert all(math.isfinite(v) for v in test_losses)
     # standardized prices: predicting the train mean scores about 0.9 on the test set, a linear fit about
     # 0.16; the MLP reaches about 0.1
     assert untrained > 0.5
     assert untrained > test_losses[0] > test_losses[-1]
     assert test_losses[-1] < 0.15
-    assert epochs[-1]["train_loss"] < 0.5 * epochs[0]["train_loss"]
+    assert epochs[-1].metrics["train_loss"] < 0.5 * epochs[0].metrics["train_loss"]
 
 
 def test_housing_same_seed_same_losses(housing_task):
     first, second = _losses(housing_task, seed=3, epochs=3), _losses(housing_task, seed=3, epochs=3)
-    strip = lambda records: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]  # noqa: E731
+    strip = lambda records: [dataclasses.replace(r, wall_seconds=None) if isinstance(r, CellResult) else r  # noqa: E731
+                             for r in records]
     assert strip(first) == strip(second)
     other = _losses(housing_task, seed=4, epochs=3)
-    assert [r["train_loss"] for r in other[:-1]] != [r["train_loss"] for r in first[:-1]]
+    assert [r.metrics["train_loss"] for r in other[:-1]] != [r.metrics["train_loss"] for r in first[:-1]]

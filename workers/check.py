@@ -12,6 +12,7 @@ the file, the line where it can, and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -55,16 +56,12 @@ def check_study(spec: StudySpec, source: str) -> dict[str, Any]:
         report["optimizers"][key] = {"hparams": spec.optimizer_spec(key).defaults(), "losses": losses,
                                      "populations": blocker}
     if task_blockers and spec.task in spec.plugins:
-        spec.plugins[spec.task]["populations"] = task_blockers[0]
+        spec.plugins[spec.task] = dataclasses.replace(spec.plugins[spec.task], populations=task_blockers[0])
     return report
 
 
-def _record_of(spec: StudySpec, name: str) -> dict[str, Any]:
-    return spec.plugins.get(name) or {"reference": name}
-
-
 def _fail(spec: StudySpec, source: str, name: str, exc: BaseException) -> plugins.PluginError:
-    return plugins.PluginError(f"{source}: {plugins.failure(exc, _record_of(spec, name))}")
+    return plugins.PluginError(f"{source}: {plugins.failure(exc, name, spec.plugins.get(name))}")
 
 
 def _steps(spec: StudySpec, source: str, key: str, hparams: dict[str, float], seed: int, plan) -> list[float]:

@@ -25,6 +25,7 @@ compute. No operation mixes rows of different configs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ import optimizers
 from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
+from study.protocol import BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault, WorkerRecord
 from workers import tasks
 from workers.training import SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs, schedule_factor, train, watch_memory
 
@@ -66,13 +68,13 @@ def batchable(model: nn.Module) -> str | None:
 
 def train_population(task: str, optimizer: str, members: list[dict[str, float]], seed: int,
                      protocol: TrainingProtocol | dict, device: str = "cpu",
-                     judge: Callable[[float], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+                     judge: Callable[[float], None] | None = None
+                     ) -> Iterator[tuple[int, EpochRecord | CellResult]]:
     """Train ``members`` (one hyperparameter dict each, same keys) as one population.
 
     Yields ``(member index, record)``; for each member the records are exactly what
-    ``workers.training.train`` yields for it alone: ``{"epoch": e, **metrics}`` per
-    epoch, then its summary. A member's ``wall_seconds`` is its share of the
-    population's wall time (elapsed / K).
+    ``workers.training.train`` yields for it alone: an ``EpochRecord`` per epoch, then its summary (a
+    ``CellResult``). A member's ``wall_seconds`` is its share of the population's wall time (elapsed / K).
 
     ``judge``: called once within the first epoch, before anything is yielded, with the population's
     measured seconds per step (:class:`_StepTimer`); it may raise to abandon the population.
@@ -84,7 +86,8 @@ def train_population(task: str, optimizer: str, members: list[dict[str, float]],
 
 def _train_population(task: str, optimizer: str, members: list[dict[str, float]], seed: int,
                       plan: TrainingProtocol, device: str,
-                      judge: Callable[[float], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+                      judge: Callable[[float], None] | None = None
+                      ) -> Iterator[tuple[int, EpochRecord | CellResult]]:
     started = time.perf_counter()
     watch_memory(device)
     torch.manual_seed(seed)
@@ -277,11 +280,11 @@ def _free_memory(device: str) -> int:
 
 def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, float]], protocol: TrainingProtocol | dict,
                 device: str = "cpu", population: int | None = None, halvings: int = 0
-                ) -> Iterator[tuple[int, dict[str, Any]]]:
+                ) -> Iterator[tuple[int, EpochRecord | CellResult]]:
     """Train every member (same task, optimizer, seed, protocol) in populations of at most ``population``
     configs (None: auto), halved ``halvings`` times (a retry of cells whose worker ran out of device
-    memory); yields ``(member index, record)``. Each member's summary carries ``population``: ``{"size": the
-    configs of its pass, "why": how that was decided}``.
+    memory); yields ``(member index, record)``. Each member's summary carries ``population``: a
+    ``PopulationNote`` (the configs of its pass, and how that was decided).
 
     Auto: as many as fit the device's memory, if that is faster than one at a time *as measured here*: the
     first steps of the population are timed against the steps of one config alone (:func:`choose`); a
@@ -312,7 +315,7 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
     del probe
     key = _cost_key(task, optimizer, device, plan)
 
-    def alone(chunk: list[int], why: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    def alone(chunk: list[int], why: str) -> Iterator[tuple[int, EpochRecord | CellResult]]:
         for index in chunk:
             for record in train(task, optimizer, members[index], seed, plan, device):
                 yield index, _noted(record, 1, why)
@@ -414,9 +417,14 @@ def _why_single(population: int | None, limit: int, members: int, halvings: int)
     return f"1 config per pass: the cell left over ({asked})"
 
 
-def _noted(record: dict[str, Any], size: int, why: str) -> dict[str, Any]:
+def _noted(record: EpochRecord | CellResult, size: int, why: str) -> EpochRecord | CellResult:
     """A cell's summary with the note of how its pass was chosen; its epochs as they are."""
-    return record if "epoch" in record else {**record, "population": {"size": size, "why": why}}
+    match record:
+        case CellResult():
+            return dataclasses.replace(record, population=PopulationNote(size, why))
+        case EpochRecord():
+            return record
+    raise TypeError(f"not a training record: {record!r}")
 
 
 def _cost_key(task: str, optimizer: str, device: str, plan: TrainingProtocol) -> tuple:
@@ -491,32 +499,32 @@ def _lone_seconds_per_step(task: str, optimizer: str, hparams: dict[str, float],
         return timer.seconds_per_step()
 
 
-def train_payload(payload: dict[str, Any], device: str = "cpu") -> Iterator[dict[str, Any]]:
+def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[WorkerRecord]:
     """Train a worker's batch (``study.driver.runner.payload``): its cells sharing optimizer and seed as
     populations, each record tagged with its cell's ``key``. A crash ends the unfinished cells of its
-    group as errors (with the traceback) and the worker goes on with the next group."""
-    plugins.install(payload.get("plugins"))
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for cell in payload["cells"]:
-        groups.setdefault((cell["optimizer"], cell["seed"]), []).append(cell)
+    group as failures (with the traceback) and the worker goes on with the next group; a resource fault
+    (:func:`resource_fault`) ends the batch with a ``ResourceFault``."""
+    plugins.install(payload.plugins)
+    groups: dict[tuple[str, int], list] = {}
+    for cell in payload.cells:
+        groups.setdefault((cell.optimizer, cell.seed), []).append(cell)
     for (optimizer, seed), cells in groups.items():
         finished: set[int] = set()
         try:
-            for index, record in train_cells(payload["task"], optimizer, seed, [c["hparams"] for c in cells],
-                                             payload["protocol"], device, payload.get("population"),
-                                             payload.get("halvings", 0)):
-                if "epoch" not in record:
+            for index, record in train_cells(payload.task, optimizer, seed, [c.hparams for c in cells],
+                                             payload.protocol, device, payload.population, payload.halvings):
+                if isinstance(record, CellResult):
                     finished.add(index)
-                yield {"key": cells[index]["key"], **record}
+                yield dataclasses.replace(record, key=cells[index].key)
         except Exception as exc:  # a crashed trial is a result to record, not a reason to lose the worker
             if resource_fault(exc):  # not the cell's doing: it runs again on a fresh worker, this one goes
-                yield {"key": next(c["key"] for i, c in enumerate(cells) if i not in finished),
-                       "fault": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+                yield ResourceFault(next(c.key for i, c in enumerate(cells) if i not in finished),
+                                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
                 return
             error = traceback.format_exc(limit=8)
             for index, cell in enumerate(cells):
                 if index not in finished:
-                    yield {"key": cell["key"], "error": error, "device": device_label(device)}
+                    yield CellFailure(cell.key, error, device_label(device))
 
 
 CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error", "NCCL error")

@@ -14,6 +14,7 @@ import torch
 import optimizers
 from optimizers.base import evaluating, train_mode
 from study.catalog import TrainingProtocol
+from study.protocol import CellResult, EpochRecord
 from workers import tasks
 
 
@@ -31,8 +32,9 @@ def lr_multiplier(schedule: dict[str, Any], step: int, steps_per_epoch: int, epo
 
 
 def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, protocol: TrainingProtocol | dict,
-          device: str = "cpu") -> Iterator[dict[str, Any]]:
-    """Yield ``{"epoch": e, **metrics}`` after each epoch, then one summary ``{"final": {...}, ...}``.
+          device: str = "cpu") -> Iterator[EpochRecord | CellResult]:
+    """Yield an :class:`~study.protocol.EpochRecord` after each epoch, then one
+    :class:`~study.protocol.CellResult` (its summary).
 
     Same arguments → same numbers (on CPU): the seed fixes the initial weights, the
     minibatch order and any augmentation or sampling. Test metrics are computed every
@@ -40,7 +42,8 @@ def train(task: str, optimizer: str, hparams: dict[str, float], seed: int, proto
     (``optimizers.base.evaluating``: Schedule-Free's averaged point). A non-finite epoch loss stops training as
     diverged; so does one above ``divergence_factor`` × the loss before training (when
     that is positive and the factor is not 0). The summary's ``final`` also holds ``initial_<name>`` for
-    each metric at initialisation, before any step (:func:`initial_metrics`).
+    each metric at initialisation, before any step (:func:`initial_metrics`). The records' ``key`` is None
+    (``workers.population.train_payload`` tags them with their cell's).
     """
     plan = plan_of(protocol)
     with reproducible(plan.deterministic):
@@ -108,9 +111,10 @@ class Trainer(Protocol):
 
 
 def run_epochs(trainer: Trainer, plan: TrainingProtocol, device: str, reference: float, initial: dict[str, float],
-               started: float, lap: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The epoch loop, for one config and for K: yields ``(member, {"epoch": e, **metrics})`` after each
-    epoch for every live member, then its summary when it diverged or finished; a member that diverged
+               started: float, lap: Callable[[int], None] | None = None
+               ) -> Iterator[tuple[int, EpochRecord | CellResult]]:
+    """The epoch loop, for one config and for K: yields ``(member, EpochRecord)`` after each epoch for every
+    live member, then its summary (a ``CellResult``) when it diverged or finished; a member that diverged
     leaves the trainer at the end of that epoch. Test metrics every ``eval_every`` epochs, at the last, and
     when a member diverges, all of the epoch's evaluations in one ``eval()`` / ``train()`` round trip of an
     optimizer with a mode (``optimizers.base.evaluating``), under the autocast training uses. The epoch's
@@ -147,7 +151,7 @@ def run_epochs(trainer: Trainer, plan: TrainingProtocol, device: str, reference:
         finished = []
         for row, member, metrics, diverged, _ in rows:
             best_accuracy[member] = max(best_accuracy[member], metrics.get("test_accuracy", -math.inf))
-            yield member, {"epoch": epoch, **metrics}
+            yield member, EpochRecord(epoch, dict(metrics))
             if diverged or epoch == plan.epochs:
                 finished.append(row)
                 yield member, summary(metrics, diverged, best_accuracy[member], (time.perf_counter() - started) / count,
@@ -159,7 +163,7 @@ def run_epochs(trainer: Trainer, plan: TrainingProtocol, device: str, reference:
 
 
 def _train(task: str, optimizer: str, hparams: dict[str, float], seed: int, plan: TrainingProtocol,
-           device: str) -> Iterator[dict[str, Any]]:
+           device: str) -> Iterator[EpochRecord | CellResult]:
     started = time.perf_counter()
     watch_memory(device)
     run = SingleRun(task, optimizer, hparams, seed, plan, device)
@@ -245,14 +249,14 @@ def is_diverged(train_loss: float, reference: float, plan: TrainingProtocol) -> 
 
 
 def summary(metrics: dict[str, float], diverged: bool, best_accuracy: float, wall_seconds: float,
-            device: str, initial: dict[str, float] | None = None) -> dict[str, Any]:
+            device: str, initial: dict[str, float] | None = None) -> CellResult:
     """The last record of a cell: its final metrics (and ``initial_<name>`` for each of ``initial``, the
     metrics at initialisation: :func:`initial_metrics`), status, best test accuracy, wall time, and what it
     trained on (``device_label``) with the peak memory of its pass (CUDA only)."""
     final = {**metrics, **{f"initial_{name}": value for name, value in (initial or {}).items()}}
-    return {"final": final, "status": "diverged" if diverged else "complete",
-            "best_test_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
-            "wall_seconds": wall_seconds, "device": device_label(device), "peak_memory_mib": peak_memory_mib(device)}
+    return CellResult(status="diverged" if diverged else "complete", final=final,
+                      best_test_accuracy=best_accuracy if math.isfinite(best_accuracy) else None,
+                      wall_seconds=wall_seconds, device=device_label(device), peak_memory_mib=peak_memory_mib(device))
 
 
 def device_label(device: str) -> str:

@@ -60,11 +60,14 @@ from study.analysis.literature import (
     ALPHAS,
     AXIS_TITLES,
     DERIVED_FROM,
+    GLOSSARY,
+    INTERVALS,
     LEVEL,
     LITERATURE,
     MEASURES,
     RESAMPLES,
     SHUFFLES,
+    TUNABILITY,
     SeedBootstrap,
     SeedTable,
     Tunability,
@@ -98,7 +101,6 @@ from study.analysis.robustness import (
     sensitivity,
 )
 from study.analysis.scores import (
-    NOT_HPARAMS,
     SCORED,
     best_per,
     best_score,
@@ -107,6 +109,8 @@ from study.analysis.scores import (
     hparam_columns,
     metric_column,
     rank_key,
+    scored_runs,
     swept_axes,
+    with_hparams,
     within,
 )

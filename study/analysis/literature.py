@@ -12,7 +12,7 @@ import pandas as pd
 
 from study.analysis.maps import axis_label
 from study.analysis.robustness import robustness
-from study.analysis.scores import SCORED, cell_scores, hparam_columns, metric_column
+from study.analysis.scores import SCORED, cell_scores, hparam_columns, scored_runs, with_hparams
 
 RESAMPLES = 200  # seed-bootstrap and configuration-bootstrap resamples
 
@@ -53,6 +53,34 @@ LITERATURE = {
     "comparison": "P(row less sensitive than column): share of the seed-bootstrap resamples where the row's LR "
                   "sensitivity is lower (good region: larger; lr window: wider), ties counting half",
 }
+
+
+INTERVALS = ("good_fraction", "lr_window_decades", "lr_sensitivity")  # the leaderboard's measures with an interval
+
+
+# the leaderboard's columns (:func:`leaderboard`), in order, and what each is: the report's legend and the
+# dashboard's help, ours and then the literature's
+GLOSSARY = {
+    "optimizer": "the optimizer, as the study file names it",
+    "best": "the best configuration's score (the study metric's seed mean; diverged seeds at the study's worst)",
+    "relative_best": "best as a fraction of the study's best (1: the winner; DeepOBS-style)",
+    "good_fraction": "configurations within δ of the reference best score (the study's best, or the optimizer's "
+                     "own where chosen), no seed diverged",
+    "lr_window_decades": "consecutive good learning rates around the best one, in decades",
+    "divergence_rate": "diverged runs / finished runs",
+    "mean_seed_std": "mean std over a configuration's seeds",
+    "expected_best_1": "expected best score of 1 random configuration",
+    "expected_best_10": "expected best score of 10 random configurations (Show-Your-Work)",
+    "configs": "configurations in the grid",
+    "lr_sensitivity": LITERATURE["lr_sensitivity"],
+    **{f"{measure}_{end}": f"{measure}, {side} end of the seed-bootstrap interval"
+       for measure in INTERVALS for end, side in (("low", "lower"), ("high", "upper"))},
+    "good_fraction_low": "good_fraction, lower end of its " + LITERATURE["interval"],
+}
+
+
+# tunability_frame's measures, in order (each explained in LITERATURE)
+TUNABILITY = ("one_shot", "peak", "uniform", "early", "late", *[f"alpha_{a}" for a in ALPHAS], "sharpness")
 
 
 AXIS_TITLES = {"tau_epochs": "τ = 1/(η·λ) (epochs)", "tau_steps": "τ = 1/(η·λ) (steps)",
@@ -104,7 +132,7 @@ def coupled_axes(frame: pd.DataFrame, steps_per_epoch: float | None = None) -> p
         with np.errstate(divide="ignore", invalid="ignore"):
             out["beta2_half_life"] = _significant(np.where((beta2 > 0) & (beta2 < 1), math.log(0.5) / np.log(beta2),
                                                            np.nan))
-    return out
+    return with_hparams(out, [axis for axis in AXIS_TITLES if axis in out and axis not in frame])  # axes of a map
 
 
 @dataclass
@@ -126,14 +154,13 @@ def seed_table(results: pd.DataFrame, metric: str, direction: str = "maximize",
     """The runs as matrices; ℓ₀: ``initial`` if given, else each run's ``final_initial_<metric>`` where
     recorded, else the study's worst finished value."""
     done = results[results["status"].isin(SCORED)]
-    values = pd.to_numeric(done[metric_column(metric, results)], errors="coerce").to_numpy(float)
-    ok = ~done["diverged"].astype(bool).to_numpy() & np.isfinite(values)
+    kept, bad, worst = scored_runs(done, metric, direction)
+    values, ok, worst = kept.to_numpy(float), ~bad.to_numpy(bool), float(worst)
     maximize = direction == "maximize"
-    worst = float((values[ok].min() if maximize else values[ok].max()) if ok.any() else math.nan)
     keys = ["optimizer", *[n for n in hparam_columns(done) if done[n].notna().any()]]
     grouped = done.groupby(keys, dropna=False, sort=True)
     config = grouped.ngroup().to_numpy()
-    configs = grouped.size().reset_index()[keys]
+    configs = with_hparams(grouped.size().reset_index()[keys], keys[1:])
     seeds, seed = np.unique(done["seed"].to_numpy(), return_inverse=True)
     shape = (len(configs), len(seeds))
     value, diverged, present = np.full(shape, np.nan), np.zeros(shape, bool), np.zeros(shape, bool)
@@ -348,7 +375,7 @@ def leaderboard(results: pd.DataFrame, metric: str, direction: str = "maximize",
     where = {o: k for k, o in enumerate(boot.optimizers)}
     at = [where[o] for o in board["optimizer"]]
     board["lr_sensitivity"] = boot.estimates["lr_sensitivity"][at]
-    for measure in ("good_fraction", "lr_window_decades", "lr_sensitivity"):
+    for measure in INTERVALS:
         low, high = boot.interval(measure)
         board[f"{measure}_low"], board[f"{measure}_high"] = low[at], high[at]
     if order is not None:
@@ -442,8 +469,7 @@ def tunability_frame(found: list[Tunability]) -> pd.DataFrame:
     return pd.DataFrame([{"optimizer": t.optimizer, "budget": t.budget, "one_shot": t.one_shot, "peak": t.peak,
                           "uniform": t.uniform, "early": t.early, "late": t.late,
                           **{f"alpha_{a}": v for a, v in t.alpha.items()}, "sharpness": t.sharpness} for t in found],
-                        columns=["optimizer", "budget", "one_shot", "peak", "uniform", "early", "late",
-                                 *[f"alpha_{a}" for a in ALPHAS], "sharpness"])
+                        columns=["optimizer", "budget", *TUNABILITY])
 
 
 def _dodge_weights(n: int, ks: np.ndarray) -> np.ndarray:

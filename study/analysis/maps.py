@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from study.analysis.scores import best_per, swept_axes, within
-from study.store.schema import FINISHED
+from study.statuses import FINISHED
 
 
 @dataclass

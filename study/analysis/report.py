@@ -18,28 +18,6 @@ from sqlalchemy import Engine
 
 from study import analysis, store
 
-LEADERBOARD_COLUMNS = {
-    "optimizer": "the optimizer, as the study file names it",
-    "best": "the best configuration's score (seed mean; diverged seeds at the study's worst)",
-    "relative_best": "best as a fraction of the study's best (1: the winner)",
-    "good_fraction": "configurations within δ of the study's best score, no seed diverged",
-    "lr_window_decades": "consecutive good learning rates around the best one, in decades",
-    "divergence_rate": "diverged runs / finished runs",
-    "mean_seed_std": "mean std over seeds of a configuration",
-    "expected_best_1": "expected best score of 1 random configuration",
-    "expected_best_10": "expected best score of 10 random configurations (Show-Your-Work)",
-    "configs": "configurations in the grid",
-    "lr_sensitivity": analysis.LITERATURE["lr_sensitivity"],
-    "good_fraction_low": "good_fraction, lower end of its " + analysis.LITERATURE["interval"],
-    "good_fraction_high": "good_fraction, upper end of the seed-bootstrap interval",
-    "lr_window_decades_low": "lr_window_decades, lower end of the seed-bootstrap interval",
-    "lr_window_decades_high": "lr_window_decades, upper end of the seed-bootstrap interval",
-    "lr_sensitivity_low": "lr_sensitivity, lower end of the seed-bootstrap interval",
-    "lr_sensitivity_high": "lr_sensitivity, upper end of the seed-bootstrap interval",
-}
-TUNABILITY_COLUMNS = ("one_shot", "peak", "uniform", "early", "late", "alpha_0.9", "alpha_0.95", "alpha_1.0",
-                      "sharpness")
-
 
 def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Path]:
     """Write ``maps.png``, ``sensitivity.png``, ``expected_best.png``, ``leaderboard.csv`` (with the LR
@@ -72,7 +50,7 @@ def write(engine: Engine, name: str, out: Path, delta: float = 0.05) -> list[Pat
         (out / f"{chart}.png").write_bytes(png)
         written.append(out / f"{chart}.png")
     board, boot = analysis.leaderboard(results, metric, direction, delta, order=order)
-    board = board[list(LEADERBOARD_COLUMNS)]
+    board = board[list(analysis.GLOSSARY)]
     tables = {"leaderboard": board, "comparison": analysis.comparison(boot, order)}
     tunable = analysis.tunability_frame(analysis.tunability(scores, direction))
     tables["tunability"] = tunable.set_index("optimizer").loc[[o for o in order if o in set(tunable["optimizer"])]
@@ -213,8 +191,8 @@ def _page(study: dict, tables: dict[str, pd.DataFrame], charts: dict[str, bytes]
                                 for c, t in texts.items()) + "</ul>"
 
     lit = analysis.LITERATURE
-    board = _table(tables["leaderboard"], LEADERBOARD_COLUMNS, "leaderboard")
-    legend = items(LEADERBOARD_COLUMNS)
+    board = _table(tables["leaderboard"], analysis.GLOSSARY, "leaderboard")
+    legend = items(analysis.GLOSSARY)
     pairs = _table(tables["comparison"], {c: lit["comparison"] for c in tables["comparison"].columns}, "comparison")
     tunable = _table(tables["tunability"], lit, "tunability")
     slices = _table(tables["lr_sensitivity"], {"lr_sensitivity": lit["lr_sensitivity"]}, "lr-sensitivity")
@@ -228,7 +206,7 @@ def _page(study: dict, tables: dict[str, pd.DataFrame], charts: dict[str, bytes]
 <h3>Tunability (Sivaprasad et al. 2020)</h3>{tunable}
 <p>P_t: the best score after t configurations drawn at random ({analysis.SHUFFLES} seeded bootstrap orders of the
 optimizer's T configurations, as idiap/hypaobp computes it); budget: T.</p>
-{items({c: lit[c] for c in TUNABILITY_COLUMNS})}"""
+{items({c: lit[c] for c in analysis.TUNABILITY})}"""
     coupled_caption = html.escape(lit["tau"] + "; " + lit["beta2_half_life"])
     coupled = (f'<h2>Coupled coordinates</h2>{image("coupled", coupled_caption)}'
                if "coupled" in charts else

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from study.analysis.scores import SCORED, best_per, best_score, cell_scores, metric_column, rank_key, swept_axes, within
+from study.analysis.scores import SCORED, best_per, best_score, cell_scores, rank_key, scored_runs, swept_axes, within
 
 
 def good_cells(rows: pd.DataFrame, direction: str, delta: float, relative: bool = True,
@@ -149,12 +149,10 @@ def importance(results: pd.DataFrame, metric: str, optimizer: str, direction: st
     axes = swept_axes(scores, optimizer)
     if not axes:
         return {}
-    done = results[(results["optimizer"] == optimizer) & results["status"].isin(SCORED)]
-    values = pd.to_numeric(done[metric_column(metric, results)], errors="coerce")
-    finished = pd.to_numeric(results.loc[results["status"] == "complete", metric_column(metric, results)],
-                             errors="coerce").dropna()
-    worst = finished.min() if direction == "maximize" else finished.max()
-    values = values.where(~done["diverged"].astype(bool) & np.isfinite(values), worst)
+    done = results[results["status"].isin(SCORED)]
+    kept, _, worst = scored_runs(done, metric, direction)
+    mine = done["optimizer"] == optimizer
+    done, values = done[mine], kept[mine].fillna(worst)
     distributions = {}
     for axis in axes:
         points = sorted(done[axis].dropna().unique())

@@ -12,17 +12,8 @@ import numpy as np
 import pandas as pd
 
 from optimizers import HPARAM_NAMES
-from study.store.schema import FINISHED
-
-SCORED = ("complete", "diverged")  # failed cells have no score
-
-
-# sweep_results columns that are not hyperparameters (every other column is one: HPARAM_NAMES, and the
-# names of a study's own optimizers' hyperparameters that store.results adds)
-NOT_HPARAMS = {"study", "optimizer", "seed", "status", "final_train_loss", "final_test_loss", "final_test_accuracy",
-               "best_test_accuracy", "diverged", "wall_seconds", "cell", "error", "score", "final_metrics", "hparams",
-               "started_at", "finished_at", "device", "peak_memory_mib",
-               "mean", "std", "n", "runs", "sem", "diverged_share"}  # the last: cell_scores' statistics
+from study.statuses import FINISHED, SCORED, CellStatus
+from study.store.results import OWN_HPARAMS
 
 
 def metric_column(metric: str, results: pd.DataFrame | None = None) -> str:
@@ -33,10 +24,31 @@ def metric_column(metric: str, results: pd.DataFrame | None = None) -> str:
 
 
 def hparam_columns(results: pd.DataFrame) -> list[str]:
-    """The hyperparameter columns of a results frame, canonical ones first."""
-    return [n for n in HPARAM_NAMES if n in results] + [c for c in results.columns
-                                                         if c not in NOT_HPARAMS and c not in HPARAM_NAMES
-                                                         and not c.startswith(("_", "final_", "best_"))]
+    """The hyperparameter columns of a results frame, chosen by inclusion: the registry's
+    (``optimizers.HPARAM_NAMES``), then those its ``attrs[OWN_HPARAMS]`` names (``store.results`` names
+    the study's own optimizers' there; :func:`with_hparams` carries them on). Any other column (a result,
+    a statistic) is none, whatever its name."""
+    own = [n for n in results.attrs.get(OWN_HPARAMS, ()) if n in results and n not in HPARAM_NAMES]
+    return [n for n in HPARAM_NAMES if n in results] + own
+
+
+def with_hparams(frame: pd.DataFrame, names) -> pd.DataFrame:
+    """``frame`` with ``names`` (and the hyperparameters its attrs named already) among its hyperparameter
+    columns: for a frame built anew (a groupby's) or given new axes."""
+    frame.attrs[OWN_HPARAMS] = tuple(dict.fromkeys([*frame.attrs.get(OWN_HPARAMS, ()), *names]))
+    return frame
+
+
+def scored_runs(done: pd.DataFrame, metric: str, direction: str) -> tuple[pd.Series, pd.Series, float]:
+    """The score rule on finished runs (status in SCORED): each run's value of ``metric`` (NaN where it
+    diverged or has no finite value), which runs count as diverged, and the study's worst finished value,
+    which a diverged run takes (NaN where none finished)."""
+    values = pd.to_numeric(done[metric_column(metric, done)], errors="coerce")
+    bad = done["diverged"].astype(bool) | ~np.isfinite(values)
+    kept = values.where(~bad)
+    finished = kept.dropna()
+    worst = (finished.min() if direction == "maximize" else finished.max()) if len(finished) else math.nan
+    return kept, bad, worst
 
 
 def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize") -> pd.DataFrame:
@@ -44,13 +56,7 @@ def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize")
     n over non-diverged seeds; diverged, runs, diverged_share) and ``score`` (diverged seeds at the
     study's worst finished value; see the module's definitions)."""
     done = results[results["status"].isin(SCORED)].copy()
-    column = metric_column(metric, results)
-    values = pd.to_numeric(done[column], errors="coerce")
-    done["_ok"] = ~done["diverged"].astype(bool) & np.isfinite(values)
-    done["_bad"] = ~done["_ok"]
-    done["_value"] = values.where(done["_ok"])
-    finished = done["_value"].dropna()
-    worst = (finished.min() if direction == "maximize" else finished.max()) if len(finished) else math.nan
+    done["_value"], done["_bad"], worst = scored_runs(done, metric, direction)
     done["_scored"] = done["_value"].fillna(worst)
     keys = ["optimizer", *[n for n in hparam_columns(done) if done[n].notna().any()]]
     grouped = done.groupby(keys, dropna=False, sort=True)
@@ -60,7 +66,7 @@ def cell_scores(results: pd.DataFrame, metric: str, direction: str = "maximize")
     scores["runs"] = grouped.size().to_numpy()
     scores["diverged_share"] = scores["diverged"] / scores["runs"]
     scores["score"] = grouped["_scored"].mean().to_numpy()
-    return scores
+    return with_hparams(scores, hparam_columns(results))
 
 
 def swept_axes(scores: pd.DataFrame, optimizer: str) -> list[str]:
@@ -75,7 +81,8 @@ def finished_line(counts: dict[str, int], total: int) -> str:
     complete, diverged or failed), with what is running, diverged, failed or cancelled."""
     done = sum(counts.get(status, 0) for status in FINISHED)
     parts = [f"{done} of {total} cells finished"]
-    parts += [f"{counts[status]} {status}" for status in ("running", "diverged", "failed", "cancelled")
+    parts += [f"{counts[status]} {status}" for status in (CellStatus.RUNNING, CellStatus.DIVERGED,
+                                                           CellStatus.FAILED, CellStatus.CANCELLED)
               if counts.get(status)]
     return " · ".join(parts)
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from study.driver.options import AUTO_POPULATION, RunOptions
+from study.statuses import ENDED, FINISHED, CellStatus
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Hyperparameter-sensitivity studies for the Adam family of optimizers.")
@@ -66,7 +70,28 @@ KeepWarmOption = Annotated[Optional[str], typer.Option(
          "long after the last study (10m, 90s, 1h; default 10m); 0: workers of this command's own, ended with it.")]
 
 
-PopulationOption = Annotated[str, typer.Option(help="Configs trained together as one stacked model per worker pass: auto (as many as fit, up to 64), or K; 1 trains one cell at a time.")]
+PopulationOption = Annotated[str, typer.Option(help=f"Configs trained together as one stacked model per worker pass: auto (as many as fit, up to {AUTO_POPULATION}), or K; 1 trains one cell at a time.")]
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    """The options of a driver with their defaults, the one declaration: `run` takes them all, `serve` all but
+    keep_warm, `submit` passes them on to --run or --cluster. The driver's own default where it has one."""
+
+    workers: int | None = None
+    address: str | None = None
+    gpus_per_trial: float = 0.0
+    lease_seconds: float = RunOptions.lease_seconds
+    stall_seconds: float = 3600.0
+    db_retry_seconds: float = RunOptions.db_retry_seconds
+    population: str = "auto"
+    keep_warm: str | None = None
+
+
+DRIVER = DriverOptions()
+
+
+RUN_OPTIONS = tuple(option.name for option in fields(DriverOptions))
 
 
 class Format(str, Enum):
@@ -81,9 +106,6 @@ FormatOption = Annotated[Format, typer.Option("--format", help="table (folded to
 FOLD_WIDTH = 16  # the narrowest a prose column of a table is folded to
 
 
-CELL_STATUSES = ("pending", "running", "complete", "diverged", "failed", "cancelled")
-
-
 def services_line(services: list[dict]) -> str:
     return "service " + ", ".join(f"{s['host']}:{s['pid']} ({s['workers']} workers)" for s in services)
 
@@ -94,7 +116,7 @@ def plain(text: str) -> None:
 
 
 def final(counts: dict[str, int]) -> str:
-    shown = ("complete", "diverged", "failed", *(("cancelled",) if counts.get("cancelled") else ()))
+    shown = FINISHED if not counts.get(CellStatus.CANCELLED) else ENDED
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
 
 

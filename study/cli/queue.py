@@ -8,7 +8,6 @@ import typer
 
 from study import store
 from study.cli.options import (
-    CELL_STATUSES,
     DbOption,
     Format,
     FormatOption,
@@ -20,6 +19,7 @@ from study.cli.options import (
 )
 from study.cli.running import progress_bar
 from study.errors import UserError
+from study.statuses import ENDED, CellStatus
 
 
 @app.command()
@@ -38,7 +38,7 @@ def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption
     if format != Format.table:
         studies = [{"study": r["name"], "task": r["task"], "metric": r["metric"], "state": r["display"],
                     "position": r["position"], "priority": r["priority"], "total_cells": r["total_cells"],
-                    **{s: r["counts"].get(s, 0) for s in CELL_STATUSES}} for r in rows]
+                    **{s.value: r["counts"].get(s, 0) for s in CellStatus}} for r in rows]
         print_records(studies, format, {"services": [
             {k: service[k] for k in ("host", "pid", "workers", "ray", "started_at")} | {"heartbeat_age": service["age"]}
             for service in services], "warm_workers": [warm_set] if warm_set else []})
@@ -72,9 +72,9 @@ def _warm_line(found: dict | None) -> str:
 def _cells_line(row: dict) -> str:
     """``12/48 done: 10 complete, 2 diverged; 4 running, 32 pending``."""
     counts = row["counts"]
-    done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed", "cancelled"))
-    parts = [", ".join(f"{counts[s]} {s}" for s in ("complete", "diverged", "failed", "cancelled") if counts.get(s)),
-             ", ".join(f"{counts[s]} {s}" for s in ("running", "pending") if counts.get(s))]
+    done = sum(counts.get(s, 0) for s in ENDED)
+    parts = [", ".join(f"{counts[s]} {s}" for s in ENDED if counts.get(s)),
+             ", ".join(f"{counts[s]} {s}" for s in (CellStatus.RUNNING, CellStatus.PENDING) if counts.get(s))]
     details = "; ".join(part for part in parts if part)
     return f"{done}/{row['total_cells']} done" + (f": {details}" if details else "")
 
@@ -107,15 +107,15 @@ def watch(name: str, db: DbOption = store.DEFAULT_DB) -> None:
 def cancel(name: str, db: DbOption = store.DEFAULT_DB) -> None:
     """Cancel a study: its pending cells never run, its running cells stop within seconds (status cancelled)."""
     touched = store.set_state(store.connect(db, must_exist=True), name, "cancel")
-    plain(f"study {name} cancelled: {touched.get('running', 0)} running cells stopped, "
-           f"{touched.get('pending', 0)} pending cells will not run")
+    plain(f"study {name} cancelled: {touched.get(CellStatus.RUNNING, 0)} running cells stopped, "
+           f"{touched.get(CellStatus.PENDING, 0)} pending cells will not run")
 
 
 @app.command()
 def pause(name: str, db: DbOption = store.DEFAULT_DB) -> None:
     """Pause a study: nothing more of it starts; its running cells are handed back (they rerun on resume)."""
     touched = store.set_state(store.connect(db, must_exist=True), name, "pause")
-    plain(f"study {name} paused: {touched.get('running', 0)} running cells handed back; "
+    plain(f"study {name} paused: {touched.get(CellStatus.RUNNING, 0)} running cells handed back; "
            f"`adamscape resume {name}` continues it")
 
 

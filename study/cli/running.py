@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from study import plugins, store
 from study.cli.options import (
+    DRIVER,
+    RUN_OPTIONS,
     AddressOption,
     DbOption,
     DbRetryOption,
@@ -37,8 +39,11 @@ from study.cli.options import (
     shutdown_ray,
     stamped,
 )
+from study.driver.options import RunOptions
 from study.errors import UserError
 from study.interrupts import stop_on
+from study.protocol import BatchPayload, PluginRecord, WarmUp, plugin_records
+from study.statuses import ENDED, CellStatus
 
 
 @app.command()
@@ -48,10 +53,11 @@ def submit(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Study 
            priority: Annotated[Optional[int], typer.Option(help="Queue priority on a service: higher runs first (default 0); given for an unchanged study, it re-prioritises it.")] = None,
            run_now: Annotated[bool, typer.Option("--run", help="Run the study here right after submitting it.")] = False,
            cluster: Annotated[Optional[str], typer.Option(help="Hand the run to the Ray cluster whose dashboard is at this address (http://HEAD:8265) through Ray's Jobs API; this machine may then disconnect.")] = None,
-           workers: WorkersOption = None, address: AddressOption = None, gpus_per_trial: GpusOption = 0.0,
-           lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
-           db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto",
-           keep_warm: KeepWarmOption = None) -> None:
+           workers: WorkersOption = DRIVER.workers, address: AddressOption = DRIVER.address,
+           gpus_per_trial: GpusOption = DRIVER.gpus_per_trial, lease_seconds: LeaseOption = DRIVER.lease_seconds,
+           stall_seconds: StallOption = DRIVER.stall_seconds,
+           db_retry_seconds: DbRetryOption = DRIVER.db_retry_seconds, population: PopulationOption = DRIVER.population,
+           keep_warm: KeepWarmOption = DRIVER.keep_warm) -> None:
     """Validate a study file and register its cells (idempotent for an unchanged file); a running service picks it up.
     With --run, the options after --cluster are `run`'s."""
     from study import spec
@@ -107,10 +113,6 @@ def submit(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Study 
                f"(`adamscape watch {study.name}` shows its progress)")
     else:
         plain(f"no service is running: `adamscape run {study.name}` runs it here, or start `adamscape serve`")
-
-
-RUN_OPTIONS = ("workers", "address", "gpus_per_trial", "lease_seconds", "stall_seconds", "db_retry_seconds",
-               "population", "keep_warm")  # run's, also taken by `submit --run` and `submit --cluster`
 
 
 def _flag(name: str) -> str:
@@ -179,22 +181,21 @@ def check(file: Annotated[Path, typer.Argument(help="Study file (TOML).")]) -> N
 
 
 @app.command()
-def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, address: AddressOption = None,
-        gpus_per_trial: GpusOption = 0.0, lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
-        db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto",
-        keep_warm: KeepWarmOption = None,
+def run(name: str, db: DbOption = store.DEFAULT_DB, workers: WorkersOption = DRIVER.workers,
+        address: AddressOption = DRIVER.address, gpus_per_trial: GpusOption = DRIVER.gpus_per_trial,
+        lease_seconds: LeaseOption = DRIVER.lease_seconds, stall_seconds: StallOption = DRIVER.stall_seconds,
+        db_retry_seconds: DbRetryOption = DRIVER.db_retry_seconds, population: PopulationOption = DRIVER.population,
+        keep_warm: KeepWarmOption = DRIVER.keep_warm,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run the study's failed cells again (their earlier attempts are kept).")] = False) -> None:
     """Run the pending cells of a study on Ray workers (resumes an interrupted study). Without --address, on
     this user's warm background workers (see --keep-warm)."""
-    from study.driver.runner import RunOptions
-
     population_size = _population(population)
     keep = _keep_warm(keep_warm)
     engine = store.connect(db, must_exist=True)
     study = store.get_study(engine, name)
     if study["state"] == "paused":
         raise UserError(f"study {name!r} is paused; `adamscape resume {name}` first")
-    records = study["spec"].get("plugins", {})
+    records = plugin_records(study["spec"].get("plugins"))
     _check_plugins(name, records)
     if retry_failed:
         plain(f"retrying {store.retry_failed(engine, name)} failed cells of study {name}")
@@ -274,9 +275,9 @@ class _Bar:
         self.progress, self.task = progress, task
 
     def __call__(self, counts: dict[str, int]) -> None:
-        done = sum(counts.get(s, 0) for s in ("complete", "diverged", "failed", "cancelled"))
-        self.progress.update(self.task, completed=done, running=counts.get("running", 0),
-                             diverged=counts.get("diverged", 0), failed=counts.get("failed", 0))
+        done = sum(counts.get(s, 0) for s in ENDED)
+        self.progress.update(self.task, completed=done, running=counts.get(CellStatus.RUNNING, 0),
+                             diverged=counts.get(CellStatus.DIVERGED, 0), failed=counts.get(CellStatus.FAILED, 0))
 
     def stop(self) -> None:
         self.progress.stop()
@@ -345,17 +346,15 @@ def _population(value: str) -> int | None:
     raise UserError(f"--population must be auto or a whole number ≥ 1 (got {value!r})")
 
 
-def _warm_up(study: dict) -> dict:
+def _warm_up(study: dict) -> WarmUp:
     """What each worker builds while it starts: the study's task under its protocol."""
-    from dataclasses import asdict
-
     from study.spec import StudySpec
 
-    return {"task": study["task"], "protocol": asdict(StudySpec.model_validate(study["spec"]).protocol()),
-            "plugins": study["spec"].get("plugins", {})}
+    spec = StudySpec.model_validate(study["spec"])
+    return WarmUp(study["task"], spec.protocol(), spec.plugins)
 
 
-def _check_plugins(name: str, records: dict) -> None:
+def _check_plugins(name: str, records: dict[str, PluginRecord]) -> None:
     """A study runs only with the code it was submitted with."""
     for record in records.values():
         problem = plugins.changed(record)
@@ -365,7 +364,7 @@ def _check_plugins(name: str, records: dict) -> None:
 
 
 def _start_pool(address: str | None, workers: int | None, gpus_per_trial: float, stall_seconds: float,
-                warm: dict | None = None, runtime_env: dict | None = None):
+                warm: WarmUp | BatchPayload | None = None, runtime_env: dict | None = None):
     from workers.pool import ClusterUnreachable, RayPool, connect
 
     try:
@@ -389,25 +388,27 @@ def _check_gpus(pool) -> None:
     """GPU workers say what they train on before any cell is leased; a GPU share that cannot be used fails
     the run here, in one line, rather than every cell on one CPU thread (or with "no kernel image")."""
     devices = pool.devices(timeout=600)
-    problems = sorted({d["problem"] for d in devices if d["problem"]})
+    problems = sorted({d.problem for d in devices if d.problem})
     if problems:
         pool.close()
         raise UserError(f"--gpus-per-trial: {problems[0]}; fix the GPU nodes' driver or torch build, or drop "
                         "--gpus-per-trial to train on CPU")
-    share = lambda d: (f", {d['memory_fraction']:.0%} of it per worker"  # noqa: E731
-                       if d.get("memory_fraction", 1) < 1 else "")
-    for shown in sorted({f"{d['gpu']} ({d['capability']}, {d['memory_gib']} GiB{share(d)}), torch {d['torch']}, "
-                         f"CUDA {d['cuda']}" for d in devices}):
+    share = lambda d: (f", {d.memory_fraction:.0%} of it per worker"  # noqa: E731
+                       if d.memory_fraction is not None and d.memory_fraction < 1 else "")
+    for shown in sorted({f"{d.gpu} ({d.capability}, {d.memory_gib} GiB{share(d)}), torch {d.torch}, "
+                         f"CUDA {d.cuda}" for d in devices}):
         err.print(f"workers on: {shown}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
-def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = None, address: AddressOption = None,
-          gpus_per_trial: GpusOption = 0.0, lease_seconds: LeaseOption = 60.0, stall_seconds: StallOption = 3600.0,
-          db_retry_seconds: DbRetryOption = 300.0, population: PopulationOption = "auto") -> None:
+def serve(db: DbOption = store.DEFAULT_DB, workers: WorkersOption = DRIVER.workers,
+          address: AddressOption = DRIVER.address, gpus_per_trial: GpusOption = DRIVER.gpus_per_trial,
+          lease_seconds: LeaseOption = DRIVER.lease_seconds, stall_seconds: StallOption = DRIVER.stall_seconds,
+          db_retry_seconds: DbRetryOption = DRIVER.db_retry_seconds,
+          population: PopulationOption = DRIVER.population) -> None:
     """Run every queued study with warm workers, and wait for more (Ctrl-C or SIGTERM stops it)."""
     from study.driver import service
-    from study.driver.runner import RunOptions, new_owner
+    from study.driver.runner import new_owner
     from study.driver.runner import serve as serve_queue
     from workers.pool import ClusterLost
 

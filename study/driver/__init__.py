@@ -2,6 +2,7 @@
 background warm workers.
 
 * ``runner``: the driver of `run` and `serve` (claims leases, hands out batches, records results exactly once);
+* ``options``: its options and their defaults (which the CLI's options take);
 * ``service``: the service's heartbeat, wake-up and code-change restart;
 * ``warm``: finding, starting and talking to this user's warm workers.
 """

@@ -34,57 +34,40 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
 from study import store
+from study.catalog import TrainingProtocol
+from study.driver.options import AUTO_POPULATION, RunOptions
 from study.errors import RunAborted
+from study.protocol import BatchPayload, CellFailure, CellLost, CellPayload, CellResult, EpochRecord, Event, PluginRecord
 from study.spec import StudySpec
+from study.statuses import CellStatus
 from study.store.optuna_log import OptunaLog
 
 log = logging.getLogger("adamscape")
 T = TypeVar("T")
 
 
-class Event(Protocol):
-    key: Any  # what the driver dispatched the payload under
-    kind: str  # "epoch" | "done" | "error" | "lost"
-    data: dict[str, Any]
-
-
 class Pool(Protocol):
     """What the driver needs from an executor (workers.pool.RayPool; tests script a fake one).
 
-    ``dispatch`` starts a payload (see :func:`payload`) on an idle worker; every event carries
-    the ``key`` of one of its cells. ``events`` returns what the running cells reported within
-    ``timeout`` seconds (possibly nothing) and is also where the pool notices dead or stalled
-    workers (a ``lost`` event for each of their unfinished cells) or a cluster that is gone (it
-    raises). ``cancel`` stops a cell whose lease this driver lost and returns the other
-    unfinished cells stopped with it.
+    ``dispatch`` starts a batch (see :func:`payload`) on an idle worker; every event carries the
+    ``key`` of one of its cells. ``events`` returns what the running cells reported within ``timeout``
+    seconds (possibly nothing: :data:`study.protocol.Event` s, epoch records, results and failures) and
+    is also where the pool notices dead or stalled workers (a :class:`~study.protocol.CellLost` for each
+    of their unfinished cells) or a cluster that is gone (it raises). ``cancel`` stops a cell whose lease
+    this driver lost and returns the other unfinished cells stopped with it.
     """
 
     size: int  # workers
 
     def free_slots(self) -> list[int]: ...
-    def dispatch(self, slot: int, payload: dict[str, Any]) -> None: ...
+    def dispatch(self, slot: int, payload: BatchPayload) -> None: ...
     def events(self, timeout: float) -> list[Event]: ...
     def cancel(self, key: Any) -> list[Any]: ...
-
-
-@dataclass
-class RunOptions:
-    lease_seconds: float = 60.0
-    max_attempts: int = 3  # worker deaths on one cell before it fails
-    poll_seconds: float = 0.5
-    db_retry_seconds: float = 300.0  # how long an unreachable database is retried before the driver gives up
-    counts_every: float = 5.0  # seconds between status-count queries (other drivers' progress); in memory between
-    queue_every: float = 0.25  # seconds between looks at the queue (new, paused, cancelled or replaced studies)
-    population: int | None = None  # cells per worker pass: K, or None for auto (up to AUTO_POPULATION, as memory allows)
-
-
-AUTO_POPULATION = 64
 
 
 class StudyReplaced(RunAborted):
@@ -99,16 +82,16 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def payload(study: dict[str, Any], protocol: dict[str, Any], cells: list[dict[str, Any]],
-            population: int | None) -> dict[str, Any]:
-    """What a worker trains in one pass: ``cells`` of one study (keyed by cell id), in populations of at
-    most ``population`` configs (None: as many as fit its device), halved once per worker lost on any of
-    them (``halvings``): a population that ran out of device memory is not tried at its size again."""
+def payload(task: str, protocol: TrainingProtocol, plugins: dict[str, PluginRecord], cells: list[dict[str, Any]],
+            population: int | None) -> BatchPayload:
+    """What a worker trains in one pass: ``cells`` of one study (their rows as leased; keyed by cell id), in
+    populations of at most ``population`` configs (None: as many as fit its device), halved once per worker
+    lost on any of them (``halvings``): a population that ran out of device memory is not tried at its
+    size again."""
     halvings = max((cell.get("losses") or 0 for cell in cells), default=0)
-    return {"task": study["task"], "protocol": protocol, "population": population, "halvings": halvings,
-            "plugins": study["spec"].get("plugins", {}),
-            "cells": [{"key": cell["id"], "optimizer": cell["optimizer"], "seed": cell["seed"],
-                       "hparams": store.cell_hparams(cell)} for cell in cells]}
+    return BatchPayload(task, protocol, tuple(CellPayload(cell["id"], cell["optimizer"], cell["seed"],
+                                                          store.cell_hparams(cell)) for cell in cells),
+                        population=population, halvings=halvings, plugins=plugins)
 
 
 def run(engine: Engine, name: str, pool: Pool, options: RunOptions = RunOptions(),
@@ -141,7 +124,8 @@ class _Study:
 
     def __init__(self, row: dict[str, Any]):
         self.row = row
-        self.protocol = asdict(StudySpec.model_validate(row["spec"]).protocol())
+        spec = StudySpec.model_validate(row["spec"])
+        self.protocol, self.plugins = spec.protocol(), spec.plugins
         self.counts: dict[str, int] = {}
         self.priority = row["priority"]
         self.claimable = True  # cleared when a claim finds nothing, set again by the queue
@@ -363,7 +347,7 @@ class Driver:
         study's work left, counting what is in flight (a worker that starts late gets as much as the first)."""
         cap = self.options.population or AUTO_POPULATION
         flying = sum(1 for _, s in self.inflight.values() if s is study)
-        share = math.ceil((study.counts.get("pending", 0) + flying) / max(1, self.pool.size))
+        share = math.ceil((study.counts.get(CellStatus.PENDING, 0) + flying) / max(1, self.pool.size))
         return max(1, min(cap, share))
 
     def _claim(self) -> int:
@@ -384,9 +368,10 @@ class Driver:
             slot = free.pop(0)
             for cell in leased:
                 self.inflight[cell["id"]] = (cell, study)
-                study.count("pending", "running")
+                study.count(CellStatus.PENDING, CellStatus.RUNNING)
             self.claiming = False
-            self.pool.dispatch(slot, payload(study.row, study.protocol, leased, self.options.population))
+            self.pool.dispatch(slot, payload(study.row["task"], study.protocol, study.plugins, leased,
+                                             self.options.population))
             busy[slot] = self.slot_study[slot] = study.id
             total += len(leased)
             self.dispatches += 1
@@ -409,7 +394,7 @@ class Driver:
         lost_lease = False
         for cell_id, status, action in outcomes:
             _, study = self.inflight.pop(cell_id)
-            study.count("running", status)
+            study.count(CellStatus.RUNNING, status)
             if action == "reported":
                 finished.setdefault(study.id, []).append(cell_id)
             lost_lease |= action is None  # a cell whose lease went elsewhere: its result stands there
@@ -428,15 +413,14 @@ class Driver:
 
     def _say_populations(self, events: list[Event]) -> None:
         """Announce, once per (study, optimizer), the first worker note on how its cells' passes were sized
-        (a finished cell's ``population``: ``{"size", "why"}``, ``workers.population.train_cells``)."""
+        (a result's ``population``, ``workers.population.train_cells``)."""
         for event in events:
-            note = event.data.get("population") if event.kind == "done" else None
-            if not isinstance(note, dict) or not note.get("why"):
+            if not isinstance(event, CellResult) or event.population is None or not event.population.why:
                 continue
             cell, study = self.inflight[event.key]
             if (study.id, cell["optimizer"]) not in self.populations_said:
                 self.populations_said.add((study.id, cell["optimizer"]))
-                self.announce(f"study {study.row['name']}, {cell['optimizer']}: {note['why']}")
+                self.announce(f"study {study.row['name']}, {cell['optimizer']}: {event.population.why}")
 
     def _write_once(self, events: list[Event]) -> list[tuple[int, str, str | None]]:
         """Returns, per cell that left flight, its id, new status and what to do: "reported" (finished
@@ -447,17 +431,23 @@ class Driver:
             if event.key in ended:
                 continue  # nothing after a cell's last event counts
             cell, _ = self.inflight[event.key]
-            if event.kind == "epoch":
-                epochs.append((cell, event.data["epoch"], {k: v for k, v in event.data.items() if k != "epoch"}))
-                continue
+            match event:  # the store's rows as they always were (study.store.leases)
+                case EpochRecord():
+                    epochs.append((cell, event.epoch, dict(event.metrics)))
+                    continue
+                case CellLost():
+                    lost.append((cell, event.error))
+                case CellFailure():
+                    results.append({"cell": cell, "status": CellStatus.FAILED, "error": event.error,
+                                    "device": event.device})
+                case CellResult():
+                    results.append({"cell": cell, "final": event.final, "status": event.status,
+                                    "best_test_accuracy": event.best_test_accuracy,
+                                    "wall_seconds": event.wall_seconds, "device": event.device,
+                                    "peak_memory_mib": event.peak_memory_mib})
+                case _:
+                    raise TypeError(f"the pool returned {event!r}, which is no event of study.protocol")
             ended.add(event.key)
-            if event.kind == "lost":
-                lost.append((cell, event.data["error"]))
-            elif event.kind == "error":
-                results.append({"cell": cell, "status": "failed", "error": event.data["error"],
-                                "device": event.data.get("device")})
-            else:
-                results.append({"cell": cell, **event.data})
         outcomes = []
         with store.transaction(self.engine) as conn:
             store.record_epochs(conn, self.owner, epochs)
@@ -469,10 +459,12 @@ class Driver:
                 recorded = store.finish(conn, self.owner, study_results, metric=study.row["metric"])
                 for result in study_results:
                     key = result["cell"]["id"]
-                    outcomes.append((key, result["status"], "reported") if key in recorded else (key, "running", None))
+                    outcomes.append((key, result["status"], "reported") if key in recorded
+                                    else (key, CellStatus.RUNNING, None))
             for cell, error in lost:
                 status = store.release(conn, cell, self.owner, lost=error, max_attempts=self.options.max_attempts)
-                outcomes.append((cell["id"], status or "running", "reported" if status == "failed" else status))
+                outcomes.append((cell["id"], status or CellStatus.RUNNING,
+                                 "reported" if status == CellStatus.FAILED else status))
         return outcomes
 
     def _heartbeat(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from study import store
+from study.protocol import BatchPayload, CellPayload
 
 log = logging.getLogger("adamscape")
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,18 +103,15 @@ class Ticker:
                             "service restarts with the new code")
 
 
-def warm_up() -> dict[str, Any]:
+def warm_up() -> BatchPayload:
     """What a service's workers train once when they start: two cells of a one-epoch digits-logreg
     study (about 2 s of imports and first-call costs that the first real cells would otherwise pay)."""
-    from dataclasses import asdict
-
     from study.spec import StudySpec
 
     spec = StudySpec.model_validate({"name": "warm-up", "task": "digits-logreg", "epochs": 1, "seeds": [0],
                                      "optimizers": {"adam": {"lr": [1e-3, 1e-2]}}})
-    return {"task": spec.task, "protocol": asdict(spec.protocol()), "population": None, "plugins": {},
-            "cells": [{"key": index, "optimizer": "adam", "seed": 0, "hparams": {"lr": lr}}
-                      for index, lr in enumerate((1e-3, 1e-2))]}
+    return BatchPayload(spec.task, spec.protocol(), tuple(CellPayload(index, "adam", 0, {"lr": lr})
+                                                          for index, lr in enumerate((1e-3, 1e-2))))
 
 
 def details(workers: int, address: str | None) -> dict[str, Any]:

@@ -6,7 +6,8 @@ this user on this machine: they are found through a runtime file in the user's s
 connection's secret), started in the background when there are none, and left running for ``keep_warm``
 seconds after the last command (like Gradle's daemon or Bazel's server). The command stays the driver: it
 opens the database, leases cells and writes every result exactly as with workers of its own; only the
-:class:`study.driver.runner.Pool` calls travel to the background process. A set that is gone, hung or stale (its
+:class:`study.driver.runner.Pool` calls travel to the background process, their batches and events as the
+:mod:`study.protocol` objects themselves (pickled by ``multiprocessing.connection``). A set that is gone, hung or stale (its
 pid dead, its port silent) is removed and replaced, never attached to.
 
 Imports neither torch nor Ray.
@@ -23,13 +24,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from study.driver.service import CODE_CHECK_SECONDS, code_version  # noqa: F401  (the server reads both from here)
 from study.errors import ClusterLost, RunAborted, UserError
 from study.interrupts import protected
+from study.protocol import BatchPayload, DeviceInfo, Event, PoolLost
 
 DEFAULT_KEEP_WARM = 600.0  # seconds of idleness before the warm workers end
 RUNTIME_FILE = "workers.json"
@@ -104,13 +105,6 @@ def wanted(workers: int | None, gpus_per_trial: float, keep_warm: float) -> dict
 
 # --- the connection ------------------------------------------------------------------------------------
 
-@dataclass
-class _Event:
-    key: Any
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 class WarmPool:
     """A :class:`study.driver.runner.Pool` whose workers live in the background process: each call is one
     request over the connection (``dispatch`` is one way: the driver never waits on it)."""
@@ -135,21 +129,21 @@ class WarmPool:
     def started(self) -> int:
         return self._call("started")
 
-    def devices(self, timeout: float) -> list[dict[str, Any]]:
+    def devices(self, timeout: float) -> list[DeviceInfo]:
         return self._call("devices", timeout)
 
-    def dispatch(self, slot: int, payload: dict[str, Any]) -> None:
+    def dispatch(self, slot: int, payload: BatchPayload) -> None:
         try:
             with protected():
                 self.conn.send(("dispatch", slot, payload, self.stall_seconds))
         except OSError as exc:
             raise ClusterLost(f"the warm workers (pid {self.pid}) went away ({type(exc).__name__})") from None
 
-    def events(self, timeout: float) -> list[_Event]:
+    def events(self, timeout: float) -> list[Event]:
         found = self._call("events", timeout)
-        if found and found[0][0] == "lost-pool":
-            raise ClusterLost(found[0][1])
-        return [_Event(key, kind, data) for key, kind, data in found]
+        if found and isinstance(found[0], PoolLost):
+            raise ClusterLost(found[0].error)
+        return found
 
     def cancel(self, key: Any) -> list[Any]:
         return self._call("cancel", key)

@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator, model_validator
 
 import optimizers
 from study import plugins as plugin_code
 from study.catalog import MAX_WHOLE, TASKS, Option, TaskInfo, TrainingProtocol
+from study.protocol import OptimizerPlugin, PluginRecord, TaskPlugin, plugin_record
 from study.spec.values import FINITE, MAX_CELLS, MAX_SEED, axis_values, shown
 
 
@@ -53,6 +54,10 @@ class CosineSchedule(_Strict):
 
 Schedule = Annotated[ConstantSchedule | StepSchedule | CosineSchedule, Field(discriminator="kind")]
 
+# a plugin record (study.protocol), stored in the spec's JSON as the same object it always was
+StoredPlugin = Annotated[PluginRecord, PlainValidator(plugin_record),
+                         PlainSerializer(lambda record: record.to_dict(), return_type=dict)]
+
 
 class StudySpec(_Strict):
     """The validated contents of a study file.
@@ -61,7 +66,7 @@ class StudySpec(_Strict):
     (``study.plugins``); never written in a study file.
     """
 
-    plugins: dict[str, dict[str, Any]] = {}
+    plugins: dict[str, StoredPlugin] = {}
     name: Annotated[str, Field(min_length=1, max_length=100)]
     task: Annotated[str, Field(min_length=1, max_length=255)]
     epochs: Annotated[int | None, Field(ge=1, le=100_000)] = None  # None: the task's default
@@ -151,14 +156,16 @@ class StudySpec(_Strict):
         if self.task in TASKS:
             return TASKS[self.task]
         record = self.plugins[self.task]
-        return TaskInfo(self.task, record["description"], record["metrics"], record["epochs"], record["batch_size"],
-                        options={name: Option(default, "") for name, default in record["options"].items()},
-                        primary=record["primary"])
+        if not isinstance(record, TaskPlugin):
+            raise ValueError(f"task {self.task!r}: its plugin record is a {record.kind}'s")
+        return TaskInfo(self.task, record.description, record.metrics, record.epochs, record.batch_size,
+                        options={name: Option(default, "") for name, default in record.options.items()},
+                        primary=record.primary)
 
     def optimizer_spec(self, key: str) -> optimizers.OptimizerSpec:
         """The optimizer the file names ``key``: registered, or its own (described when the file was loaded)."""
         record = self.plugins.get(key)
-        return plugin_code.optimizer_spec(record) if record and record["kind"] == "optimizer" else optimizers.spec(key)
+        return plugin_code.optimizer_spec(record) if isinstance(record, OptimizerPlugin) else optimizers.spec(key)
 
     @property
     def direction(self) -> str:

@@ -11,9 +11,10 @@ from typing import Any
 import optimizers
 from study import plugins as plugin_code
 from study.catalog import TASKS
+from study.protocol import PluginRecord
 
 
-def describe_plugins(raw: dict[str, Any], base_dir: Path) -> dict[str, dict[str, Any]]:
+def describe_plugins(raw: dict[str, Any], base_dir: Path) -> dict[str, PluginRecord]:
     """The file's own optimizers and task, imported and described (study.plugins); names that are neither
     built in nor found are left for validation to report."""
     found = {}

@@ -2,7 +2,8 @@
 
 Only the driver (CLI) and the dashboard open it; workers never do. Its parts:
 
-* ``schema``: the tables as the queries see them; ``migrations/`` creates them;
+* ``schema``: the tables as the queries see them; ``views``: every version of the ``sweep_results`` view
+  (its columns declared once); ``migrations/`` creates them;
 * ``engine``: URLs, connections, transactions, migrations, cross-process locks, retries;
 * ``studies``: registering a study and its cells; ``leases``: the driver's cell lifecycle, exactly once;
 * ``results``: the ``sweep_results`` rows and curves; ``queue``: the service queue and its controls;

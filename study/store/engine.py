@@ -31,10 +31,11 @@ if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported wher
 DEFAULT_DB = "sqlite:///adamscape.db"
 
 
-SCHEMA_HEAD = "0008"  # the newest migration (a test checks it is alembic's head)
-
-
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+# the newest migration: each file's name starts with its revision (a test checks this is alembic's head)
+SCHEMA_HEAD = max(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 log = logging.getLogger("adamscape")

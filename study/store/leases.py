@@ -11,10 +11,12 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, select, update
 
+from study.statuses import FINISHED, CellStatus
 from study.store.engine import db_now, transaction
-from study.store.schema import FINISHED, cells, curves, studies
+from study.store.queue import claimable
+from study.store.schema import RESULT_COLUMNS, cells, curves, studies
 from study.store.studies import is_current
 
 if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported where used: `status` needs none
@@ -33,13 +35,12 @@ def claim(engine: Engine, study: dict[str, Any], owner: str, limit: int, lease_s
     claimed = []
     with transaction(engine) as conn:
         now = db_now(conn)
-        claimable = or_(cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now))
         active = is_current(study).where(studies.c.state == "active")
-        candidates = conn.execute(select(cells.c.id).where(cells.c.study_id == study["id"], claimable, active)
+        candidates = conn.execute(select(cells.c.id).where(cells.c.study_id == study["id"], claimable(now), active)
                                   .order_by(cells.c.run_order, cells.c.cell_index).limit(limit)).scalars().all()
         for cell_id in candidates:
-            row = conn.execute(update(cells).where(cells.c.id == cell_id, claimable).values(
-                status="running", lease_owner=owner, lease_expires=now + lease_seconds, started_at=now,
+            row = conn.execute(update(cells).where(cells.c.id == cell_id, claimable(now)).values(
+                status=CellStatus.RUNNING, lease_owner=owner, lease_expires=now + lease_seconds, started_at=now,
                 attempts=cells.c.attempts + 1).returning(*cells.c)).mappings().first()
             if row:
                 claimed.append(dict(row))
@@ -58,7 +59,7 @@ def heartbeat(engine: Engine, owner: str, cell_ids: Iterable[int], lease_seconds
 
 
 def _held(owner: str):
-    return and_(cells.c.lease_owner == owner, cells.c.status == "running")
+    return and_(cells.c.lease_owner == owner, cells.c.status == CellStatus.RUNNING)
 
 
 def _finite(value: Any) -> float | None:
@@ -112,22 +113,26 @@ def finish(conn: Connection, owner: str, results: list[dict[str, Any]], metric: 
         assert result["status"] in FINISHED
         final = {name: _finite(value) for name, value in (result.get("final") or {}).items()}
         rows.append({"b_id": result["cell"]["id"], "b_status": result["status"], "b_final": final,
-                     "b_train": final.get("train_loss"), "b_test": final.get("test_loss"),
-                     "b_accuracy": final.get("test_accuracy"),
-                     "b_best": _finite(result.get("best_test_accuracy")),
-                     "b_score": final.get(metric) if metric else None, "b_diverged": result["status"] == "diverged",
+                     **{f"b_{name}": _result(name, final, result) for name in RESULT_COLUMNS},
+                     "b_score": final.get(metric) if metric else None,
+                     "b_diverged": result["status"] == CellStatus.DIVERGED,
                      "b_wall": result.get("wall_seconds"), "b_error": result.get("error"),
                      "b_device": result.get("device"), "b_memory": _finite(result.get("peak_memory_mib"))})
     if rows:
         conn.execute(update(cells).where(cells.c.id == bindparam("b_id")).values(
             status=bindparam("b_status"), lease_owner=None, lease_expires=None,
             final_metrics=bindparam("b_final", type_=cells.c.final_metrics.type),
-            final_train_loss=bindparam("b_train"), final_test_loss=bindparam("b_test"),
-            final_test_accuracy=bindparam("b_accuracy"), best_test_accuracy=bindparam("b_best"),
-            score=bindparam("b_score"), diverged=bindparam("b_diverged"), wall_seconds=bindparam("b_wall"),
+            **{name: bindparam(f"b_{name}") for name in RESULT_COLUMNS}, score=bindparam("b_score"),
+            diverged=bindparam("b_diverged"), wall_seconds=bindparam("b_wall"),
             device=bindparam("b_device"), peak_memory_mib=bindparam("b_memory"), error=bindparam("b_error"),
             finished_at=db_now(conn)), rows)
     return {row["b_id"] for row in rows}
+
+
+def _result(column: str, final: dict[str, Any], result: dict[str, Any]) -> Any:
+    """A results column's value: ``final_<metric>``, the metric's final value; any other, the result's own
+    (``best_test_accuracy``)."""
+    return final.get(column.removeprefix("final_")) if column.startswith("final_") else _finite(result.get(column))
 
 
 def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | None = None,
@@ -140,11 +145,11 @@ def release(conn: Connection, cell: dict[str, Any], owner: str, *, lost: str | N
     """
     values: dict[str, Any] = {"lease_owner": None, "lease_expires": None}
     if lost is None:
-        values["status"] = "pending"
+        values["status"] = CellStatus.PENDING
     else:
         gives_up = cells.c.losses + 1 >= max_attempts
         values.update(losses=cells.c.losses + 1, error=lost,
-                      status=case((gives_up, "failed"), else_="pending"),
+                      status=case((gives_up, CellStatus.FAILED), else_=CellStatus.PENDING),
                       diverged=case((gives_up, False), else_=None),
                       finished_at=case((gives_up, db_now(conn)), else_=None))
     return conn.execute(update(cells).where(cells.c.id == cell["id"], _held(owner)).values(**values)
@@ -155,7 +160,7 @@ def release_held(conn: Connection, owner: str) -> int:
     """Give back every cell ``owner`` holds (a driver stopping): pending again, attempts kept. Also the
     cells of a lease whose answer a stop cut short, which the driver never saw."""
     return conn.execute(update(cells).where(_held(owner))
-                        .values(status="pending", lease_owner=None, lease_expires=None)).rowcount
+                        .values(status=CellStatus.PENDING, lease_owner=None, lease_expires=None)).rowcount
 
 
 def get_cells(conn: Connection, cell_ids: list[int]) -> list[dict[str, Any]]:

@@ -28,10 +28,12 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 
 from study import store
 from study.spec import StudySpec, expand
+from study.statuses import CellStatus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the progress bar
 
-_STATES = {"complete": TrialState.COMPLETE, "diverged": TrialState.PRUNED, "failed": TrialState.FAIL}
+_STATES = {CellStatus.COMPLETE: TrialState.COMPLETE, CellStatus.DIVERGED: TrialState.PRUNED,
+           CellStatus.FAILED: TrialState.FAIL}
 IDENTITY = "adamscape_study"  # user attr tying an Optuna study to one registered sweep study
 
 

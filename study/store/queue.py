@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, o
 
 from study.errors import UserError
 from study.interrupts import protected
+from study.statuses import OPEN, CellStatus
 from study.store.engine import db_now, transaction
 from study.store.schema import cells, services, studies
 
@@ -30,22 +31,28 @@ def notify(conn: Connection) -> None:
         conn.execute(text(f"NOTIFY {QUEUE_CHANNEL}"))
 
 
-def _left(*statuses: str):
-    return exists().where(cells.c.study_id == studies.c.id, cells.c.status.in_(statuses))
+def claimable(now):
+    """A cell a driver may lease: pending, or running under a lease that expired (``now``: the database's clock)."""
+    return or_(cells.c.status == CellStatus.PENDING,
+               and_(cells.c.status == CellStatus.RUNNING, cells.c.lease_expires < now))
+
+
+def _queued(*columns):
+    """``columns`` of the active studies with cells left (pending or running), in the order a service serves
+    them: higher ``priority`` first, then submission order."""
+    left = exists().where(cells.c.study_id == studies.c.id, cells.c.status.in_(OPEN))
+    return (select(*columns).where(studies.c.state == "active", left)
+            .order_by(studies.c.priority.desc(), studies.c.created_at, studies.c.id))
 
 
 def queue(engine: Engine, name: str | None = None) -> list[dict[str, Any]]:
-    """The active studies with cells left, in the order a service serves them: higher ``priority`` first,
-    then submission order. Each: id, name, fingerprint, priority, created_at, and ``claimable`` (a cell is
-    pending, or running under an expired lease)."""
+    """The queue (:func:`_queued`). Each study: id, name, fingerprint, priority, created_at, and
+    ``claimable`` (a cell is pending, or running under an expired lease)."""
     with protected(), engine.connect() as conn:
         now = db_now(conn)
-        claimable = exists().where(cells.c.study_id == studies.c.id, or_(
-            cells.c.status == "pending", and_(cells.c.status == "running", cells.c.lease_expires < now)))
-        query = (select(studies.c.id, studies.c.name, studies.c.fingerprint, studies.c.priority,
-                        studies.c.created_at, claimable.label("claimable"))
-                 .where(studies.c.state == "active", _left("pending", "running"))
-                 .order_by(studies.c.priority.desc(), studies.c.created_at, studies.c.id))
+        leasable = exists().where(cells.c.study_id == studies.c.id, claimable(now))
+        query = _queued(studies.c.id, studies.c.name, studies.c.fingerprint, studies.c.priority,
+                        studies.c.created_at, leasable.label("claimable"))
         if name is not None:
             query = query.where(studies.c.name == name)
         return [dict(row) for row in conn.execute(query).mappings()]
@@ -70,16 +77,16 @@ def set_state(engine: Engine, name: str, action: str) -> dict[str, int]:
         if study is None:
             raise UserError(f"no study named {name!r} in this database (`adamscape status` lists them)")
         left = conn.execute(select(func.count()).where(cells.c.study_id == study["id"],
-                                                       cells.c.status.in_(("pending", "running")))).scalar()
+                                                       cells.c.status.in_(OPEN))).scalar()
         problem = _cannot(study, action, left)
         if problem:
             raise UserError(problem)
         touched: dict[str, int] = {}
         if action in ("cancel", "pause"):
-            for status in ("pending", "running") if action == "cancel" else ("running",):
+            for status in OPEN if action == "cancel" else (CellStatus.RUNNING,):
                 values: dict[str, Any] = {"lease_owner": None, "lease_expires": None}
-                values.update({"status": "cancelled", "finished_at": db_now(conn)} if action == "cancel"
-                              else {"status": "pending"})
+                values.update({"status": CellStatus.CANCELLED, "finished_at": db_now(conn)} if action == "cancel"
+                              else {"status": CellStatus.PENDING})
                 touched[status] = conn.execute(update(cells).where(cells.c.study_id == study["id"],
                                                                    cells.c.status == status)
                                                .values(**values)).rowcount
@@ -139,12 +146,10 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
             counts.setdefault(study_id, {})[status] = count
         owners: dict[int, set[str]] = {}
         for study_id, owner in conn.execute(select(cells.c.study_id, cells.c.lease_owner).distinct()
-                                            .where(cells.c.status == "running")):
+                                            .where(cells.c.status == CellStatus.RUNNING)):
             owners.setdefault(study_id, set()).add(owner)
-    waiting = [r for r in rows if r["state"] == "active" and any(counts.get(r["id"], {}).get(s) for s in
-                                                                 ("pending", "running"))]
-    order = {r["id"]: position for position, r in enumerate(
-        sorted(waiting, key=lambda r: (-r["priority"], r["created_at"], r["id"])), start=1)}
+        order = {study_id: position for position, study_id in
+                 enumerate(conn.execute(_queued(studies.c.id)).scalars(), start=1)}
     for row in rows:
         row["counts"] = counts.get(row["id"], {})
         row["position"] = order.get(row["id"])
@@ -154,6 +159,6 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
         elif row["position"] is None:
             row["display"] = "finished"
         else:
-            started = sum(v for k, v in row["counts"].items() if k != "pending")
+            started = sum(v for k, v in row["counts"].items() if k != CellStatus.PENDING)
             row["display"] = "running" if started or row["runners"] else "queued"
     return rows

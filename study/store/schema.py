@@ -1,4 +1,5 @@
-"""adamscape's tables as the queries see them; ``migrations/`` creates them (a test checks they agree).
+"""adamscape's tables as the queries see them (and ``views`` the ``sweep_results`` view); ``migrations/``
+creates them (a test checks they agree).
 
 All are prefixed ``sweep_`` so they never collide with Optuna's (``studies``,
 ``trials``, ``alembic_version`` …) in the same database."""
@@ -21,11 +22,11 @@ from sqlalchemy import (
 )
 
 from optimizers import HPARAM_NAMES
+from study.statuses import CellStatus
+from study.store.views import NEWEST
 
 VERSION_TABLE = "sweep_alembic_version"
-FINISHED = ("complete", "diverged", "failed")  # results (Optuna trials)
-ENDED = (*FINISHED, "cancelled")  # never run again
-RESULT_COLUMNS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
+RESULT_COLUMNS = NEWEST.results  # the results columns the view shows (views.py declares them)
 
 metadata = MetaData()
 
@@ -57,7 +58,7 @@ cells = Table(
     Column("seed", Integer, nullable=False),
     *[Column(name, Float) for name in HPARAM_NAMES],
     Column("hparams", JSON),  # every hyperparameter of the cell (a plugin's may have other names)
-    Column("status", String(16), nullable=False, default="pending"),
+    Column("status", String(16), nullable=False, default=CellStatus.PENDING),  # a CellStatus
     Column("attempts", Integer, nullable=False, default=0),  # leases taken; only grows (curves are keyed by it)
     Column("losses", Integer, nullable=False, default=0),  # workers that died on it (max_attempts counts these)
     Column("lease_owner", String(255)),  # host:pid:uuid of the driver holding it

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, delete, exists, insert, select, update
 from optimizers import HPARAM_NAMES
 from study.errors import UserError
 from study.interrupts import protected
+from study.statuses import CellStatus
 from study.store.engine import db_now, exclusive, transaction
 from study.store.queue import notify
 from study.store.schema import RESULT_COLUMNS, cells, studies
@@ -96,7 +97,7 @@ def cell_hparams(cell: dict[str, Any]) -> dict[str, float]:
 
 def _cell_row(study_id: int, cell: Cell, position: int) -> dict[str, Any]:
     return {"study_id": study_id, "cell_index": cell.index, "run_order": position, "optimizer": cell.optimizer,
-            "seed": cell.seed, "status": "pending", "attempts": 0, "losses": 0, "hparams": cell.hparams,
+            "seed": cell.seed, "status": CellStatus.PENDING, "attempts": 0, "losses": 0, "hparams": cell.hparams,
             **{name: cell.hparams.get(name) for name in HPARAM_NAMES}}
 
 
@@ -126,13 +127,13 @@ def retry_failed(engine: Engine, name: str) -> int:
         if study["state"] == "cancelled":
             raise UserError(f"study {name!r} was cancelled; resubmit its file with --replace to run it again")
         failed = conn.execute(select(cells.c.id, cells.c.optimizer, cells.c.optuna_trial).where(
-            cells.c.study_id == study["id"], cells.c.status == "failed")).all()
+            cells.c.study_id == study["id"], cells.c.status == CellStatus.FAILED)).all()
         if not failed:
             return 0
         retire_trials(conn, name, {(optimizer, number) for _, optimizer, number in failed if number is not None})
         conn.execute(update(cells).where(cells.c.id.in_([cell_id for cell_id, _, _ in failed]),
-                                         cells.c.status == "failed").values(
-            status="pending", lease_owner=None, lease_expires=None, losses=0, diverged=None, finished_at=None,
+                                         cells.c.status == CellStatus.FAILED).values(
+            status=CellStatus.PENDING, lease_owner=None, lease_expires=None, losses=0, diverged=None, finished_at=None,
             optuna_trial=None, wall_seconds=None, device=None, peak_memory_mib=None, final_metrics=None, score=None,
             **dict.fromkeys(RESULT_COLUMNS)))
         notify(conn)

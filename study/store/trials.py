@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, bindparam, exists, select, update
 
 from study.interrupts import protected
+from study.statuses import FINISHED
 from study.store.engine import exclusive, transaction
-from study.store.schema import FINISHED, cells, studies
+from study.store.schema import cells, studies
 
 if TYPE_CHECKING:  # pandas, alembic and the study-file models are imported where used: `status` needs none
 

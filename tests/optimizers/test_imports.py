@@ -11,7 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Every module on the CLI / driver path; none of them may pull in torch (about 4 s).
-CLI_MODULES = ["study.cli", "study.driver.runner", "study.store", "study.spec", "study.store.optuna_log", "workers.pool"]
+CLI_MODULES = ["study.cli", "study.driver.runner", "study.store", "study.spec", "study.store.optuna_log", "study.protocol",
+               "workers.pool"]
 
 # Runs in a fresh interpreter. A meta-path finder notes the stack at the first attempt to import
 # torch, so a failure names the import chain (file:line of each import statement) that led there.

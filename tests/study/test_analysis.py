@@ -138,6 +138,32 @@ def test_a_partly_diverged_configuration_is_scored_with_its_diverged_seeds_at_th
     assert spread["score"] == pytest.approx(0.6)
 
 
+def test_the_score_rule_is_one_rule_for_the_scores_the_seed_table_and_importance():
+    """A diverged seed takes the study's worst finished value (0.40 here) wherever a score is computed."""
+    values, diverged, worst = analysis.scored_runs(PARTLY_DIVERGED, "test_accuracy", "maximize")
+    assert worst == 0.40 and diverged.sum() == 2 and values[diverged].isna().all()
+    assert analysis.seed_table(PARTLY_DIVERGED, "test_accuracy").worst == worst
+    partly = analysis.cell_scores(PARTLY_DIVERGED, "test_accuracy").set_index(["lr", "beta1"]).loc[(1e-2, 0.9)]
+    assert partly["score"] == pytest.approx((0.95 + 2 * worst) / 3)
+
+
+def test_hyperparameters_are_chosen_by_inclusion():
+    """The registry's hyperparameters and those the frame names (``store.results`` names a study's own
+    optimizers' in its attrs) group configurations; any other column, whatever its name (a results column
+    added later, say), splits none. The names travel with the scores and gain the coupled axes."""
+    results = PARTLY_DIVERGED.assign(grad_norm=np.arange(len(PARTLY_DIVERGED), dtype=float),
+                                     rho=np.where(PARTLY_DIVERGED["lr"] == 1e-3, 0.7, 0.5))
+    assert analysis.hparam_columns(results) == ["lr", "beta1"]  # rho is named nowhere: no hyperparameter
+    assert len(analysis.cell_scores(results, "test_accuracy")) == 4  # grad_norm's 12 values split nothing
+    own = analysis.with_hparams(results.copy(), ["rho"])
+    assert analysis.hparam_columns(own) == ["lr", "beta1", "rho"]
+    scores = analysis.cell_scores(own, "test_accuracy")
+    assert list(scores.columns[:4]) == ["optimizer", "lr", "beta1", "rho"] and len(scores) == 4
+    assert analysis.swept_axes(scores, "adam") == ["lr", "beta1", "rho"]  # rho moves with lr: no new split
+    coupled = analysis.coupled_axes(scores.assign(weight_decay=0.1))
+    assert analysis.hparam_columns(coupled) == ["lr", "beta1", "weight_decay", "rho", "tau_steps"]
+
+
 def test_the_map_and_the_summary_agree_on_the_best_configuration():
     scores = analysis.cell_scores(PARTLY_DIVERGED, "test_accuracy")
     (summary,) = analysis.robustness(scores, "maximize", delta=0.05)

@@ -17,7 +17,7 @@ from tests.conftest import BIN, adamscape, study_file
 from workers import training
 
 
-def _direct_run(row) -> dict:
+def _direct_run(row):
     """Train the cell in this process, independently of Ray and the database."""
     hparams = {n: row[n] for n in ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum") if pd.notna(row[n])}
     *_, summary = training.train("digits-mlp", row["optimizer"], hparams, int(row["seed"]),
@@ -51,8 +51,8 @@ def test_submit_run_results_end_to_end(db_url, ray_address, tmp_path):
     # the numbers in the database are the numbers the cell produces when trained directly
     for _, row in healthy.iloc[[0, 5]].iterrows():
         direct = _direct_run(row)
-        assert row.final_test_accuracy == pytest.approx(direct["final"]["test_accuracy"], abs=1e-6)
-        assert row.final_train_loss == pytest.approx(direct["final"]["train_loss"], rel=1e-4)
+        assert row.final_test_accuracy == pytest.approx(direct.final["test_accuracy"], abs=1e-6)
+        assert row.final_train_loss == pytest.approx(direct.final["train_loss"], rel=1e-4)
 
     # the same rows through pandas and through plain SQL on the view
     assert store.results("tiny", db_url)["final_test_accuracy"].tolist() == pytest.approx(
@@ -259,3 +259,23 @@ def test_submit_run_takes_the_options_of_run(tmp_path, sqlite_url, ray_address):
               "--workers", "1", "--population", "2", "--lease-seconds", "30")
     frame = store.results("tiny", sqlite_url)
     assert set(frame.status) == {"complete", "diverged"} and len(frame) == 10
+
+
+def test_the_driver_options_of_run_serve_and_submit_share_one_declaration():
+    """`run` takes every driver option, `serve` all but --keep-warm, `submit` all (for --run and --cluster):
+    each defaulting to DRIVER, whose driver options default to the driver's own (RunOptions)."""
+    import inspect
+    from dataclasses import asdict
+
+    from study.cli import running
+    from study.cli.options import DRIVER, RUN_OPTIONS
+    from study.driver.options import RunOptions
+
+    defaults = asdict(DRIVER)
+    assert tuple(defaults) == RUN_OPTIONS
+    for command, taken in ((running.run, RUN_OPTIONS), (running.submit, RUN_OPTIONS),
+                           (running.serve, tuple(o for o in RUN_OPTIONS if o != "keep_warm"))):
+        parameters = inspect.signature(command).parameters
+        assert {name: parameters[name].default for name in taken} == {name: defaults[name] for name in taken}
+    driver = RunOptions()
+    assert (DRIVER.lease_seconds, DRIVER.db_retry_seconds) == (driver.lease_seconds, driver.db_retry_seconds)

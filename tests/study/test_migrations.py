@@ -83,3 +83,151 @@ def test_cells_of_a_database_from_0007_get_the_run_order_a_new_study_gets(db_url
         pending = sorted((r for r in stored if r.status == "pending"), key=lambda r: r.run_order)
         assert [c["cell_index"] for c in leased] == [r.cell_index for r in pending]
     engine.dispose()
+
+
+# the view exactly as migration 0007 created it before its versions moved to study.store.views: SQLite keeps
+# the text it was given, which must not change for a database migrated today
+VIEW_0007 = """CREATE VIEW sweep_results AS
+    SELECT s.name AS study, c.optimizer, c.seed, c.status,
+           c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.final_lr, c.gamma, c.beta3, c.momentum, c.momentum_decay, c.alpha, c.lr_decay, c.initial_accumulator_value,
+           c.final_train_loss, c.final_test_loss, c.final_test_accuracy, c.best_test_accuracy,
+           c.diverged, c.wall_seconds, c.cell_index AS cell, c.error, c.score, c.final_metrics, c.hparams,
+           c.started_at, c.finished_at, c.device, c.peak_memory_mib
+    FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id"""
+
+
+def test_the_migrated_view_is_the_newest_version_and_its_text_is_unchanged(db_url):
+    from optimizers import HPARAM_NAMES
+    from study.store import views
+
+    engine = store.connect(db_url)
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.text("SELECT * FROM sweep_results")).keys()) == views.NEWEST.columns()
+        if engine.dialect.name == "sqlite":
+            assert conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'sweep_results'")).scalar() \
+                == VIEW_0007
+    engine.dispose()
+    assert views.NEWEST.hparams == HPARAM_NAMES  # a new registry hyperparameter needs a column and a view version
+
+
+def test_every_view_version_survives_a_downgrade_and_upgrade(tmp_path):
+    """Each migration recreates the version before it on downgrade (columns as that version declares)."""
+    from alembic import command
+
+    from study.store import views
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'steps.db'}")
+    store.migrate(engine)
+    config = store.engine._alembic_config()
+    for revision in sorted(views.VERSIONS, reverse=True)[1:]:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+        with engine.connect() as conn:
+            assert list(conn.execute(sa.text("SELECT * FROM sweep_results")).keys()) == \
+                views.VERSIONS[revision].columns(), revision
+    store.migrate(engine)
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.text("SELECT * FROM sweep_results")).keys()) == views.NEWEST.columns()
+    engine.dispose()
+
+
+NEW_MIGRATION = '''"""A results column: each cell's final gradient norm.
+
+Revision ID: 0100
+Revises: {head}
+"""
+import sqlalchemy as sa
+from alembic import op
+
+from study.store import views
+
+revision = "0100"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("DROP VIEW sweep_results")
+    op.add_column("sweep_cells", sa.Column("final_grad_norm", sa.Float))
+    op.execute(views.sql(revision))
+
+
+def downgrade() -> None:
+    op.execute("DROP VIEW sweep_results")
+    op.drop_column("sweep_cells", "final_grad_norm")
+    op.execute(views.sql("{view}"))
+'''
+
+WITH_THE_COLUMN = '''
+import json, sys
+import sqlalchemy as sa
+from study import analysis, spec, store
+from study.store.schema import metadata
+
+engine = store.connect(sys.argv[1])
+live = {c["name"] for c in sa.inspect(engine).get_columns("sweep_cells")}
+store.register(engine, spec.load(sys.argv[2]))
+study = store.get_study(engine, "tiny")
+cells = store.claim(engine, study, "driver", 100, lease_seconds=60)
+with engine.begin() as conn:
+    store.finish(conn, "driver", [{"cell": cell, "status": "complete", "final": {"test_accuracy": 0.9,
+                                   "grad_norm": 1.0 + cell["cell_index"]}} for cell in cells], study["metric"])
+frame = store.results("tiny", engine)
+scores = analysis.cell_scores(frame, "test_accuracy")
+print(json.dumps({"head": store.SCHEMA_HEAD, "table_agrees": live == {c.name for c in metadata.tables["sweep_cells"].c},
+                  "columns": list(frame.columns), "values": frame.set_index("cell")["final_grad_norm"].tolist(),
+                  "hparams": analysis.hparam_columns(frame), "configurations": len(scores),
+                  "runs": scores["runs"].tolist()}))
+'''
+
+
+def test_a_new_results_column_is_one_view_version_and_one_migration(tmp_path):
+    """Adding a results column touches two source files: ``study/store/views.py`` (a view version with the
+    column among the results) and a new migration (adds the column to ``sweep_cells``, creates that
+    version). The rest follows: the table, what a finished cell writes (``final_<metric>`` from its final
+    metrics), the results frame, and the analysis, which does not take it for a hyperparameter."""
+    import filecmp
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from study.store import views
+    from tests.support.cli import study_file
+    from tests.support.paths import ROOT
+
+    copy = tmp_path / "tree"
+    shutil.copytree(ROOT / "study", copy / "study", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "study" / "store" / "views.py", "a") as view_file:  # the one declaration
+        view_file.write('VERSIONS["0100"] = replace(NEWEST, results=(*NEWEST.results, "final_grad_norm"))\n'
+                        'NEWEST = VERSIONS["0100"]\n')
+    (copy / "study" / "store" / "migrations" / "versions" / "0100_grad_norm.py").write_text(
+        NEW_MIGRATION.format(head=store.SCHEMA_HEAD, view=max(views.VERSIONS)))
+
+    changed = []
+
+    def compare(diff: filecmp.dircmp, where: str = "") -> None:
+        changed.extend(f"{where}{name}" for name in diff.diff_files + diff.left_only + diff.right_only
+                       if name != "__pycache__")
+        for name, sub in diff.subdirs.items():
+            compare(sub, f"{where}{name}/")
+
+    compare(filecmp.dircmp(ROOT / "study", copy / "study"))
+    assert sorted(changed) == ["store/migrations/versions/0100_grad_norm.py", "store/views.py"]
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    ran = subprocess.run([sys.executable, "-c", WITH_THE_COLUMN, url, str(study_file(tmp_path))], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": f"{copy}:{ROOT}"})
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout.splitlines()[-1])
+    assert seen["head"] == "0100" and seen["table_agrees"]
+    columns = seen["columns"]
+    assert columns[columns.index("best_test_accuracy") - 3:columns.index("best_test_accuracy") + 2] == [
+        "final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy", "final_grad_norm"]
+    assert seen["values"] == [1.0 + index for index in range(10)]  # each cell's final grad_norm
+    assert "final_grad_norm" not in seen["hparams"] and "lr" in seen["hparams"]
+    assert seen["configurations"] == 5 and seen["runs"] == [2] * 5  # its 10 values split no configuration

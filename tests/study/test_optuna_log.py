@@ -9,22 +9,22 @@ import sqlalchemy as sa
 from study import store
 from study.store.optuna_log import OptunaLog
 from study.driver.runner import run
+from study.protocol import CellFailure, CellResult, EpochRecord
 from tests.study.test_runner import _setup
-from tests.support.pool import FAST, Event, ScriptedPool, healthy
+from tests.support.pool import FAST, ScriptedPool, healthy
 
 
 def _mixed(key, cell, attempt):
     """Complete cells, one diverged (PRUNED), one crashed (FAIL with its error), one NaN final metric."""
-    lr = cell["hparams"]["lr"]
-    if cell["optimizer"] == "sgdm" and lr == 1000.0:
-        yield Event(key, "epoch", {"epoch": 1, "train_loss": float("inf")})
-        yield Event(key, "done", {"final": {"train_loss": float("inf")}, "status": "diverged",
-                                  "best_test_accuracy": None, "wall_seconds": 0.1})
-    elif cell["optimizer"] == "adam" and lr == pytest.approx(1e-2) and cell["seed"] == 1:
-        yield Event(key, "error", {"error": "Traceback …\nValueError: boom"})
-    elif cell["optimizer"] == "adam" and lr == pytest.approx(1e-1) and cell["seed"] == 0:
-        yield Event(key, "done", {"final": {"test_accuracy": float("nan")}, "status": "complete",
-                                  "best_test_accuracy": None, "wall_seconds": 0.1})
+    lr = cell.hparams["lr"]
+    if cell.optimizer == "sgdm" and lr == 1000.0:
+        yield EpochRecord(1, {"train_loss": float("inf")}, key=key)
+        yield CellResult("diverged", {"train_loss": float("inf")}, best_test_accuracy=None, wall_seconds=0.1, key=key)
+    elif cell.optimizer == "adam" and lr == pytest.approx(1e-2) and cell.seed == 1:
+        yield CellFailure(key, "Traceback …\nValueError: boom")
+    elif cell.optimizer == "adam" and lr == pytest.approx(1e-1) and cell.seed == 0:
+        yield CellResult("complete", {"test_accuracy": float("nan")}, best_test_accuracy=None, wall_seconds=0.1,
+                         key=key)
     else:
         yield from healthy(key, cell)
 

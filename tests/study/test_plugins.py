@@ -107,8 +107,8 @@ def test_own_optimizer_and_task_by_file_path_run_beside_adam_on_a_cluster(two_no
     cell = next(r for r in mine if r["seed"] == 1 and r["lr"] == 1e-1 and r["beta2"] == 0.9)
     hparams = {"lr": 1e-1, "beta1": 0.9, "beta2": 0.9, "weight_decay": 0.0}
     *_, summary = train("./line.py:line", "./signsgd.py:SignSGD", hparams, 1, loaded.protocol())
-    assert summary["final"]["train_loss"] == pytest.approx(cell["final_train_loss"], rel=1e-5)
-    assert summary["final"]["shipped"] == 0.0  # here it is the original file
+    assert summary.final["train_loss"] == pytest.approx(cell["final_train_loss"], rel=1e-5)
+    assert summary.final["shipped"] == 0.0  # here it is the original file
 
 
 def test_entry_point_plugins_travel_as_installed_packages(two_nodes, tmp_path):

@@ -18,11 +18,13 @@ import pytest
 import sqlalchemy as sa
 
 from study import spec, store
-from study.interrupts import protected, stop_on
-from study.store.optuna_log import distributions
 from study.driver.runner import RunOptions, StudyReplaced, run
+from study.errors import UserError
+from study.interrupts import protected, stop_on
+from study.protocol import CellFailure, CellLost, CellResult, EpochRecord
+from study.store.optuna_log import distributions
 from tests.support.cli import study_file
-from tests.support.pool import FAST, Event, ScriptedPool, healthy  # noqa: F401 (imported from here too)
+from tests.support.pool import FAST, ScriptedPool, healthy
 
 import optimizers
 
@@ -129,14 +131,14 @@ def test_distributions_follow_the_registry_and_contain_every_value(tmp_path):
 def test_a_lost_worker_is_retried_and_fails_with_its_cause_after_max_attempts(sqlite_url, tmp_path):
     engine, study = _setup(sqlite_url, tmp_path)
 
-    def behave(key, payload, attempt):
-        if payload["optimizer"] == "adam" and payload["hparams"]["lr"] == pytest.approx(1e-2) and payload["seed"] == 0:
-            yield Event(key, "epoch", {"epoch": 1, "train_loss": 1.0, "test_accuracy": 0.1})
-            yield Event(key, "lost", {"error": f"worker died: node gone ({attempt})"})
-        elif payload["optimizer"] == "sgdm" and payload["seed"] == 1 and attempt == 1:
-            yield Event(key, "lost", {"error": "worker died once"})
+    def behave(key, cell, attempt):
+        if cell.optimizer == "adam" and cell.hparams["lr"] == pytest.approx(1e-2) and cell.seed == 0:
+            yield EpochRecord(1, {"train_loss": 1.0, "test_accuracy": 0.1}, key=key)
+            yield CellLost(key, f"worker died: node gone ({attempt})")
+        elif cell.optimizer == "sgdm" and cell.seed == 1 and attempt == 1:
+            yield CellLost(key, "worker died once")
         else:
-            yield from healthy(key, payload)
+            yield from healthy(key, cell)
 
     pool = ScriptedPool(size=2, behave=behave)
     run(engine, "tiny", pool, FAST)
@@ -144,7 +146,7 @@ def test_a_lost_worker_is_retried_and_fails_with_its_cause_after_max_attempts(sq
     doomed = [r for r in rows if r["status"] == "failed"]
     assert len(doomed) == 1 and doomed[0]["attempts"] == 3 and doomed[0]["losses"] == 3
     # each retry trains in populations half as large as the attempt before (it may have run out of memory)
-    assert [p["halvings"] for p in pool.payloads if doomed[0]["id"] in {c["key"] for c in p["cells"]}] == [0, 1, 2]
+    assert [p.halvings for p in pool.payloads if doomed[0]["id"] in {c.key for c in p.cells}] == [0, 1, 2]
     assert "worker died: node gone (3)" in doomed[0]["error"]
     retried = [r for r in rows if r["optimizer"] == "sgdm" and r["seed"] == 1]
     assert all(r["status"] == "complete" and r["attempts"] == 2 and r["losses"] == 1 for r in retried)
@@ -163,15 +165,15 @@ def test_a_crashed_trial_fails_once_and_stale_events_are_ignored(sqlite_url, tmp
     def behave(key, payload, attempt):
         first_key.append(key)
         if len(first_key) == 1:
-            yield Event(key, "error", {"error": "Traceback: ValueError: boom"})
+            yield CellFailure(key, "Traceback: ValueError: boom")
         else:
             yield from healthy(key, payload)
 
     def stale(pool):  # late events of a cell that already ended, and of a cell never dispatched
-        return [Event(first_key[0], "epoch", {"epoch": 9, "train_loss": 0.0}),
-                Event(first_key[0], "done", {"final": {"test_accuracy": 1.0}, "status": "complete",
-                                             "best_test_accuracy": 1.0, "wall_seconds": 0.0}),
-                Event(10**9, "epoch", {"epoch": 1})] if pool.calls > 3 else []
+        return [EpochRecord(9, {"train_loss": 0.0}, key=first_key[0]),
+                CellResult("complete", {"test_accuracy": 1.0}, best_test_accuracy=1.0, wall_seconds=0.0,
+                           key=first_key[0]),
+                EpochRecord(1, {}, key=10**9)] if pool.calls > 3 else []
 
     run(engine, "tiny", ScriptedPool(size=2, behave=behave, before_events=stale), FAST)
     rows = _assert_exactly_once(engine, sqlite_url, study)
@@ -547,9 +549,9 @@ def test_a_study_stopped_early_has_a_coarse_map_of_every_optimizer_then_resumes_
     doomed = set()
 
     def some_fail(key, payload, attempt):  # three cells crash on their first attempt after the resume
-        if len(doomed) < 3 and key not in doomed and payload["seed"] == 1:
+        if len(doomed) < 3 and key not in doomed and payload.seed == 1:
             doomed.add(key)
-            yield Event(key, "error", {"error": f"Traceback: boom {attempt}"})
+            yield CellFailure(key, f"Traceback: boom {attempt}")
         else:
             yield from healthy(key, payload)
 

@@ -37,6 +37,35 @@ def test_schema_lives_beside_optunas_without_collisions(db_url, tmp_path):
     assert columns == VIEW_COLUMNS
 
 
+def test_the_results_name_the_hyperparameters_of_a_studys_own_optimizers(db_url, tmp_path):
+    """A hyperparameter without a column (an own optimizer's: only the ``hparams`` JSON holds it) becomes a
+    column of the results, which name it in their attrs: the analysis takes it, and only it, as one more."""
+    from study import analysis
+    from study.store.results import OWN_HPARAMS
+    from study.store.schema import cells
+
+    engine = store.connect(db_url)
+    store.register(engine, spec.load(study_file(tmp_path)))
+    with engine.begin() as conn:
+        for cell_id, hparams, index in conn.execute(sa.select(cells.c.id, cells.c.hparams, cells.c.cell_index)).all():
+            conn.execute(sa.update(cells).where(cells.c.id == cell_id).values(hparams={**hparams, "rho": index % 2}))
+    frame = store.results("tiny", engine)
+    assert frame.attrs[OWN_HPARAMS] == ("rho",)
+    assert frame["rho"].tolist() == [index % 2 for index in range(10)]
+    assert analysis.hparam_columns(frame)[-1] == "rho" and analysis.swept_axes(frame, "adam") == ["lr", "rho"]
+
+
+def test_the_cell_statuses_are_the_documented_ones():
+    from study.statuses import ENDED, FINISHED, OPEN, SCORED, CellStatus
+    from tests.support.paths import ROOT
+
+    documented = next(line for line in (ROOT / "docs" / "results.md").read_text().splitlines()
+                      if line.startswith("| status |"))
+    assert documented == f"| status | {', '.join(CellStatus)} |"
+    assert set(OPEN) | set(ENDED) == set(CellStatus) and not set(OPEN) & set(ENDED)
+    assert set(SCORED) < set(FINISHED) < set(ENDED)
+
+
 def test_register_is_idempotent_and_refuses_a_changed_file(db_url, tmp_path):
     engine = store.connect(db_url)
     study = spec.load(study_file(tmp_path))

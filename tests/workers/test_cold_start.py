@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # torch._dynamo, so a failure names the call chain that led there.
 PROBE = textwrap.dedent("""
     import json, sys, traceback
-    from dataclasses import asdict
 
     chains = {}
     step = ["import"]
@@ -30,13 +29,14 @@ PROBE = textwrap.dedent("""
     sys.meta_path.insert(0, DynamoSpy())
     import torch
     import optimizers
+    from study.protocol import BatchPayload, CellFailure, CellPayload
     from study.spec import StudySpec
     from workers import pool as executor
     from workers import population, training
 
-    protocol = asdict(StudySpec.model_validate({"name": "t", "task": "digits-mlp", "epochs": 1, "seeds": [0],
-                                                "batch_size": 1024,  # an epoch of two steps: a first step is what counts
-                                                "optimizers": {"adam": {"lr": [1e-3]}}}).protocol())
+    protocol = StudySpec.model_validate({"name": "t", "task": "digits-mlp", "epochs": 1, "seeds": [0],
+                                         "batch_size": 1024,  # an epoch of two steps: a first step is what counts
+                                         "optimizers": {"adam": {"lr": [1e-3]}}}).protocol()
     # a worker's start-up warm-up (CellWorker.__init__): pays the first vmapped loss's imports
     step[0] = "CellWorker._first_calls"
     cls = executor.CellWorker.__ray_metadata__.modified_class
@@ -54,11 +54,11 @@ PROBE = textwrap.dedent("""
                 records = list(training.train("digits-mlp", name, {}, 0, protocol))
             else:  # a worker's batch of two cells of different lr: a stacked population under vmap (2), or auto (None)
                 lr = optimizers.spec(name).defaults()["lr"]
-                payload = {"task": "digits-mlp", "protocol": protocol, "population": mode, "plugins": {},
-                           "cells": [{"key": k, "optimizer": name, "seed": 0, "hparams": {"lr": lr * f}}
-                                     for k, f in enumerate((1.0, 0.5))]}
+                payload = BatchPayload("digits-mlp", protocol, tuple(CellPayload(k, name, 0, {"lr": lr * f})
+                                                                     for k, f in enumerate((1.0, 0.5))),
+                                       population=mode)
                 records = list(population.train_payload(payload))
-            errors.update({f"{name} {mode}": r["error"] for r in records if "error" in r})
+            errors.update({f"{name} {mode}": r.error for r in records if isinstance(r, CellFailure)})
         step[0] = f"{name} state_dict"
         params = [torch.nn.Parameter(torch.ones(3))]
         opt = optimizers.create(name, params)

@@ -7,11 +7,14 @@ synchronising call (``.item()``, a device-to-host copy, ``nonzero``) inside it i
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import optimizers
 from study.catalog import TrainingProtocol
+from study.protocol import CellResult
 from workers import population, tasks, training
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -72,10 +75,10 @@ def test_a_cell_records_its_gpu_and_peak_memory_and_its_evaluation_reads_once(mo
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.device.type) or real(self))
     *epochs, summary = training.train("digits-mlp", "adam", {"lr": 3e-3}, 0,
                                       TrainingProtocol(epochs=2, batch_size=64), "cuda")
-    assert summary["device"] == f"cuda ({torch.cuda.get_device_name()})"
-    assert summary["peak_memory_mib"] > 0
+    assert summary.device == f"cuda ({torch.cuda.get_device_name()})"
+    assert summary.peak_memory_mib > 0
     assert reads == ["cuda"] * 3  # one read per evaluation: the loss before training, then each epoch's
-    assert summary["final"]["test_accuracy"] > 0.5
+    assert summary.final["test_accuracy"] > 0.5
 
 
 @pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
@@ -89,13 +92,13 @@ def test_a_population_on_the_gpu_trains_each_config_as_it_trains_alone(name):
         together.setdefault(member, []).append(record)
     for index, hparams in enumerate(members):
         alone = list(training.train("rosenbrock", name, hparams, 0, plan, "cuda"))
-        assert together[index][-1]["status"] == alone[-1]["status"]  # a large lr may diverge: alike
-        assert together[index][-1]["final"]["train_loss"] == pytest.approx(alone[-1]["final"]["train_loss"],
-                                                                           rel=1e-3, abs=1e-6, nan_ok=True)
+        assert together[index][-1].status == alone[-1].status  # a large lr may diverge: alike
+        assert together[index][-1].final["train_loss"] == pytest.approx(alone[-1].final["train_loss"],
+                                                                        rel=1e-3, abs=1e-6, nan_ok=True)
 
 
 def test_a_deterministic_study_repeats_bit_for_bit_on_the_gpu(data_dir):
     plan = _plan(data_dir[0], deterministic=True)
-    runs = [[{k: v for k, v in r.items() if k not in ("wall_seconds", "peak_memory_mib")}
+    runs = [[dataclasses.replace(r, wall_seconds=None, peak_memory_mib=None) if isinstance(r, CellResult) else r
              for r in training.train("cifar10-3c3d", "adam", {"lr": 1e-3}, 0, plan, "cuda")] for _ in range(2)]
     assert runs[0] == runs[1]

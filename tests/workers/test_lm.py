@@ -129,8 +129,8 @@ def test_the_loss_before_training_is_about_ln_256_nats_per_token():
 def test_a_few_adam_steps_lower_the_loss():
     *epochs, summary = training.train(TASK, "adam", {"lr": 3e-3}, seed=0,
                                       protocol=_plan(epochs=2, batch_size=16, steps_per_epoch=15))
-    final = summary["final"]
-    assert summary["status"] == "complete" and len(epochs) == 2
+    final = summary.final
+    assert summary.status == "complete" and len(epochs) == 2
     assert final["train_loss"] < final["initial_train_loss"] - 1.5  # from ~5.5 nats: the byte frequencies at least
     assert final["test_loss"] < final["initial_test_loss"] - 1.5
     assert final["test_accuracy"] > 10 * final["initial_test_accuracy"] and final["test_accuracy"] > 0.15
@@ -170,9 +170,9 @@ def test_a_population_of_a_scaled_model_trains_each_config_as_it_trains_alone():
         together.setdefault(index, []).append(record)
     for index, hparams in enumerate(members):
         alone = list(training.train(TASK, "adam", hparams, seed=1, protocol=plan))
-        assert [r["epoch"] for r in together[index][:-1]] == [r["epoch"] for r in alone[:-1]] == [1, 2]
+        assert [r.epoch for r in together[index][:-1]] == [r.epoch for r in alone[:-1]] == [1, 2]
         for mine, theirs in zip(together[index][:-1], alone[:-1]):
             for key in ("train_loss", "test_loss", "test_accuracy"):
-                assert mine[key] == pytest.approx(theirs[key], rel=1e-4), (index, key)
-    finals = [together[i][-1]["final"]["test_loss"] for i in range(3)]
+                assert mine.metrics[key] == pytest.approx(theirs.metrics[key], rel=1e-4), (index, key)
+    finals = [together[i][-1].final["test_loss"] for i in range(3)]
     assert len(set(finals)) == 3  # the members differ

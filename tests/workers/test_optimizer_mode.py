@@ -19,6 +19,7 @@ import torch
 import optimizers
 from study import plugins
 from study.catalog import TrainingProtocol
+from study.protocol import BatchPayload, CellPayload, CellResult, EpochRecord
 from workers import tasks, training
 from workers.population import train_cells, train_payload, train_population
 
@@ -58,8 +59,13 @@ def _hand_written(make, hparams, seed, plan, switch: bool) -> list[dict]:
     return found
 
 
-def _metrics(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k.startswith("test_")} for r in records if "epoch" in r]
+def _metrics(records: list) -> list[dict]:
+    return [{k: v for k, v in r.metrics.items() if k.startswith("test_")} for r in records if isinstance(r, EpochRecord)]
+
+
+def _fields(record) -> dict:
+    """A record's fields by name, an epoch's metrics among them."""
+    return {**{k: v for k, v in vars(record).items() if k != "metrics"}, **getattr(record, "metrics", {})}
 
 
 def _ours(params, **hparams):
@@ -90,17 +96,16 @@ def test_a_cells_test_metrics_are_taken_in_eval_mode():
 def test_a_workers_batch_evaluates_in_eval_mode_alone_and_as_a_population():
     """What a worker runs (``train_payload``): one at a time and as a population, the same test metrics."""
     members = [HPARAMS, HPARAMS | {"lr": 3e-3, "beta1": 0.95}, HPARAMS | {"warmup_steps": 0, "r": 1.0}]
-    cells = [{"key": i, "optimizer": NAME, "seed": SEED, "hparams": h} for i, h in enumerate(members)]
+    cells = tuple(CellPayload(i, NAME, SEED, h) for i, h in enumerate(members))
     for population in (1, 3):
-        records = list(train_payload({"task": TASK, "protocol": PLAN.__dict__, "population": population,
-                                      "cells": cells}))
+        records = list(train_payload(BatchPayload(TASK, PLAN, cells, population=population)))
         for index, hparams in enumerate(members):
-            mine = _metrics([r for r in records if r["key"] == index])
+            mine = _metrics([r for r in records if r.key == index])
             evaluated = _hand_written(_ours, hparams, SEED, PLAN, switch=True)
             for got, expected in zip(mine, evaluated):
                 assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), (population, index)
             assert _differ(mine, _hand_written(_ours, hparams, SEED, PLAN, switch=False))
-        sizes = {r["population"]["size"] for r in records if "epoch" not in r}
+        sizes = {r.population.size for r in records if isinstance(r, CellResult)}
         assert sizes == {population}
 
 
@@ -109,14 +114,16 @@ def test_a_population_of_schedulefree_configs_equals_separate_runs():
     members = [optimizers.spec(NAME).defaults(),
                HPARAMS | {"beta1": 0.8, "beta2": 0.99, "r": 0.5, "weight_lr_power": 1.0},
                HPARAMS | {"lr": 2e-3, "eps": 1e-6, "warmup_steps": 40, "weight_decay": 0.1}]
-    together: dict[int, list[dict]] = {}
+    together: dict[int, list] = {}
     for member, record in train_population(TASK, NAME, members, SEED, PLAN):
         together.setdefault(member, []).append(record)
     for index, hparams in enumerate(members):
         alone = list(training.train(TASK, NAME, hparams, SEED, PLAN))
         assert len(together[index]) == len(alone)
         for mine, theirs in zip(together[index], alone):
-            for key, value in theirs.items():
+            assert type(mine) is type(theirs), index
+            mine = _fields(mine)
+            for key, value in _fields(theirs).items():
                 if key in ("wall_seconds", "population", "final"):
                     continue
                 if isinstance(value, float) and math.isfinite(value):
@@ -137,5 +144,5 @@ def test_the_authors_class_as_a_studys_own_optimizer_trains_and_evaluates_in_its
     assert cell == evaluated
     assert _differ(cell, _hand_written(_authors, hparams, SEED, PLAN, switch=False))
     records = list(train_cells(TASK, reference, SEED, [hparams, hparams | {"lr": 3e-3}], PLAN, population=2))
-    assert {r["population"]["size"] for _, r in records if "epoch" not in r} == {1}
+    assert {r.population.size for _, r in records if isinstance(r, CellResult)} == {1}
     assert _metrics([r for index, r in records if index == 0]) == cell

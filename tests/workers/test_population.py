@@ -20,6 +20,7 @@ from torch import nn
 
 import optimizers
 from study.catalog import TASKS, TrainingProtocol
+from study.protocol import BatchPayload, CellFailure, CellPayload, CellResult, EpochRecord, PopulationNote
 from workers import data, models, population, tasks, training
 from workers.population import batchable, train_cells, train_payload, train_population
 
@@ -63,24 +64,36 @@ def _members(optimizer: str, max_lr: float = math.inf) -> list[dict[str, float]]
     return [defaults, defaults | {"lr": defaults["lr"] / 2}, defaults | {"lr": defaults["lr"] * 2} | other]
 
 
-def _by_member(records) -> dict[int, list[dict]]:
-    found: dict[int, list[dict]] = {}
+def _by_member(records) -> dict[int, list[EpochRecord | CellResult]]:
+    found: dict[int, list[EpochRecord | CellResult]] = {}
     for member, record in records:
         found.setdefault(member, []).append(record)
     return found
 
 
-def _without_time(records: list[dict]) -> list[dict]:
-    """The records without their wall time and the note of how their pass was chosen (``population``)."""
-    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "population")} for r in records]
+def _without_time(records: list) -> list:
+    """The records (untagged: their ``key`` None) without their wall time and the note of how their pass
+    was chosen (``population``)."""
+    return [dataclasses.replace(r, wall_seconds=None, population=None, key=None) if isinstance(r, CellResult)
+            else dataclasses.replace(r, key=None) for r in records]
 
 
-def _assert_close(ours: list[dict], reference: list[dict], what: str) -> None:
+def _flat(record) -> dict:
+    """A record's fields but its key, wall time and population note, its metrics (an epoch's, or a result's
+    final ones) one level up as ``metrics.<name>`` / ``final.<name>``."""
+    found = {}
+    for name, value in vars(record).items():
+        if name in ("key", "wall_seconds", "population"):
+            continue
+        found |= {f"{name}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value}
+    return found
+
+
+def _assert_close(ours: list, reference: list, what: str) -> None:
     assert len(ours) == len(reference), what
     for mine, theirs in zip(ours, reference):
-        flat = lambda r: {**{k: v for k, v in r.items() if k not in ("final", "wall_seconds", "population")},  # noqa: E731
-                          **{f"final.{k}": v for k, v in r.get("final", {}).items()}}
-        a, b = flat(mine), flat(theirs)
+        assert type(mine) is type(theirs), what
+        a, b = _flat(mine), _flat(theirs)
         assert a.keys() == b.keys(), what
         for key in a:
             if isinstance(b[key], float) and math.isfinite(b[key]):
@@ -116,7 +129,7 @@ def test_members_that_share_every_value_still_reduce_per_config(optimizer, data_
     alone = list(training.train("digits-mlp", optimizer, defaults, seed=3, protocol=plan))
     for index in (0, 1):
         _assert_close(together[index], alone, f"{optimizer} member {index}")
-        assert together[index][-1]["final"]["train_loss"] == pytest.approx(alone[-1]["final"]["train_loss"], rel=1e-6)
+        assert together[index][-1].final["train_loss"] == pytest.approx(alone[-1].final["train_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("task,optimizer,wild", [
@@ -134,7 +147,7 @@ def test_a_config_that_diverges_is_frozen_and_leaves_the_others_as_without_it(ta
     calm = [defaults | {"lr": defaults["lr"] / 4}, defaults | {"lr": defaults["lr"] / 2}]
     with_it = _by_member(train_population(task, optimizer, [calm[0], defaults | wild, calm[1]], 0, plan))
     without = _by_member(train_population(task, optimizer, calm, 0, plan))
-    assert with_it[1][-1]["status"] == "diverged" and len(with_it[1]) < plan.epochs + 1  # frozen early
+    assert with_it[1][-1].status == "diverged" and len(with_it[1]) < plan.epochs + 1  # frozen early
     if task == "mnist1d-cnn":
         _assert_close(with_it[0], without[0], "config 0")
         _assert_close(with_it[2], without[1], "config 2")
@@ -228,7 +241,7 @@ def test_only_recurrent_layers_keep_a_model_out_of_populations(caplog, data_dir)
     with caplog.at_level("WARNING", logger="adamscape"):
         records = _by_member(train_cells(USER_BN_TASK, "adam", 0, members, plan))
     assert caplog.text.count("one configuration per pass: it has a recurrent layer (lstm: LSTM)") == 1
-    assert {r["population"]["size"] for rs in records.values() for r in rs if "population" in r} == {1}
+    assert {r.population.size for rs in records.values() for r in rs if isinstance(r, CellResult)} == {1}
     for index, hparams in enumerate(members):
         assert _without_time(records[index]) == _without_time(list(training.train(USER_BN_TASK, "adam", hparams, 0, plan)))
 
@@ -268,14 +281,14 @@ def test_a_retry_after_a_resource_fault_trains_in_smaller_populations(monkeypatc
 
     monkeypatch.setattr(population, "train_population", recorded)
     members = [optimizers.spec("adam").defaults() | {"lr": lr} for lr in (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)]
-    cells = [{"key": index, "optimizer": "adam", "seed": 0, "hparams": hparams} for index, hparams in enumerate(members)]
-    batch = {"task": "rosenbrock", "protocol": plan, "population": 6, "cells": cells}
+    cells = tuple(CellPayload(index, "adam", 0, hparams) for index, hparams in enumerate(members))
+    batch = BatchPayload("rosenbrock", plan, cells, population=6)
     first = list(train_payload(batch))
     assert tried == [6]
     tried.clear()
-    retried = list(train_payload(batch | {"halvings": 1}))
+    retried = list(train_payload(dataclasses.replace(batch, halvings=1)))
     assert tried == [3, 3] and "populations of at most 3 this time" in caplog.text
-    _assert_close(sorted(retried, key=lambda r: r["key"]), sorted(first, key=lambda r: r["key"]), "halved")
+    _assert_close(sorted(retried, key=lambda r: r.key), sorted(first, key=lambda r: r.key), "halved")
 
 
 def test_auto_population_size_shrinks_with_the_model_and_grows_with_the_memory(monkeypatch, data_dir):
@@ -314,21 +327,20 @@ def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cell
     optimizer refuses) — its cells end as errors with the cause, the other groups' as trained alone."""
     plan = TrainingProtocol(epochs=2, batch_size=1, task_options={"steps_per_epoch": 5})
     adam = optimizers.spec("adam").defaults()
-    cells = [{"key": f"a{seed}{i}", "optimizer": "adam", "seed": seed, "hparams": adam | {"lr": lr}}
-             for seed in (0, 1) for i, lr in enumerate((1e-3, 1e-2))]
-    cells += [{"key": "bad", "optimizer": "sgdm", "seed": 0, "hparams": {"lr": -1.0}},
-              {"key": "bad2", "optimizer": "sgdm", "seed": 0, "hparams": {"lr": 0.01}}]
-    payload = {"task": "rosenbrock", "protocol": plan.__dict__, "population": None, "cells": cells}
-    by_key: dict[str, list[dict]] = {}
+    cells = [CellPayload(f"a{seed}{i}", "adam", seed, adam | {"lr": lr}) for seed in (0, 1) for i, lr in enumerate((1e-3, 1e-2))]
+    cells += [CellPayload("bad", "sgdm", 0, {"lr": -1.0}), CellPayload("bad2", "sgdm", 0, {"lr": 0.01})]
+    payload = BatchPayload("rosenbrock", plan, tuple(cells), population=None)
+    by_key: dict[str, list] = {}
     for record in train_payload(payload):
-        by_key.setdefault(record.pop("key"), []).append(record)
-    assert set(by_key) == {c["key"] for c in cells}
+        by_key.setdefault(record.key, []).append(record)
+    assert set(by_key) == {c.key for c in cells}
     for cell in cells[:4]:
-        alone = list(training.train("rosenbrock", "adam", cell["hparams"], cell["seed"], plan))
-        _assert_close(by_key[cell["key"]], alone, cell["key"])
-    assert [sorted(r) for r in by_key["bad"]] == [["device", "error"]] and "lr=-1" in by_key["bad"][0]["error"]
-    assert by_key["bad"][0]["device"] == "cpu"  # a failed cell says what it failed on, too
-    assert by_key["bad2"] == by_key["bad"]
+        alone = list(training.train("rosenbrock", "adam", cell.hparams, cell.seed, plan))
+        _assert_close(by_key[cell.key], alone, cell.key)
+    (bad,), (bad2,) = by_key["bad"], by_key["bad2"]
+    assert isinstance(bad, CellFailure) and "lr=-1" in bad.error
+    assert bad.device == "cpu"  # a failed cell says what it failed on, too
+    assert bad2 == dataclasses.replace(bad, key="bad2")
 
 
 KERNEL_PLUGIN = '''
@@ -354,7 +366,7 @@ def test_own_optimizers_train_in_populations_only_on_the_batched_kernel(tmp_path
     records = {ref: plugins.describe_optimizer(plugins.locate(ref, "optimizer", tmp_path))
                for ref in ("./mine.py:Adam2", "./mine.py:PlainSGD")}
     plugins.install(records)
-    assert records["./mine.py:Adam2"]["batched"] and not records["./mine.py:PlainSGD"]["batched"]
+    assert records["./mine.py:Adam2"].batched and not records["./mine.py:PlainSGD"].batched
     plan = _protocol("digits-logreg", data_dir[0])
     calls = []
     original = population.train_population
@@ -422,8 +434,8 @@ def test_auto_abandons_a_population_measured_slower_and_remembers_what_it_measur
     members = _members("adam")
     for attempt in range(2):
         records = _by_member(train_cells("digits-mlp", "adam", 0, members, plan))
-        notes = [records[index][-1]["population"] for index in range(3)]
-        assert all(note == notes[0] for note in notes) and notes[0]["size"] == expected
+        notes = [records[index][-1].population for index in range(3)]
+        assert all(note == notes[0] for note in notes) and notes[0].size == expected
         for index, hparams in enumerate(members):
             alone = list(training.train("digits-mlp", "adam", hparams, 0, plan))
             if expected == 1:
@@ -433,7 +445,7 @@ def test_auto_abandons_a_population_measured_slower_and_remembers_what_it_measur
     (together,) = population._TOGETHER_STEP.values()
     assert len(probes) == 1 and list(population._LONE_STEP.values()) == [lone_seconds]
     assert passes == ([(True, 3)] if expected == 1 else [(True, 3), (False, 3)])  # measured once, then decided
-    why = notes[0]["why"]
+    why = notes[0].why
     assert why.startswith("1 config per pass: a population of 3 measured" if expected == 1
                           else "3 configs per pass: ")
     assert _note_numbers(why) == (population._ms(together / 3), population._ms(lone_seconds))
@@ -445,22 +457,22 @@ def test_a_workers_batch_on_auto_says_why_and_trains_as_one_at_a_time(monkeypatc
     monkeypatch.setattr(population, "_LONE_STEP", {})
     monkeypatch.setattr(population, "_TOGETHER_STEP", {})
     plan = _protocol("digits-mlp", data_dir[0])
-    cells = [{"key": f"{name}{i}", "optimizer": name, "seed": 0, "hparams": hparams}
-             for name in ("adam", "adabound") for i, hparams in enumerate(_members(name) + _members(name)[:1])]
-    batch = {"task": "digits-mlp", "protocol": plan.__dict__, "cells": cells}
-    auto = list(train_payload(batch | {"population": None}))
-    one = list(train_payload(batch | {"population": 1}))
-    finished = {r["key"]: r for r in auto if "epoch" not in r}
-    assert set(finished) == {c["key"] for c in cells} and not any("error" in r for r in finished.values())
+    cells = tuple(CellPayload(f"{name}{i}", name, 0, hparams)
+                  for name in ("adam", "adabound") for i, hparams in enumerate(_members(name) + _members(name)[:1]))
+    batch = BatchPayload("digits-mlp", plan, cells)
+    auto = list(train_payload(dataclasses.replace(batch, population=None)))
+    one = list(train_payload(dataclasses.replace(batch, population=1)))
+    finished = {r.key: r for r in auto if not isinstance(r, EpochRecord)}
+    assert set(finished) == {c.key for c in cells} and all(isinstance(r, CellResult) for r in finished.values())
     for name in ("adam", "adabound"):
         key = population._cost_key("digits-mlp", name, "cpu", plan)
         lone, together = population._LONE_STEP[key], population._TOGETHER_STEP[key + (4,)]
-        notes = [finished[c["key"]]["population"] for c in cells if c["optimizer"] == name]
+        notes = [finished[c.key].population for c in cells if c.optimizer == name]
         assert all(note == notes[0] for note in notes)
-        assert notes[0] == {"size": population.choose(4, lone, together)[0], "why": population.choose(4, lone, together)[1]}
-        assert _note_numbers(notes[0]["why"]) == (population._ms(together / 4), population._ms(lone))
-    assert {r["population"]["why"] for r in one if "epoch" not in r} == {"1 config per pass, as asked (--population 1)"}
-    by_key = lambda records: {k: [r for r in records if r["key"] == k] for k in finished}  # noqa: E731
+        assert notes[0] == PopulationNote(*population.choose(4, lone, together))
+        assert _note_numbers(notes[0].why) == (population._ms(together / 4), population._ms(lone))
+    assert {r.population.why for r in one if isinstance(r, CellResult)} == {"1 config per pass, as asked (--population 1)"}
+    by_key = lambda records: {k: [r for r in records if r.key == k] for k in finished}  # noqa: E731
     for key, records in by_key(auto).items():
         _assert_close(records, by_key(one)[key], key)
 
@@ -475,12 +487,12 @@ def test_the_driver_announces_each_optimizers_first_population_note_once():
     study = SimpleNamespace(id=7, row={"name": "grid"})
     driver.inflight = {key: ({"id": key, "optimizer": name}, study) for key, name in
                        enumerate(["adam", "adam", "adabound", "adabound"])}
-    note = lambda size, why: {"final": {}, "status": "complete", "population": {"size": size, "why": why}}  # noqa: E731
-    events = [SimpleNamespace(key=0, kind="epoch", data={"epoch": 1, "population": {"size": 9, "why": "no"}}),
-              SimpleNamespace(key=2, kind="error", data={"error": "boom"}),
-              SimpleNamespace(key=0, kind="done", data=note(16, "16 configs per pass: faster")),
-              SimpleNamespace(key=1, kind="done", data=note(1, "1 config per pass: the cell left over")),
-              SimpleNamespace(key=3, kind="done", data=note(1, "1 config per pass: slower"))]
+    note = lambda key, size, why: CellResult("complete", {}, population=PopulationNote(size, why), key=key)  # noqa: E731
+    events = [EpochRecord(1, {"train_loss": 1.0}, key=0),
+              CellFailure(2, "boom"),
+              note(0, 16, "16 configs per pass: faster"),
+              note(1, 1, "1 config per pass: the cell left over"),
+              note(3, 1, "1 config per pass: slower")]
     driver._say_populations(events[:3])
     driver._say_populations(events[3:])
     assert lines == ["study grid, adam: 16 configs per pass: faster", "study grid, adabound: 1 config per pass: slower"]
@@ -495,13 +507,13 @@ def test_every_member_records_the_metrics_at_initialisation_of_the_shared_seeded
     members = [{"lr": 1e-3, "beta1": 0.9}, {"lr": 10.0, "beta1": 0.0}, {"lr": 3e-3, "beta1": 0.9}]
     summaries = {member: records[-1] for member, records in
                  _by_member(train_population("digits-mlp", "adam", members, seed=2, protocol=plan)).items()}
-    assert summaries[1]["status"] == "diverged" and summaries[0]["status"] == summaries[2]["status"] == "complete"
-    initial = [{k: v for k, v in s["final"].items() if k.startswith("initial_")} for s in summaries.values()]
+    assert summaries[1].status == "diverged" and summaries[0].status == summaries[2].status == "complete"
+    initial = [{k: v for k, v in s.final.items() if k.startswith("initial_")} for s in summaries.values()]
     assert initial[0].keys() == {"initial_train_loss", "initial_test_loss", "initial_test_accuracy"}
     assert initial[0] == initial[1] == initial[2]
     monkeypatch.setattr(training, "_INITIAL", {})  # and one config alone computes the same numbers afresh
     *_, alone = training.train("digits-mlp", "sgdm", {"lr": 0.1}, 2, plan)
-    assert {k: v for k, v in alone["final"].items() if k.startswith("initial_")} == initial[0]
+    assert {k: v for k, v in alone.final.items() if k.startswith("initial_")} == initial[0]
 
     split = data.digits()
     torch.manual_seed(2)
@@ -511,4 +523,4 @@ def test_every_member_records_the_metrics_at_initialisation_of_the_shared_seeded
     assert initial[0]["initial_test_loss"] == pytest.approx(nn.functional.cross_entropy(logits, split.test_y).item(),
                                                             rel=1e-6)
     assert initial[0]["initial_test_accuracy"] == (logits.argmax(1) == split.test_y).sum().item() / len(split.test_y)
-    assert summaries[0]["final"]["test_loss"] != initial[0]["initial_test_loss"]  # the final value is the final one
+    assert summaries[0].final["test_loss"] != initial[0]["initial_test_loss"]  # the final value is the final one

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from study.catalog import TrainingProtocol
+from study.protocol import CellResult, EpochRecord
 from tests.workers.conftest import FEW
 from workers import training
 
@@ -13,24 +16,34 @@ def _run(epochs=2, batch_size=64, **kw):
     return list(training.train(**args, protocol=TrainingProtocol(epochs=epochs, batch_size=batch_size)))
 
 
+def _strip(records: list) -> list:
+    """The records without the summary's wall time."""
+    return [dataclasses.replace(r, wall_seconds=None) if isinstance(r, CellResult) else r for r in records]
+
+
+def test_a_cell_streams_its_epochs_then_its_summary_untagged():
+    records = _run(epochs=3)
+    assert [type(r) for r in records] == [EpochRecord] * 3 + [CellResult]
+    assert [r.epoch for r in records[:3]] == [1, 2, 3] and all(r.key is None for r in records)
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers():
     first, again, other = _run(seed=3), _run(seed=3), _run(seed=4)
-    strip = lambda records: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
-    assert strip(first) == strip(again)
-    assert strip(first) != strip(other)
+    assert _strip(first) == _strip(again)
+    assert _strip(first) != _strip(other)
 
 
 def test_training_learns_digits():
     *_, summary = _run(epochs=5, hparams={"lr": 3e-3})
-    assert summary["status"] == "complete"
-    assert summary["final"]["test_accuracy"] > 0.9  # 10 classes: chance is 0.1
+    assert summary.status == "complete"
+    assert summary.final["test_accuracy"] > 0.9  # 10 classes: chance is 0.1
 
 
 @pytest.mark.parametrize("optimizer,hparams", [("sgdm", {"lr": 1000.0}), ("adam", {"lr": 1e4, "beta1": 0.0})])
 def test_exploding_runs_stop_early_as_diverged(optimizer, hparams):
     records = _run(optimizer=optimizer, hparams=hparams, epochs=5)
     *epochs, summary = records
-    assert summary["status"] == "diverged"
+    assert summary.status == "diverged"
     assert len(epochs) < 5
 
 
@@ -54,8 +67,8 @@ def test_lr_schedules_match_torchs_schedulers(schedule, reference):
 def test_test_metrics_every_eval_every_epochs_and_at_the_last():
     records = list(training.train("digits-mlp", "adam", {"lr": 1e-2}, 0,
                                   TrainingProtocol(epochs=3, batch_size=64, eval_every=2)))
-    assert ["test_accuracy" in r for r in records[:3]] == [False, True, True]
-    assert all("train_loss" in r for r in records[:3])
+    assert ["test_accuracy" in r.metrics for r in records[:3]] == [False, True, True]
+    assert all("train_loss" in r.metrics for r in records[:3])
 
 
 def test_amp_applies_to_convolutional_tasks_only():
@@ -108,8 +121,7 @@ def test_a_deterministic_study_trains_under_deterministic_algorithms_and_leaves_
     strict = list(training.train(task, "adam", {"lr": 1e-3}, 0, plan(True)))
     assert seen == [(True, True, False)] and _settings() == before
     plain = list(training.train(task, "adam", {"lr": 1e-3}, 0, plan(False)))
-    strip = lambda records: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]  # noqa: E731
-    assert strip(strict) == strip(plain)  # a CPU is deterministic anyway
+    assert _strip(strict) == _strip(plain)  # a CPU is deterministic anyway
     stopped = training.train(task, "adam", {"lr": 1e-3}, 0, plan(True))
     next(stopped)
     assert _settings() == (True, True, False)
@@ -177,13 +189,14 @@ def _by_hand(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return torch.nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).sum().item() / len(y)
 
 
-def _initial(summary: dict) -> dict:
-    return {k: v for k, v in summary["final"].items() if k.startswith("initial_")}
+def _initial(summary: CellResult) -> dict:
+    return {k: v for k, v in summary.final.items() if k.startswith("initial_")}
 
 
-def _without_initial(records: list[dict]) -> list[dict]:
-    return [{k: ({n: v for n, v in r["final"].items() if not n.startswith("initial_")} if k == "final" else v)
-             for k, v in r.items() if k != "wall_seconds"} for r in records]
+def _without_initial(records: list) -> list:
+    return [dataclasses.replace(r, wall_seconds=None, final={n: v for n, v in r.final.items()
+                                                             if not n.startswith("initial_")})
+            if isinstance(r, CellResult) else r for r in records]
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -199,14 +212,14 @@ def test_the_summary_records_the_metrics_at_initialisation_of_the_seeded_model(s
     train_loss, _ = _by_hand(model, split.train_x, split.train_y)
     summaries = [_run(seed=seed, optimizer=o, hparams=h, epochs=1)[-1]
                  for o, h in (("adam", {"lr": 1e-2}), ("sgdm", {"lr": 1000.0}))]  # the second diverges
-    assert [s["status"] for s in summaries] == ["complete", "diverged"]
+    assert [s.status for s in summaries] == ["complete", "diverged"]
     for summary in summaries:
         assert _initial(summary).keys() == {"initial_train_loss", "initial_test_loss", "initial_test_accuracy"}
-        assert summary["final"]["initial_test_loss"] == pytest.approx(test_loss, rel=1e-6)
-        assert summary["final"]["initial_test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
-        assert summary["final"]["initial_train_loss"] == pytest.approx(train_loss, rel=1e-6)
+        assert summary.final["initial_test_loss"] == pytest.approx(test_loss, rel=1e-6)
+        assert summary.final["initial_test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+        assert summary.final["initial_train_loss"] == pytest.approx(train_loss, rel=1e-6)
     assert _initial(summaries[0]) == _initial(summaries[1])  # the same numbers, bit for bit
-    assert summaries[0]["final"]["test_loss"] != summaries[0]["final"]["initial_test_loss"]  # the final value stays
+    assert summaries[0].final["test_loss"] != summaries[0].final["initial_test_loss"]  # the final value stays
 
 
 def test_the_initial_metrics_of_a_synthetic_problem_are_its_starting_point():
@@ -214,8 +227,8 @@ def test_the_initial_metrics_of_a_synthetic_problem_are_its_starting_point():
     √(2.2² + 0²) = 2.2."""
     plan = TrainingProtocol(epochs=1, batch_size=1, task_options={"steps_per_epoch": 3})
     *_, summary = training.train("rosenbrock", "adam", {"lr": 1e-3}, 0, plan)
-    assert summary["final"]["initial_train_loss"] == pytest.approx(24.2, rel=1e-6)
-    assert summary["final"]["initial_distance"] == pytest.approx(2.2, rel=1e-6)
+    assert summary.final["initial_train_loss"] == pytest.approx(24.2, rel=1e-6)
+    assert summary.final["initial_distance"] == pytest.approx(2.2, rel=1e-6)
 
 
 def test_the_initial_metrics_are_computed_once_per_task_seed_protocol_and_device(monkeypatch):
@@ -253,10 +266,10 @@ def test_recording_the_initial_metrics_leaves_training_bit_identical_to_a_hand_w
             opt.step()
             total += loss.detach().float() * len(batch)
             weight += len(batch)
-        assert records[epoch]["train_loss"] == total.item() / weight, epoch
+        assert records[epoch].metrics["train_loss"] == total.item() / weight, epoch
     test_loss, test_accuracy = _by_hand(model, split.test_x, split.test_y)
-    assert records[-1]["final"]["test_loss"] == pytest.approx(test_loss, rel=1e-6)
-    assert records[-1]["final"]["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+    assert records[-1].final["test_loss"] == pytest.approx(test_loss, rel=1e-6)
+    assert records[-1].final["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
 
     monkeypatch.setattr(training, "initial_metrics", lambda *args, **kwargs: {})
     assert _without_initial(records) == _without_initial(_run(seed=4, epochs=2, batch_size=64))

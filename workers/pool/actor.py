@@ -3,20 +3,23 @@ epoch back (it never opens the database)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from collections.abc import Iterator
 
 import ray
+
+from study.protocol import BatchPayload, DeviceInfo, WarmUp, WorkerRecord
 
 
 @ray.remote
 class CellWorker:
     """One training process; its imports and datasets stay warm across cells."""
 
-    def __init__(self, threads: int, warm: dict[str, Any] | None = None, gpu_share: float = 0.0):
-        """``warm``: the study's ``task`` and ``protocol``, built once here (imports, dataset), while the
-        driver is still setting up, so the first cells do not pay for it; or a whole payload (``cells``),
-        trained once and discarded (a service, which has no study yet). ``gpu_share``: the fraction of a
+    def __init__(self, threads: int, warm: WarmUp | BatchPayload | None = None, gpu_share: float = 0.0):
+        """``warm``: the study's task under its protocol (:class:`~study.protocol.WarmUp`), built once here
+        (imports, dataset), while the driver is still setting up, so the first cells do not pay for it; or a
+        whole batch, trained once and discarded (a service, which has no study yet). ``gpu_share``: the fraction of a
         GPU Ray gave this worker (``--gpus-per-trial``); below 1 it also caps the worker's GPU memory, so
         the workers sharing a GPU cannot starve each other."""
         import torch
@@ -33,17 +36,17 @@ class CellWorker:
             torch.backends.cudnn.benchmark = True  # every batch of a task has one shape: pick the fastest kernels
             if 0 < gpu_share < 1:
                 torch.cuda.set_per_process_memory_fraction(gpu_share)
-        if warm:
-            try:
-                plugins.install(warm.get("plugins"))
-                if warm.get("cells"):  # a service's workers: one tiny pass warms the training code itself
+        try:
+            match warm:
+                case BatchPayload():  # a service's workers: one tiny pass warms the training code itself
                     for _ in population.train_payload(warm, self.device):
                         pass
-                else:
-                    tasks.build(warm["task"], population.plan_of(warm["protocol"]), self.device)
+                case WarmUp():
+                    plugins.install(warm.plugins)
+                    tasks.build(warm.task, population.plan_of(warm.protocol), self.device)
                     self._first_calls()
-            except Exception:  # a missing dataset, say: the cells report it, one by one, as their error
-                pass
+        except Exception:  # a missing dataset, say: the cells report it, one by one, as their error
+            pass
 
     def _first_calls(self) -> None:
         """What a process's first population step pays whatever the task, paid while the worker starts:
@@ -68,31 +71,30 @@ class CellWorker:
         """The Ray node this actor runs on (answered once it is up)."""
         return ray.get_runtime_context().get_node_id()
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> DeviceInfo:
         """What this worker trains on: its device, and for a GPU share the GPU's name, compute capability,
         memory, torch and CUDA versions; ``problem``: why a GPU share cannot be used here (None if it can)."""
         import torch
 
-        found: dict[str, Any] = {"device": self.device, "torch": torch.__version__, "cuda": torch.version.cuda,
-                                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "problem": None}
-        if not found["gpu_ids"]:
+        found = DeviceInfo(self.device, torch.__version__, torch.version.cuda,
+                           tuple(str(g) for g in ray.get_gpu_ids()))
+        if not found.gpu_ids:
             return found
         if self.device != "cuda":
-            found["problem"] = (f"Ray gave this worker a GPU share but torch {torch.__version__} (CUDA "
-                                f"{torch.version.cuda}) finds no usable CUDA device (an NVIDIA driver too old "
-                                "for this CUDA, or none)")
-            return found
+            return dataclasses.replace(found, problem=(
+                f"Ray gave this worker a GPU share but torch {torch.__version__} (CUDA {torch.version.cuda}) finds "
+                "no usable CUDA device (an NVIDIA driver too old for this CUDA, or none)"))
         major, minor = torch.cuda.get_device_capability()
-        name = torch.cuda.get_device_name()
-        found.update(gpu=name, capability=f"sm_{major}{minor}",
-                     memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
-                     memory_fraction=torch.cuda.get_per_process_memory_fraction())
-        if found["capability"] not in torch.cuda.get_arch_list():
-            found["problem"] = (f"{name} ({found['capability']}) is not among the architectures this torch "
-                                f"build has kernels for ({', '.join(torch.cuda.get_arch_list())})")
-        return found
+        name, capability = torch.cuda.get_device_name(), f"sm_{major}{minor}"
+        problem = None
+        if capability not in torch.cuda.get_arch_list():
+            problem = (f"{name} ({capability}) is not among the architectures this torch build has kernels for "
+                       f"({', '.join(torch.cuda.get_arch_list())})")
+        return dataclasses.replace(found, gpu=name, capability=capability, problem=problem,
+                                   memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+                                   memory_fraction=torch.cuda.get_per_process_memory_fraction())
 
-    def train(self, payload: dict[str, Any]):
+    def train(self, payload: BatchPayload) -> Iterator[WorkerRecord]:
         from workers.population import train_payload
 
         yield from train_payload(payload, self.device)

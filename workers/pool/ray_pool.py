@@ -1,9 +1,11 @@
 """The pool of worker actors the driver runs a study on.
 
-The pool never touches the database: it takes cell payloads and returns events. Nothing waits forever: a
-worker or a node that dies, or a cell that reports nothing for ``stall_seconds``, becomes a ``lost`` event
-(the cell is retried on a fresh actor, placed by Ray on a surviving node); a cluster that is gone (its head
-or the driver's own node) raises :class:`~study.errors.ClusterLost` within seconds."""
+The pool never touches the database: it takes batches (:class:`~study.protocol.BatchPayload`) and returns
+events (:data:`study.protocol.Event`: the workers' epoch records, results and failures). Nothing waits
+forever: a worker or a node that dies, a worker's resource fault, or a cell that reports nothing for
+``stall_seconds``, becomes a :class:`~study.protocol.CellLost` (the cell is retried on a fresh actor, placed
+by Ray on a surviving node); a cluster that is gone (its head or the driver's own node) raises
+:class:`~study.errors.ClusterLost` within seconds."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
 from study.errors import ClusterLost  # defined torch- and Ray-free: the driver catches it without importing Ray
+from study.protocol import (BatchPayload, CellFailure, CellLost, CellResult, DeviceInfo, EpochRecord, Event,
+                            ResourceFault, WarmUp)
 
 from workers.pool.actor import CellWorker
 from workers.pool.connect import first_line, unreachable
@@ -25,13 +29,6 @@ ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashe
 
 
 log = logging.getLogger("adamscape")
-
-
-@dataclass
-class Event:
-    key: Any  # what the driver dispatched the payload under
-    kind: Literal["epoch", "done", "error", "lost"]
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,7 +57,7 @@ class RayPool:
 
     def __init__(self, size: int, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
                  stall_seconds: float = 3600.0, start_seconds: float = 300.0, health_seconds: float = 1.0,
-                 unreachable_seconds: float = 10.0, warm: dict[str, Any] | None = None):
+                 unreachable_seconds: float = 10.0, warm: WarmUp | BatchPayload | None = None):
         self.size, self.gpus, self.cpus, self.warm = size, gpus_per_trial, cpus_per_trial, warm
         self.stall_seconds, self.start_seconds = stall_seconds, start_seconds
         self.health_seconds, self.unreachable_seconds = health_seconds, unreachable_seconds
@@ -89,7 +86,7 @@ class RayPool:
         self._poll_starting()
         return [i for i, slot in enumerate(self.slots) if slot.starting is None and not slot.busy]
 
-    def devices(self, timeout: float) -> list[dict[str, Any]]:
+    def devices(self, timeout: float) -> list[DeviceInfo]:
         """Every worker's :meth:`CellWorker.describe`, once each is up (at most ``timeout`` seconds)."""
         return ray.get([slot.actor.describe.remote() for slot in self.slots], timeout=timeout)
 
@@ -98,11 +95,11 @@ class RayPool:
         self._poll_starting()
         return sum(1 for slot in self.slots if slot.starting is None)
 
-    def dispatch(self, index: int, payload: dict[str, Any], stall_seconds: float | None = None) -> None:
-        """Start ``payload["cells"]`` on worker ``index``; their events come back under each cell's ``key``.
+    def dispatch(self, index: int, payload: BatchPayload, stall_seconds: float | None = None) -> None:
+        """Start ``payload.cells`` on worker ``index``; their events come back under each cell's ``key``.
         ``stall_seconds``: this batch's limit, instead of the pool's."""
         slot = self.slots[index]
-        slot.keys, slot.last_progress = [cell["key"] for cell in payload["cells"]], time.monotonic()
+        slot.keys, slot.last_progress = [cell.key for cell in payload.cells], time.monotonic()
         slot.stall_seconds = stall_seconds
         slot.stream = slot.actor.train.options(num_returns="streaming").remote(payload)
 
@@ -153,29 +150,29 @@ class RayPool:
         try:
             item = ray.get(next(slot.stream))
         except StopIteration:
-            return self._end(index, "lost", "worker stream ended without a result")
+            return self._lose(index, "worker stream ended without a result")
         except ACTOR_LOST as exc:
-            return self._end(index, "lost", f"worker died: {type(exc).__name__}: {first_line(exc)}")
+            return self._lose(index, f"worker died: {type(exc).__name__}: {first_line(exc)}")
         except RayTaskError as exc:
-            return self._end(index, "error", str(exc))
-        key = item.pop("key")
-        if "fault" in item:  # out of device memory, a CUDA error: its cells run again, on a fresh worker
-            return self._end(index, "lost", f"resource fault on the worker: {item['fault']}")
-        if "epoch" in item:
-            return [Event(key, "epoch", item)]
-        slot.keys.remove(key)
-        if not slot.keys:
-            slot.stream = None
-        return [Event(key, "error" if "error" in item else "done", item)]
+            keys, slot.keys, slot.stream = slot.keys, [], None
+            return [CellFailure(key, str(exc)) for key in keys]
+        match item:
+            case ResourceFault():  # out of device memory, a CUDA error: its cells run again, on a fresh worker
+                return self._lose(index, f"resource fault on the worker: {item.fault}")
+            case EpochRecord():
+                return [item]
+            case CellResult() | CellFailure():
+                slot.keys.remove(item.key)
+                if not slot.keys:
+                    slot.stream = None
+                return [item]
+        raise TypeError(f"a worker streamed {item!r}, which is no record of study.protocol")
 
-    def _end(self, index: int, kind: Literal["lost", "error"], error: str) -> list[Event]:
-        """Every unfinished cell of worker ``index`` ends as ``kind``; a lost worker is replaced."""
+    def _lose(self, index: int, error: str) -> list[Event]:
+        """Every unfinished cell of worker ``index`` is lost (``error`` says why); the worker is replaced."""
         keys = self.slots[index].keys
-        if kind == "lost":
-            self._respawn(index)
-        else:
-            self.slots[index].keys, self.slots[index].stream = [], None
-        return [Event(key, kind, {"error": error}) for key in keys]
+        self._respawn(index)
+        return [CellLost(key, error) for key in keys]
 
     def _poll_starting(self) -> None:
         starting = {id(slot.starting): i for i, slot in enumerate(self.slots) if slot.starting is not None}
@@ -213,10 +210,10 @@ class RayPool:
         lost = []
         for index, slot in enumerate(self.slots):
             if slot.node is not None and slot.node not in alive:
-                lost += self._end(index, "lost", f"worker node {slot.node[:12]} died")
+                lost += self._lose(index, f"worker node {slot.node[:12]} died")
             elif slot.busy and now - slot.last_progress > (slot.stall_seconds or self.stall_seconds):
                 stall = slot.stall_seconds or self.stall_seconds
-                lost += self._end(index, "lost", f"no progress for {stall:g} s: worker presumed lost")
+                lost += self._lose(index, f"no progress for {stall:g} s: worker presumed lost")
         if any(slot.starting is None for slot in self.slots):
             self.last_ready = now
         elif now - self.last_ready > self.start_seconds:

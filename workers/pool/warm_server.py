@@ -6,8 +6,10 @@ loopback port guarded by a secret (``multiprocessing.connection``'s HMAC handsha
 file in the user's state folder holds (mode 0600), so another user's command can never join it. Each
 connected command is a driver of its own study and database, exactly as with a pool of its own: this
 process owns no database and writes nothing but its runtime file. What crosses the connection is the
-driver's :class:`study.driver.runner.Pool` calls; cells are keyed by (client, cell id) in here, so two commands on
-two databases share the workers without their cell ids meeting. A command that goes away (Ctrl-C, killed)
+driver's :class:`study.driver.runner.Pool` calls, as ``(verb, *arguments)`` tuples whose arguments and answers
+are :mod:`study.protocol` objects (batches, events, device descriptions; :class:`~study.protocol.PoolLost`
+once the pool is gone) or plain values, pickled by ``multiprocessing.connection``; cells are keyed by
+(client, cell id) in here, so two commands on two databases share the workers without their cell ids meeting. A command that goes away (Ctrl-C, killed)
 has its running cells stopped (their workers replaced); the others go on.
 
 It ends by itself after ``keep_warm`` seconds without a command, restarts itself (a fresh process, fresh
@@ -18,6 +20,7 @@ is removed first, so the next command starts a fresh set).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import queue
@@ -33,6 +36,7 @@ from multiprocessing.connection import Connection, Listener
 from typing import Any
 
 from study.driver import warm
+from study.protocol import BatchPayload, DeviceInfo, Event, PoolLost
 
 log = logging.getLogger("adamscape.warm")
 PUMP_WAIT = 0.01  # seconds the event pump waits on Ray per pass while cells run (other calls wait at most this)
@@ -53,7 +57,7 @@ class Server:
         self.clients: dict[int, _Client] = {}
         self.next_client = 0
         self.owner: dict[int, int] = {}  # busy slot -> client id
-        self.waiting: deque[tuple[int, dict[str, Any], float | None]] = deque()  # (client, payload, stall)
+        self.waiting: deque[tuple[int, BatchPayload, float | None]] = deque()  # (client, payload, stall)
         self.pool = None
         self.started = time.time()
         self.idle_since = time.monotonic()
@@ -148,10 +152,10 @@ class Server:
                 for event in events:
                     client_id, key = event.key
                     client = self.clients.get(client_id)
-                    if event.kind in ("done", "error"):
+                    if event.kind in ("result", "failure"):
                         self.cells_done += 1
                     if client is not None:
-                        client.events.put((key, event.kind, event.data))
+                        client.events.put(dataclasses.replace(event, key=key))
                 self._free_finished()
             if not busy:
                 time.sleep(0.05)
@@ -181,7 +185,7 @@ class Server:
     def _free(self) -> list[int]:
         return [s for s in self.pool.free_slots() if s not in self.owner]
 
-    def _start(self, slot: int, client_id: int, payload: dict[str, Any], stall: float | None) -> None:
+    def _start(self, slot: int, client_id: int, payload: BatchPayload, stall: float | None) -> None:
         self.pool.dispatch(slot, payload, stall_seconds=stall)
         self.owner[slot] = client_id
 
@@ -265,9 +269,8 @@ class Server:
         with self.lock:
             return 0 if self.pool is None else self.pool.started()
 
-    def _on_dispatch(self, client: _Client, slot: int, payload: dict[str, Any], stall: float | None) -> None:
-        for cell in payload["cells"]:
-            cell["key"] = (client.id, cell["key"])
+    def _on_dispatch(self, client: _Client, slot: int, payload: BatchPayload, stall: float | None) -> None:
+        payload = payload.keyed(lambda key: (client.id, key))
         with self.lock:
             free = self._free()
             if slot in free:
@@ -277,7 +280,7 @@ class Server:
             else:
                 self.waiting.append((client.id, payload, stall))
 
-    def _on_events(self, client: _Client, timeout: float) -> list[tuple[Any, str, dict]]:
+    def _on_events(self, client: _Client, timeout: float) -> list[Event] | list[PoolLost]:
         found = []
         try:
             found.append(client.events.get(timeout=timeout) if timeout else client.events.get_nowait())
@@ -286,7 +289,7 @@ class Server:
         except queue.Empty:
             pass
         if client.lost:
-            return [("lost-pool", client.lost, {})]
+            return [PoolLost(client.lost)]
         return [event for event in found if event is not None]
 
     def _on_cancel(self, client: _Client, key: Any) -> list[Any]:
@@ -294,7 +297,7 @@ class Server:
         with self.lock:
             before = len(self.waiting)
             self.waiting = deque(item for item in self.waiting
-                                 if not (item[0] == client.id and any(c["key"] == wrapped for c in item[1]["cells"])))
+                                 if not (item[0] == client.id and any(c.key == wrapped for c in item[1].cells)))
             if len(self.waiting) != before:
                 return []
             others = self.pool.cancel(wrapped)
@@ -302,7 +305,7 @@ class Server:
                 del self.owner[slot]
             return [k for _, k in others]
 
-    def _on_devices(self, client: _Client, timeout: float) -> list[dict[str, Any]]:
+    def _on_devices(self, client: _Client, timeout: float) -> list[DeviceInfo]:
         deadline = time.monotonic() + timeout
         while self.pool is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""Studies, cells, curves and the sweep_results view (DDL frozen at this revision).
+"""Studies, cells, curves and the sweep_results view (DDL frozen at this revision; the view's in
+``study.store.views``).
 
 Revision ID: 0001
 Revises:
@@ -6,13 +7,14 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
+from study.store import views
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-HPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum")
-RESULTS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
+VIEW = views.VERSIONS[revision]  # its hyperparameter and results columns are the table's
 
 
 def upgrade() -> None:
@@ -35,12 +37,12 @@ def upgrade() -> None:
         sa.Column("cell_index", sa.Integer, nullable=False),
         sa.Column("optimizer", sa.String(32), nullable=False),
         sa.Column("seed", sa.Integer, nullable=False),
-        *[sa.Column(name, sa.Float) for name in HPARAMS],
+        *[sa.Column(name, sa.Float) for name in VIEW.hparams],
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("lease_owner", sa.String(64)),
         sa.Column("lease_expires", sa.Float),
-        *[sa.Column(name, sa.Float) for name in RESULTS],
+        *[sa.Column(name, sa.Float) for name in VIEW.results],
         sa.Column("final_metrics", sa.JSON),
         sa.Column("diverged", sa.Boolean),
         sa.Column("wall_seconds", sa.Float),
@@ -60,14 +62,7 @@ def upgrade() -> None:
         sa.Column("test_accuracy", sa.Float),
         sa.Column("metrics", sa.JSON, nullable=False),
     )
-    op.execute(f"""
-        CREATE VIEW sweep_results AS
-        SELECT s.name AS study, c.optimizer, c.seed, c.status,
-               {", ".join(f"c.{name}" for name in HPARAMS)},
-               {", ".join(f"c.{name}" for name in RESULTS)},
-               c.diverged, c.wall_seconds, c.cell_index AS cell, c.error
-        FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
-    """)
+    op.execute(VIEW.sql())
 
 
 def downgrade() -> None:

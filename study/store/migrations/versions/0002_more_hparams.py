@@ -1,4 +1,5 @@
-"""Hyperparameter columns for NAdam, RMSprop and Adagrad; the view shows them (DDL frozen at this revision).
+"""Hyperparameter columns for NAdam, RMSprop and Adagrad; the view shows them (DDL frozen at this revision; the
+view's in ``study.store.views``).
 
 Revision ID: 0002
 Revises: 0001
@@ -6,25 +7,14 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from study.store import views
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-OLD_HPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum")
-NEW_HPARAMS = ("momentum_decay", "alpha", "lr_decay", "initial_accumulator_value")
-RESULTS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
-
-
-def _create_view(hparams: tuple[str, ...]) -> None:
-    op.execute(f"""
-        CREATE VIEW sweep_results AS
-        SELECT s.name AS study, c.optimizer, c.seed, c.status,
-               {", ".join(f"c.{name}" for name in hparams)},
-               {", ".join(f"c.{name}" for name in RESULTS)},
-               c.diverged, c.wall_seconds, c.cell_index AS cell, c.error
-        FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
-    """)
+NEW_HPARAMS = views.VERSIONS[revision].hparams[len(views.VERSIONS[down_revision].hparams):]
 
 
 def upgrade() -> None:
@@ -32,7 +22,7 @@ def upgrade() -> None:
     with op.batch_alter_table("sweep_cells") as batch:
         for name in NEW_HPARAMS:
             batch.add_column(sa.Column(name, sa.Float))
-    _create_view(OLD_HPARAMS + NEW_HPARAMS)
+    op.execute(views.sql(revision))
 
 
 def downgrade() -> None:
@@ -40,4 +30,4 @@ def downgrade() -> None:
     with op.batch_alter_table("sweep_cells") as batch:
         for name in NEW_HPARAMS:
             batch.drop_column(name)
-    _create_view(OLD_HPARAMS)
+    op.execute(views.sql(down_revision))

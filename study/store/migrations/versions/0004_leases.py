@@ -7,22 +7,14 @@ Revises: 0003
 import sqlalchemy as sa
 from alembic import op
 
+from study.store import views
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-HPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum",
-           "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value")
-RESULTS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
-VIEW = f"""
-    CREATE VIEW sweep_results AS
-    SELECT s.name AS study, c.optimizer, c.seed, c.status,
-           {", ".join(f"c.{name}" for name in HPARAMS)},
-           {", ".join(f"c.{name}" for name in RESULTS)},
-           c.diverged, c.wall_seconds, c.cell_index AS cell, c.error, c.score, c.final_metrics
-    FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
-"""
+VIEW = views.sql("0003")  # unchanged, but recreated: the table is rebuilt below
 
 
 def upgrade() -> None:

@@ -7,26 +7,12 @@ Revises: 0005
 import sqlalchemy as sa
 from alembic import op
 
+from study.store import views
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
-
-HPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum",
-           "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value")
-RESULTS = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy")
-
-
-def _view(times: bool) -> str:
-    return f"""
-    CREATE VIEW sweep_results AS
-    SELECT s.name AS study, c.optimizer, c.seed, c.status,
-           {", ".join(f"c.{name}" for name in HPARAMS)},
-           {", ".join(f"c.{name}" for name in RESULTS)},
-           c.diverged, c.wall_seconds, c.cell_index AS cell, c.error, c.score, c.final_metrics, c.hparams
-           {", c.started_at, c.finished_at" if times else ""}
-    FROM sweep_cells c JOIN sweep_studies s ON s.id = c.study_id
-"""
 
 
 def upgrade() -> None:
@@ -48,7 +34,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("heartbeat_at", sa.Float, nullable=False),
     )
-    op.execute(_view(times=True))
+    op.execute(views.sql(revision))
 
 
 def downgrade() -> None:
@@ -59,4 +45,4 @@ def downgrade() -> None:
     with op.batch_alter_table("sweep_studies") as batch:
         batch.drop_column("state")
         batch.drop_column("priority")
-    op.execute(_view(times=False))
+    op.execute(views.sql(down_revision))

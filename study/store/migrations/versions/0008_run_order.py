@@ -14,13 +14,14 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
+from study.store import views
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-HPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay", "final_lr", "gamma", "beta3", "momentum",
-           "momentum_decay", "alpha", "lr_decay", "initial_accumulator_value")
+HPARAMS = views.VERSIONS["0007"].hparams  # the hyperparameter columns at this revision
 
 
 def _hparams(row) -> dict:
