@@ -7,10 +7,10 @@ registers under the entry-point group ``adamscape.optimizers`` / ``adamscape.tas
 it in a *record* (:class:`study.protocol.OptimizerPlugin` / :class:`study.protocol.TaskPlugin`, kept
 as JSON in the study's stored spec): where it comes from, its identity (the file's SHA-256, or the
 package's version and the hash of its sources) and what the study side needs to know (an
-optimizer's hyperparameters, a task's metrics), so the driver never imports it. Workers :func:`install` the records: on a Ray cluster the
-code reaches them through Ray's ``runtime_env`` (:func:`runtime_env`: a file plugin's
-folder, or a package's directory, as ``py_modules``), so a worker node needs nothing
-installed by hand.
+optimizer's hyperparameters, a task's metrics), so the driver never imports it. Workers
+:func:`install` the records: on a Ray cluster the code reaches them through Ray's ``runtime_env``
+(:func:`runtime_env`: a file plugin's folder, or a package's directory, as ``py_modules``), so a
+worker node needs nothing installed by hand.
 
 Plugins are code the user chose to run; adamscape runs it on every worker.
 """

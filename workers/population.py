@@ -42,7 +42,8 @@ import optimizers
 from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
-from study.protocol import BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault, WorkerRecord
+from study.protocol import (BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault,
+                            WorkerRecord)
 from workers import tasks
 from workers.training import SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs, schedule_factor, train, watch_memory
 
@@ -518,8 +519,9 @@ def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[Worker
                 yield dataclasses.replace(record, key=cells[index].key)
         except Exception as exc:  # a crashed trial is a result to record, not a reason to lose the worker
             if resource_fault(exc):  # not the cell's doing: it runs again on a fresh worker, this one goes
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 yield ResourceFault(next(c.key for i, c in enumerate(cells) if i not in finished),
-                                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                                    f"{type(exc).__name__}: {first}")
                 return
             error = traceback.format_exc(limit=8)
             for index, cell in enumerate(cells):

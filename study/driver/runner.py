@@ -42,7 +42,8 @@ from study import store
 from study.catalog import TrainingProtocol
 from study.driver.options import AUTO_POPULATION, RunOptions
 from study.errors import RunAborted
-from study.protocol import BatchPayload, CellFailure, CellLost, CellPayload, CellResult, EpochRecord, Event, PluginRecord
+from study.protocol import (BatchPayload, CellFailure, CellLost, CellPayload, CellResult, EpochRecord, Event,
+                            PluginRecord)
 from study.spec import StudySpec
 from study.statuses import CellStatus
 from study.store.optuna_log import OptunaLog

@@ -7,8 +7,8 @@ connection's secret), started in the background when there are none, and left ru
 seconds after the last command (like Gradle's daemon or Bazel's server). The command stays the driver: it
 opens the database, leases cells and writes every result exactly as with workers of its own; only the
 :class:`study.driver.runner.Pool` calls travel to the background process, their batches and events as the
-:mod:`study.protocol` objects themselves (pickled by ``multiprocessing.connection``). A set that is gone, hung or stale (its
-pid dead, its port silent) is removed and replaced, never attached to.
+:mod:`study.protocol` objects themselves (pickled by ``multiprocessing.connection``). A set that is gone,
+hung or stale (its pid dead, its port silent) is removed and replaced, never attached to.
 
 Imports neither torch nor Ray.
 """

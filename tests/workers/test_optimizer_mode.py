@@ -60,7 +60,8 @@ def _hand_written(make, hparams, seed, plan, switch: bool) -> list[dict]:
 
 
 def _metrics(records: list) -> list[dict]:
-    return [{k: v for k, v in r.metrics.items() if k.startswith("test_")} for r in records if isinstance(r, EpochRecord)]
+    return [{k: v for k, v in r.metrics.items() if k.startswith("test_")}
+            for r in records if isinstance(r, EpochRecord)]
 
 
 def _fields(record) -> dict:

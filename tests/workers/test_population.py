@@ -327,7 +327,8 @@ def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cell
     optimizer refuses) — its cells end as errors with the cause, the other groups' as trained alone."""
     plan = TrainingProtocol(epochs=2, batch_size=1, task_options={"steps_per_epoch": 5})
     adam = optimizers.spec("adam").defaults()
-    cells = [CellPayload(f"a{seed}{i}", "adam", seed, adam | {"lr": lr}) for seed in (0, 1) for i, lr in enumerate((1e-3, 1e-2))]
+    cells = [CellPayload(f"a{seed}{i}", "adam", seed, adam | {"lr": lr})
+             for seed in (0, 1) for i, lr in enumerate((1e-3, 1e-2))]
     cells += [CellPayload("bad", "sgdm", 0, {"lr": -1.0}), CellPayload("bad2", "sgdm", 0, {"lr": 0.01})]
     payload = BatchPayload("rosenbrock", plan, tuple(cells), population=None)
     by_key: dict[str, list] = {}
@@ -471,7 +472,8 @@ def test_a_workers_batch_on_auto_says_why_and_trains_as_one_at_a_time(monkeypatc
         assert all(note == notes[0] for note in notes)
         assert notes[0] == PopulationNote(*population.choose(4, lone, together))
         assert _note_numbers(notes[0].why) == (population._ms(together / 4), population._ms(lone))
-    assert {r.population.why for r in one if isinstance(r, CellResult)} == {"1 config per pass, as asked (--population 1)"}
+    assert ({r.population.why for r in one if isinstance(r, CellResult)}
+            == {"1 config per pass, as asked (--population 1)"})
     by_key = lambda records: {k: [r for r in records if r.key == k] for k in finished}  # noqa: E731
     for key, records in by_key(auto).items():
         _assert_close(records, by_key(one)[key], key)

@@ -19,9 +19,9 @@ class CellWorker:
     def __init__(self, threads: int, warm: WarmUp | BatchPayload | None = None, gpu_share: float = 0.0):
         """``warm``: the study's task under its protocol (:class:`~study.protocol.WarmUp`), built once here
         (imports, dataset), while the driver is still setting up, so the first cells do not pay for it; or a
-        whole batch, trained once and discarded (a service, which has no study yet). ``gpu_share``: the fraction of a
-        GPU Ray gave this worker (``--gpus-per-trial``); below 1 it also caps the worker's GPU memory, so
-        the workers sharing a GPU cannot starve each other."""
+        whole batch, trained once and discarded (a service, which has no study yet). ``gpu_share``: the
+        fraction of a GPU Ray gave this worker (``--gpus-per-trial``); below 1 it also caps the worker's GPU
+        memory, so the workers sharing a GPU cannot starve each other."""
         import torch
 
         from study import plugins

@@ -9,8 +9,9 @@ process owns no database and writes nothing but its runtime file. What crosses t
 driver's :class:`study.driver.runner.Pool` calls, as ``(verb, *arguments)`` tuples whose arguments and answers
 are :mod:`study.protocol` objects (batches, events, device descriptions; :class:`~study.protocol.PoolLost`
 once the pool is gone) or plain values, pickled by ``multiprocessing.connection``; cells are keyed by
-(client, cell id) in here, so two commands on two databases share the workers without their cell ids meeting. A command that goes away (Ctrl-C, killed)
-has its running cells stopped (their workers replaced); the others go on.
+(client, cell id) in here, so two commands on two databases share the workers without their cell ids meeting.
+A command that goes away (Ctrl-C, killed) has its running cells stopped (their workers replaced); the others
+go on.
 
 It ends by itself after ``keep_warm`` seconds without a command, restarts itself (a fresh process, fresh
 workers) once idle when the project's code changed on disk, and ends when its Ray does (the runtime file
