@@ -25,7 +25,7 @@ _free_port = free_port  # the name the other modules import
 @pytest.fixture(scope="session", autouse=True)
 def no_warm_workers_by_default():
     """Every command the suite runs ends its own workers, as before warm workers were the default (the
-    tests of warm workers, tests/study/test_warm.py, ask for them with a state folder of their own):
+    tests of warm workers, tests/study/driver/test_warm.py, ask for them with a state folder of their own):
     ADAMSCAPE_KEEP_WARM=0 in this process's environment for the session, restored after it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ADAMSCAPE_KEEP_WARM", "0")

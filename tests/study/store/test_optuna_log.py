@@ -10,7 +10,7 @@ from study import store
 from study.store.optuna_log import OptunaLog
 from study.driver.runner import run
 from study.protocol import CellFailure, CellResult, EpochRecord
-from tests.study.test_runner import _setup
+from tests.study.driver.test_runner import _setup
 from tests.support.pool import FAST, ScriptedPool, healthy
 
 
