@@ -290,8 +290,7 @@ def install(records: dict[str, PluginRecord] | None) -> None:
             case OptimizerPlugin():
                 optimizers.register(optimizer_spec(record))
             case TaskPlugin():
-                tasks.register(reference, lambda plan, device, record=record: load(record).build(plan, device),
-                               record.populations)
+                tasks.register(reference, lambda plan, device, record=record: load(record).build(plan, device))
             case _:
                 raise TypeError(f"{reference}: not a described plugin record ({type(record).__name__})")
 

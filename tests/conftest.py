@@ -32,16 +32,16 @@ def no_warm_workers_by_default():
         yield
 
 
-# the process-wide registries a test can add to: module → its dicts (optimizers.register, workers.tasks.register
-# and its population blockers; study.plugins.install fills both)
-REGISTRIES = {"optimizers.hparams": ("_PLUGINS",), "workers.tasks": ("_PLUGINS", "_ONE_AT_A_TIME")}
+# the process-wide registries a test can add to: module → its dicts (optimizers.register, workers.tasks.register;
+# study.plugins.install fills both)
+REGISTRIES = {"optimizers.hparams": ("_PLUGINS",), "workers.tasks": ("_PLUGINS",)}
 STAGED_PREFIX = "adamscape_plugin_"  # study.plugins.STAGED_PREFIX: a study file's own module, imported by its path
 
 
 @pytest.fixture(autouse=True)
 def registrations_undone():
     """Whatever a test registers in this process — an optimizer (``optimizers.register``), a task
-    (``workers.tasks.register``, and its population blocker), a study file's own code
+    (``workers.tasks.register``), a study file's own code
     (``study.plugins.install``: both, and its module under ``sys.modules``, its folder on ``sys.path``) —
     is removed after it: the next test sees the registries as the suite found them. (A registry's module
     that the test itself imported first started empty; nothing is imported here, so a test that never

@@ -164,7 +164,6 @@ def housing_task(housing):
         yield "housing-test"
     finally:
         tasks._PLUGINS.pop("housing-test", None)
-        tasks._ONE_AT_A_TIME.pop("housing-test", None)
 
 
 def _losses(task: str, seed: int, epochs: int) -> list:

@@ -42,7 +42,7 @@ import optimizers
 from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
-from study.protocol import (BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault,
+from study.protocol import (BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault, TaskPlugin,
                             WorkerRecord)
 from workers import tasks
 from workers.training import SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs, schedule_factor, train, watch_memory
@@ -280,11 +280,12 @@ def _free_memory(device: str) -> int:
 
 
 def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, float]], protocol: TrainingProtocol | dict,
-                device: str = "cpu", population: int | None = None, halvings: int = 0
+                device: str = "cpu", population: int | None = None, halvings: int = 0, blocker: str | None = None
                 ) -> Iterator[tuple[int, EpochRecord | CellResult]]:
     """Train every member (same task, optimizer, seed, protocol) in populations of at most ``population``
     configs (None: auto), halved ``halvings`` times (a retry of cells whose worker ran out of device
-    memory); yields ``(member index, record)``. Each member's summary carries ``population``: a
+    memory); yields ``(member index, record)``. ``blocker``: why the task cannot train as a population, as
+    ``adamscape check`` found it (its plugin record says; :func:`train_payload` passes it on). Each member's summary carries ``population``: a
     ``PopulationNote`` (the configs of its pass, and how that was decided).
 
     Auto: as many as fit the device's memory, if that is faster than one at a time *as measured here*: the
@@ -298,7 +299,7 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
     plan = plan_of(protocol)
     torch.manual_seed(seed)
     probe = tasks.build(task, plan, device)
-    reason = tasks.population_blocker(task) or batchable(probe.model)
+    reason = blocker or batchable(probe.model)
     fixed = None  # why every pass trains one config, whatever the measurements say
     if not optimizers.spec(optimizer).batched:
         _say_once(f"optimizer {optimizer} trains one configuration per pass: it does not implement the batched "
@@ -513,7 +514,8 @@ def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[Worker
         finished: set[int] = set()
         try:
             for index, record in train_cells(payload.task, optimizer, seed, [c.hparams for c in cells],
-                                             payload.protocol, device, payload.population, payload.halvings):
+                                             payload.protocol, device, payload.population, payload.halvings,
+                                             task_blocker(payload)):
                 if isinstance(record, CellResult):
                     finished.add(index)
                 yield dataclasses.replace(record, key=cells[index].key)
@@ -527,6 +529,13 @@ def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[Worker
             for index, cell in enumerate(cells):
                 if index not in finished:
                     yield CellFailure(cell.key, error, device_label(device))
+
+
+def task_blocker(payload: BatchPayload) -> str | None:
+    """Why the batch's task cannot train as a population, as its plugin record says (``adamscape check``
+    found it out); None for a built-in task or one that can."""
+    record = payload.plugins.get(payload.task)
+    return record.populations if isinstance(record, TaskPlugin) else None
 
 
 CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error", "NCCL error")

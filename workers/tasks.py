@@ -451,19 +451,9 @@ IMPLEMENTATIONS: dict[str, Builder] = {
 
 
 _PLUGINS: dict[str, Builder] = {}  # a study file's own tasks, by the name the file gives them
-_ONE_AT_A_TIME: dict[str, str] = {}  # own tasks whose objective cannot run as a population, and why
-
-
-def register(name: str, builder: Builder, one_at_a_time: str | None = None) -> None:
-    """Make a study's own task known to :func:`build` in this process (``study.plugins.install``);
-    ``one_at_a_time``: why its cells cannot train as a population (``adamscape check`` found out)."""
+def register(name: str, builder: Builder) -> None:
+    """Make a study's own task known to :func:`build` in this process (``study.plugins.install``)."""
     _PLUGINS[name] = builder
-    if one_at_a_time:
-        _ONE_AT_A_TIME[name] = one_at_a_time
-
-
-def population_blocker(name: str) -> str | None:
-    return _ONE_AT_A_TIME.get(name)
 
 
 def build(name: str, plan: TrainingProtocol, device: str) -> Problem:

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 import optimizers
+from study import plugins
 from study.catalog import TASKS, TrainingProtocol
 from study.protocol import BatchPayload, CellFailure, CellPayload, CellResult, EpochRecord, PopulationNote
+from tests.support.paths import ROOT
 from workers import data, models, population, tasks, training
 from workers.population import batchable, train_cells, train_payload, train_population
 
@@ -526,3 +528,21 @@ def test_every_member_records_the_metrics_at_initialisation_of_the_shared_seeded
                                                             rel=1e-6)
     assert initial[0]["initial_test_accuracy"] == (logits.argmax(1) == split.test_y).sum().item() / len(split.test_y)
     assert summaries[0].final["test_loss"] != initial[0]["initial_test_loss"]  # the final value is the final one
+
+
+def test_a_task_that_check_found_cannot_batch_trains_one_config_per_pass_as_its_record_says():
+    """The reason ``adamscape check`` stored in a task's plugin record travels in the batch itself
+    (``BatchPayload.plugins``): the worker trains that task one configuration per pass and says why; the same
+    batch without the reason trains as the worker measures best."""
+    reference = "./housing.py:housing"
+    described = plugins.describe_task(plugins.locate(reference, "task", ROOT / "examples" / "plugins"))
+    plan = TrainingProtocol(epochs=1, batch_size=64, task_options={"hidden": 8})
+    cells = tuple(CellPayload(i, "adam", 0, {**optimizers.spec("adam").defaults(), "lr": lr})
+                  for i, lr in enumerate((1e-3, 1e-2, 1e-1)))
+    reason = "its objective draws random numbers"
+    blocked = BatchPayload(reference, plan, cells, population=3,
+                           plugins={reference: dataclasses.replace(described, populations=reason)})
+    notes = {r.population for r in train_payload(blocked) if isinstance(r, CellResult)}
+    assert notes == {PopulationNote(1, f"1 config per pass: task {reference} cannot train as a population: {reason}")}
+    free = dataclasses.replace(blocked, plugins={reference: described})
+    assert {r.population.size for r in train_payload(free) if isinstance(r, CellResult)} == {3}
