@@ -1,4 +1,7 @@
-"""The study file (TOML): read, resolve its own optimizers and task, validate; one readable line per problem."""
+"""The study file (TOML) in three steps, one readable line per problem: :func:`read` (TOML, no user code),
+``resolve.describe_plugins`` (the one step that imports the file's own optimizers and task) and
+:func:`validate` (no user code: it reads what resolution described). :func:`parse` and :func:`load` run the
+three in turn."""
 
 from __future__ import annotations
 
@@ -39,9 +42,8 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
     return f"{source}: {where + ': ' if where else ''}{message}"
 
 
-def parse(text: str, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
-    """Parse and validate study-file text; raise UserError with one readable line. Plugin paths are
-    relative to ``base_dir`` (the study file's folder; default: the current directory)."""
+def read(text: str, source: str = "<study>") -> dict:
+    """The study file's TOML as a dict (no user code runs)."""
     try:
         raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
@@ -50,16 +52,27 @@ def parse(text: str, source: str = "<study>", base_dir: Path | None = None) -> S
         raise UserError(f"{source}: not valid TOML: a number has too many digits to read") from None
     if "plugins" in raw:
         raise UserError(f"{source}: plugins: unknown key (check the spelling; see README 'The study file')")
+    return raw
+
+
+def validate(raw: dict, source: str = "<study>", described: dict | None = None) -> StudySpec:
+    """The validated study: ``raw`` (from :func:`read`) with the file's own optimizers and task as
+    resolution ``described`` them (none: only built-in names are known). No user code runs."""
+    try:
+        return StudySpec.model_validate({**raw, "plugins": described} if described else raw)
+    except ValidationError as exc:
+        raise UserError(_format_validation_error(source, exc)) from None
+
+
+def parse(text: str, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
+    """Read, resolve and validate study-file text; raise UserError with one readable line. Plugin paths are
+    relative to ``base_dir`` (the study file's folder; default: the current directory)."""
+    raw = read(text, source)
     try:
         described = describe_plugins(raw, base_dir or Path.cwd())
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
-    if described:
-        raw["plugins"] = described
-    try:
-        return StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(_format_validation_error(source, exc)) from None
+    return validate(raw, source, described)
 
 
 def load(path: str | Path) -> StudySpec:

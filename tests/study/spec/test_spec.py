@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import textwrap
 import warnings
 
 import numpy as np
@@ -325,3 +326,28 @@ def test_study_file_types_are_strict(text, needle):
     with pytest.raises(UserError) as info:
         spec.parse(text, "study.toml")
     assert str(info.value) == f"study.toml: {needle}"
+
+
+def test_reading_and_validating_run_no_user_code_resolution_does(tmp_path):
+    """A study file naming its own task: read() and validate() never import it (validation without what
+    resolution described refuses the name), parse() imports it once, between the two."""
+    marker = tmp_path / "imported"
+    (tmp_path / "mine.py").write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from workers.tasks import task
+
+        Path({str(marker)!r}).write_text("yes")
+
+
+        @task(metrics={{"test_loss": "minimize"}}, primary="test_loss", epochs=1, batch_size=8)
+        def mine(protocol, device):
+            raise NotImplementedError
+        """))
+    text = 'name = "own"\ntask = "./mine.py:mine"\nseeds = [0]\n\n[optimizers.adam]\nlr = [0.1]\n'
+    raw = spec.read(text, "own.toml")
+    assert raw["task"] == "./mine.py:mine" and not marker.exists()
+    with pytest.raises(UserError, match=r"^own.toml: task: unknown task './mine.py:mine'"):
+        spec.validate(raw, "own.toml")
+    assert not marker.exists()
+    parsed = spec.parse(text, "own.toml", tmp_path)
+    assert marker.read_text() == "yes" and parsed.task == "./mine.py:mine" and parsed.task in parsed.plugins
