@@ -121,6 +121,12 @@ def _mnist_files(folder: str) -> tuple[str, ...]:
                  for kind, n in (("images", 3), ("labels", 1)))
 
 
+def _image_task(name: str, description: str, epochs: int, dataset: str, files, convolutional: bool = True) -> TaskInfo:
+    """A torchvision classification task of the papers (batches of 128, as DeepOBS and the AdaBound demo)."""
+    return TaskInfo(name, description, _CLASSIFICATION, default_epochs=epochs, default_batch_size=128,
+                    dataset_files=files, dataset=dataset, convolutional=convolutional)
+
+
 TASKS: dict[str, TaskInfo] = {
     info.name: info
     for info in [
@@ -164,23 +170,17 @@ TASKS: dict[str, TaskInfo] = {
                                                     "without replacement from the training text)", greater_than=0),
                           "test_tokens": Option(16384, "tokens of the held-out text that evaluations read (at most "
                                                 "its 46,627)", greater_than=0)}),
-        TaskInfo("mnist-mlp", "MNIST, DeepOBS mnist_mlp: 784-1000-500-100-10 ReLU MLP (torchvision MNIST files)",
-                 _CLASSIFICATION, default_epochs=100, default_batch_size=128,
-                 dataset_files=_mnist_files("MNIST"), dataset="MNIST"),
-        TaskInfo("fmnist-2c2d", "Fashion-MNIST, DeepOBS 2c2d: two 5x5 conv + max-pool, fc 1024, fc 10",
-                 _CLASSIFICATION, default_epochs=100, default_batch_size=128,
-                 dataset_files=_mnist_files("FashionMNIST"), dataset="FashionMNIST", convolutional=True),
-        TaskInfo("cifar10-3c3d", "CIFAR-10, DeepOBS 3c3d: three conv + max-pool, fc 512, fc 256, fc 10",
-                 _CLASSIFICATION, default_epochs=100, default_batch_size=128, dataset_files=_CIFAR10,
-                 dataset="CIFAR10", convolutional=True),
-        TaskInfo("cifar10-resnet34", "CIFAR-10, ResNet-34 with a CIFAR stem (the AdaBound demo), crop+flip",
-                 _CLASSIFICATION, default_epochs=200, default_batch_size=128, dataset_files=_CIFAR10,
-                 dataset="CIFAR10", convolutional=True),
-        TaskInfo("cifar10-densenet121", "CIFAR-10, DenseNet-121 with a CIFAR stem (the AdaBound demo), crop+flip",
-                 _CLASSIFICATION, default_epochs=200, default_batch_size=128, dataset_files=_CIFAR10,
-                 dataset="CIFAR10", convolutional=True),
-        TaskInfo("cifar100-resnet34", "CIFAR-100, ResNet-34 with a CIFAR stem (the AdaMod demo), crop+flip",
-                 _CLASSIFICATION, default_epochs=300, default_batch_size=128, dataset_files=_CIFAR100,
-                 dataset="CIFAR100", convolutional=True),
+        _image_task("mnist-mlp", "MNIST, DeepOBS mnist_mlp: 784-1000-500-100-10 ReLU MLP (torchvision MNIST files)",
+                    100, "MNIST", _mnist_files("MNIST"), convolutional=False),
+        _image_task("fmnist-2c2d", "Fashion-MNIST, DeepOBS 2c2d: two 5x5 conv + max-pool, fc 1024, fc 10",
+                    100, "FashionMNIST", _mnist_files("FashionMNIST")),
+        _image_task("cifar10-3c3d", "CIFAR-10, DeepOBS 3c3d: three conv + max-pool, fc 512, fc 256, fc 10",
+                    100, "CIFAR10", _CIFAR10),
+        _image_task("cifar10-resnet34", "CIFAR-10, ResNet-34 with a CIFAR stem (the AdaBound demo), crop+flip",
+                    200, "CIFAR10", _CIFAR10),
+        _image_task("cifar10-densenet121", "CIFAR-10, DenseNet-121 with a CIFAR stem (the AdaBound demo), crop+flip",
+                    200, "CIFAR10", _CIFAR10),
+        _image_task("cifar100-resnet34", "CIFAR-100, ResNet-34 with a CIFAR stem (the AdaMod demo), crop+flip",
+                    300, "CIFAR100", _CIFAR100),
     ]
 }
