@@ -81,61 +81,36 @@ SINGLE_CONFIG_TOLERANCE = 1e-4
 POPULATION_FLAG_TOLERANCE = 1e-3
 
 LR8 = "{ log = [1e-4, 1e-1], num = 8 }"
+
+
+def lr8_sections(second_axes: list[tuple[str, str, str]]) -> str:
+    """One ``[optimizers.NAME]`` section per ``(optimizer, axis, values)`` row, in table order:
+    ``lr`` 8 log-spaced in [1e-4, 1e-1] and the row's second axis."""
+    return "\n".join(f"[optimizers.{optimizer}]\nlr = {LR8}\n{axis} = {values}\n"
+                     for optimizer, axis, values in second_axes)
+
+
 GRIDS = {
     "4": """\
 [optimizers.adam]
 lr = [1e-3, 1e-2]
 """,
-    "64": f"""\
-[optimizers.adam]
-lr = {LR8}
-beta1 = [0.5, 0.9]
-
-[optimizers.adabound]
-lr = {LR8}
-final_lr = [0.01, 0.1]
-""",
-    "512": f"""\
-[optimizers.adam]
-lr = {LR8}
-beta1 = [0.0, 0.5, 0.9, 0.99]
-
-[optimizers.adamw]
-lr = {LR8}
-weight_decay = [1e-4, 1e-3, 1e-2, 1e-1]
-
-[optimizers.amsgrad]
-lr = {LR8}
-beta1 = [0.5, 0.9, 0.99]
-
-[optimizers.adamax]
-lr = {LR8}
-beta1 = [0.5, 0.9, 0.99]
-
-[optimizers.nadam]
-lr = {LR8}
-momentum_decay = [1e-3, 4e-3, 1.6e-2]
-
-[optimizers.radam]
-lr = {LR8}
-beta1 = [0.5, 0.9, 0.99]
-
-[optimizers.adabelief]
-lr = {LR8}
-eps = [1e-16, 1e-12, 1e-8]
-
-[optimizers.adabound]
-lr = {LR8}
-final_lr = [0.01, 0.1, 1.0]
-
-[optimizers.amsbound]
-lr = {LR8}
-final_lr = [0.01, 0.1, 1.0]
-
-[optimizers.adamod]
-lr = {LR8}
-beta3 = [0.9, 0.99, 0.999]
-""",
+    "64": lr8_sections([
+        ("adam", "beta1", "[0.5, 0.9]"),
+        ("adabound", "final_lr", "[0.01, 0.1]"),
+    ]),
+    "512": lr8_sections([
+        ("adam", "beta1", "[0.0, 0.5, 0.9, 0.99]"),
+        ("adamw", "weight_decay", "[1e-4, 1e-3, 1e-2, 1e-1]"),
+        ("amsgrad", "beta1", "[0.5, 0.9, 0.99]"),
+        ("adamax", "beta1", "[0.5, 0.9, 0.99]"),
+        ("nadam", "momentum_decay", "[1e-3, 4e-3, 1.6e-2]"),
+        ("radam", "beta1", "[0.5, 0.9, 0.99]"),
+        ("adabelief", "eps", "[1e-16, 1e-12, 1e-8]"),
+        ("adabound", "final_lr", "[0.01, 0.1, 1.0]"),
+        ("amsbound", "final_lr", "[0.01, 0.1, 1.0]"),
+        ("adamod", "beta3", "[0.9, 0.99, 0.999]"),
+    ]),
 }
 EXPECTED_CELLS = {"4": 4, "64": 64, "512": 512}
 
@@ -699,6 +674,17 @@ def print_table(rows, args, reference_key, checks, skipped) -> None:
                   f"{len(c['status_mismatches'])}, missing {len(c['missing_cells'])}: {verdict}")
 
 
+def add_child_options(parser: argparse.ArgumentParser) -> None:
+    """The hidden options with which a benchmark starts one system (a coordinator or a worker) in a
+    child process of its own file; ``child_main`` reads them."""
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--progress", help=argparse.SUPPRESS)
+    parser.add_argument("--journal", help=argparse.SUPPRESS)
+    parser.add_argument("--trials", type=int, help=argparse.SUPPRESS)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", choices=sorted(GRIDS, key=int), default="64")
@@ -710,13 +696,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds, interleaved (each runs every system once); "
                         "a system's row is its best round, every round's wall is kept in the JSON (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
-    # internal: one system in a child process
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--progress", help=argparse.SUPPRESS)
-    parser.add_argument("--journal", help=argparse.SUPPRESS)
-    parser.add_argument("--trials", type=int, help=argparse.SUPPRESS)
+    add_child_options(parser)
     args = parser.parse_args()
     if args.workers < 1:
         parser.error("--workers must be at least 1")

@@ -449,6 +449,19 @@ def run_service(tmp: Path, args, env: dict) -> dict:
 
 # --- 2 cold run ----------------------------------------------------------------------------------------
 
+def finish_timed_run(result: dict, label: str, wall: float, cells: dict, error: str, **timings) -> dict:
+    """Complete a cold runner's ``result`` and return it: its ``timings`` (seconds from launch), then
+    ``wall_s``, ``cells_per_min``, the cell check ``cells`` and its ``ok``; ``error`` is recorded when
+    the check failed. Prints one ``[label]`` summary line."""
+    result.update({**timings, "wall_s": r3(wall), "cells_per_min": round(TOTAL / wall * 60, 1),
+                   "cells": cells, "ok": cells["ok"]})
+    if not cells["ok"]:
+        result["error"] = error
+    say(f"[{label}] first epoch {result['first_epoch_from_launch_s']} s, wall {wall:.2f} s, "
+        f"cells {'ok' if cells['ok'] else 'NOT ok'}")
+    return result
+
+
 def run_cold(tmp: Path, args, env: dict) -> dict:
     db_path = tmp / "run.db"
     db = f"sqlite:///{db_path}"
@@ -476,18 +489,11 @@ def run_cold(tmp: Path, args, env: dict) -> dict:
         result.update(ok=False, error=f"run exit {run.code}: {gt._tail(tmp / 'cold.run.log')}")
         return result
     cells = check_cells(db_path, name)
-    result.update({
-        "first_epoch_from_launch_s": r3(None if first is None else first - run.t0),
-        "pickup_from_launch_s": r3(cells["first_started_at"] - run.t0_unix),
-        "done_from_launch_s": r3(done - run.t0),
-        "wall_s": r3(run.wall),
-        "cells_per_min": round(TOTAL / run.wall * 60, 1),
-        "cells": cells, "ok": cells["ok"]})
-    if not cells["ok"]:
-        result["error"] = f"cells not run exactly once: {cells}"
-    say(f"[run] first epoch {result['first_epoch_from_launch_s']} s, wall {run.wall:.2f} s, "
-        f"cells {'ok' if cells['ok'] else 'NOT ok'}")
-    return result
+    return finish_timed_run(
+        result, "run", run.wall, cells, f"cells not run exactly once: {cells}",
+        first_epoch_from_launch_s=r3(None if first is None else first - run.t0),
+        pickup_from_launch_s=r3(cells["first_started_at"] - run.t0_unix),
+        done_from_launch_s=r3(done - run.t0))
 
 
 # --- 3 plain Optuna ------------------------------------------------------------------------------------
@@ -519,19 +525,12 @@ def run_optuna(tmp: Path, args, env: dict) -> dict:
              "complete": statuses.count("complete"), "diverged": statuses.count("diverged"),
              "worker_pids": len({r.get("pid") for r in records}),
              "ok": sorted(indices) == list(range(TOTAL))}
-    result.update({
-        "first_epoch_from_launch_s": r3(min(reports) - coordinator.t0_unix) if reports else None,
-        "workers_reporting": len(reports),
-        "first_worker_process_from_launch_s": r3(min(starts) - coordinator.t0_unix) if starts else None,
-        "first_trial_done_from_launch_s": r3(None if first_done is None else first_done - coordinator.t0),
-        "wall_s": r3(coordinator.wall),
-        "cells_per_min": round(TOTAL / coordinator.wall * 60, 1),
-        "cells": cells, "ok": cells["ok"]})
-    if not cells["ok"]:
-        result["error"] = f"trials do not cover cells 0-{TOTAL - 1} once each: {cells}"
-    say(f"[optuna] first epoch {result['first_epoch_from_launch_s']} s, wall {coordinator.wall:.2f} s, "
-        f"cells {'ok' if cells['ok'] else 'NOT ok'}")
-    return result
+    return finish_timed_run(
+        result, "optuna", coordinator.wall, cells, f"trials do not cover cells 0-{TOTAL - 1} once each: {cells}",
+        first_epoch_from_launch_s=r3(min(reports) - coordinator.t0_unix) if reports else None,
+        workers_reporting=len(reports),
+        first_worker_process_from_launch_s=r3(min(starts) - coordinator.t0_unix) if starts else None,
+        first_trial_done_from_launch_s=r3(None if first_done is None else first_done - coordinator.t0))
 
 
 # --- the report ----------------------------------------------------------------------------------------
@@ -725,12 +724,7 @@ def main() -> int:
                         "benchmarks/results/service_latency.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     # internal: gt's Optuna coordinator and workers, run from this file
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--progress", help=argparse.SUPPRESS)
-    parser.add_argument("--journal", help=argparse.SUPPRESS)
-    parser.add_argument("--trials", type=int, help=argparse.SUPPRESS)
+    gt.add_child_options(parser)
     args = parser.parse_args()
     if args.workers < 1 or args.repeats < 1:
         parser.error("--workers and --repeats must be at least 1")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import signal
-import subprocess
 import time
 
 import pandas as pd
@@ -15,10 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, adamscape
-from tests.support.browser import chromium_or_skip
-from tests.support.paths import BIN
-from tests.support.ray import free_port
-from tests.support.wait import wait_healthy
+from tests.support.browser import served_dashboard
 
 EXAMPLES = ROOT / "examples"
 
@@ -106,35 +100,19 @@ def test_the_2026_family_preset_runs_every_member_and_its_report_compares_them(r
 def _seen_in_a_real_browser(db: str, members: list[str]) -> None:
     """The served dashboard in Chromium: a map of every member on the Maps page, and the literature's measures
     with the pairwise comparison on the Overview."""
-    chromium = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    port = free_port()
-    server = subprocess.Popen([str(BIN / "adamscape"), "dashboard", "--db", db, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_healthy(port, server)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(f"http://127.0.0.1:{port}/")
-            settled = time.monotonic() + 90
-            while page.locator(".js-plotly-plot").count() < len(members):  # one map per member
-                assert time.monotonic() < settled, f"{page.locator('.js-plotly-plot').count()} maps"
-                page.wait_for_timeout(200)
-            assert page.locator("[data-testid='stException']").count() == 0
-            drawn = " ".join(page.locator(".js-plotly-plot").all_inner_texts())
-            assert all(member in drawn for member in members), drawn[:500]  # each map titled by its member
-            page.locator("[data-testid='stSidebar']").get_by_text("Overview", exact=True).click()
-            for text in ("which optimizer is less sensitive (seed bootstrap)", "tunability (Sivaprasad et al. 2020)",
-                         "LR sensitivity per value of the other axes (Wortsman et al. 2023)"):
-                page.get_by_text(text).wait_for(timeout=60_000)
-            assert page.locator("[data-testid='stException']").count() == 0
-            browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with served_dashboard(db) as page:
+        settled = time.monotonic() + 90
+        while page.locator(".js-plotly-plot").count() < len(members):  # one map per member
+            assert time.monotonic() < settled, f"{page.locator('.js-plotly-plot').count()} maps"
+            page.wait_for_timeout(200)
+        assert page.locator("[data-testid='stException']").count() == 0
+        drawn = " ".join(page.locator(".js-plotly-plot").all_inner_texts())
+        assert all(member in drawn for member in members), drawn[:500]  # each map titled by its member
+        page.locator("[data-testid='stSidebar']").get_by_text("Overview", exact=True).click()
+        for text in ("which optimizer is less sensitive (seed bootstrap)", "tunability (Sivaprasad et al. 2020)",
+                     "LR sensitivity per value of the other axes (Wortsman et al. 2023)"):
+            page.get_by_text(text).wait_for(timeout=60_000)
+        assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_the_wortsman_transformer_preset_maps_adam_and_adamw_lr_sensitivity(ray_address, tmp_path):

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from study import spec, store
 from study.errors import UserError
-from tests.support.browser import chromium_path
+from tests.support.browser import chromium_path, headless_page
 from tests.support.cli import adamscape, study_file
 from tests.support.db import TABLES, pg_database, read_only_role, table_counts
 from tests.support.invariants import assert_exactly_once
@@ -161,21 +161,13 @@ def _page_shows_the_study(port: int, ro_url: str, monkeypatch) -> None:
         assert app.sidebar.selectbox[0].value == NAME
         assert f"{CELLS} of {CELLS} cells finished" in app.get("progress")[0].proto.text
         return
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_text(f"{CELLS} of {CELLS} cells finished").wait_for(timeout=60_000)
-            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-            assert page.locator(".js-plotly-plot").count() == 1  # adam's map
-            assert page.get_by_text("task noop", exact=False).count() >= 1
-            assert page.locator("[data-testid='stException']").count() == 0
-        finally:
-            browser.close()
+    with headless_page(chromium, height=1000) as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_text(f"{CELLS} of {CELLS} cells finished").wait_for(timeout=60_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        assert page.locator(".js-plotly-plot").count() == 1  # adam's map
+        assert page.get_by_text("task noop", exact=False).count() >= 1
+        assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_the_dashboard_serves_the_finished_study_through_a_read_only_role(finished, tmp_path, monkeypatch):

@@ -317,10 +317,13 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
     del probe
     key = _cost_key(task, optimizer, device, plan)
 
-    def alone(chunk: list[int], why: str) -> Iterator[tuple[int, EpochRecord | CellResult]]:
-        for index in chunk:
-            for record in train(task, optimizer, members[index], seed, plan, device):
-                yield index, _noted(record, 1, why)
+    def alone(chunk: list[int], why: str) -> Iterator[tuple[int, EpochRecord | CellResult | CellFailure]]:
+        for index in chunk:  # a crash fails its own cell only: the next one still trains
+            try:
+                for record in train(task, optimizer, members[index], seed, plan, device):
+                    yield index, _noted(record, 1, why)
+            except Exception as exc:
+                yield index, _crashed(exc, device)
 
     pending = list(range(len(members)))
     while pending:
@@ -336,7 +339,14 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
         if population is None:  # auto: decided by what this worker measured
             lone = _LONE_STEP.get(key)
             if lone is None:
-                lone = _LONE_STEP[key] = _lone_seconds_per_step(task, optimizer, members[chunk[0]], seed, plan, device)
+                try:
+                    lone = _LONE_STEP[key] = _lone_seconds_per_step(task, optimizer, members[chunk[0]], seed, plan,
+                                                                    device)
+                except Exception as exc:  # its first config crashes: each config alone, each crash its own cell's
+                    if resource_fault(exc):
+                        raise
+                    yield from alone(chunk, f"1 config per pass: timing one config alone crashed ({type(exc).__name__})")
+                    continue
             memory = f" (memory allows {limit} of these {len(members)})" if limit < len(members) else ""
             together = _TOGETHER_STEP.get(key + (size,))
             if together is None:
@@ -352,11 +362,13 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
                 if verdict[0] == 1:
                     yield from alone(chunk, verdict[1])
                     continue
-        started = False
+        started, ended = False, set()
         try:
             for index, record in train_population(task, optimizer, [members[i] for i in chunk], seed, plan, device,
                                                   **({"judge": judge} if judge else {})):
                 started = True
+                if isinstance(record, CellResult):
+                    ended.add(chunk[index])
                 yield chunk[index], _noted(record, size, verdict[1])
         except _Slower:  # measured in its first steps, before it reported anything
             yield from alone(chunk, verdict[1])
@@ -367,6 +379,13 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
             log.warning("a population of %d ran out of device memory; trying %d", len(chunk), limit)
             torch.cuda.empty_cache()
             pending = chunk + pending
+        except Exception as exc:
+            failure = _crashed(exc, device)
+            if started:  # its members reported epochs: the unfinished ones end with the crash
+                yield from ((index, failure) for index in chunk if index not in ended)
+            else:  # nothing reported yet: each config alone, so that a crash fails only the config that crashes
+                yield from alone(chunk, f"1 config per pass: the population of {size} crashed ({type(exc).__name__}) "
+                                        "before it reported")
 
 
 # --- auto: populations only where this worker measured them faster than one config at a time --------
@@ -516,7 +535,7 @@ def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[Worker
             for index, record in train_cells(payload.task, optimizer, seed, [c.hparams for c in cells],
                                              payload.protocol, device, payload.population, payload.halvings,
                                              task_blocker(payload)):
-                if isinstance(record, CellResult):
+                if isinstance(record, (CellResult, CellFailure)):
                     finished.add(index)
                 yield dataclasses.replace(record, key=cells[index].key)
         except Exception as exc:  # a crashed trial is a result to record, not a reason to lose the worker
@@ -536,6 +555,14 @@ def task_blocker(payload: BatchPayload) -> str | None:
     found it out); None for a built-in task or one that can."""
     record = payload.plugins.get(payload.task)
     return record.populations if isinstance(record, TaskPlugin) else None
+
+
+def _crashed(exc: Exception, device: str) -> CellFailure:
+    """A crashed trial as its cell's failure (the traceback, the device), to record; a resource fault (out of
+    device memory, a CUDA error) is not the cell's doing and goes on up, to end the worker's batch."""
+    if resource_fault(exc):
+        raise exc
+    return CellFailure(None, traceback.format_exc(limit=8), device_label(device))
 
 
 CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error", "NCCL error")

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
 import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.support.browser import chromium_or_skip
+from tests.support.browser import served_dashboard
 from tests.support.cli import adamscape, study_file
-from tests.support.paths import BIN, ROOT
-from tests.support.ray import free_port as _free_port
-from tests.support.wait import wait_healthy
+from tests.support.paths import ROOT
 
 APP = str(ROOT / "dashboard" / "app.py")
 
@@ -288,43 +283,27 @@ PAGE_TEXTS = {"Maps": ("LR sensitivity",),
 
 
 def test_real_browser_opens_every_page_without_an_error(finished_db):
-    chromium = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    server = subprocess.Popen([str(BIN / "adamscape"), "dashboard", "--db", finished_db, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_healthy(port, server)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_text("robustness maps").wait_for(timeout=60_000)
-            assert page.get_by_text("Deploy").count() == 0  # no Streamlit developer toolbar
-            for name, charts in PAGE_CHARTS.items():
-                page.locator("[data-testid='stSidebar']").get_by_text(name, exact=True).click()
-                # the previous page's elements stay (stale) until the rerun replaces them
-                settled = time.monotonic() + 60
-                while page.locator(".js-plotly-plot").count() != charts or page.locator("[data-stale='true']").count():
-                    assert time.monotonic() < settled, f"{name}: {page.locator('.js-plotly-plot').count()} charts"
-                    page.wait_for_timeout(200)
-                if not charts:
-                    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)
-                page.wait_for_timeout(500)  # the charts draw
-                assert page.locator("[data-testid='stException']").count() == 0, name
-                assert page.get_by_text("10 of 10 cells finished").count() == 1, name
-                for text in PAGE_TEXTS.get(name, ()):  # the literature's measures, where they are shown
-                    assert page.get_by_text(text).count() >= 1, (name, text)
-                shot = ARTIFACTS / f"{name.lower().replace(' ', '-')}.png"
-                page.screenshot(path=str(shot), full_page=True)
-                assert shot.stat().st_size > 10_000, name
-            browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with served_dashboard(finished_db) as page:
+        page.get_by_text("robustness maps").wait_for(timeout=60_000)
+        assert page.get_by_text("Deploy").count() == 0  # no Streamlit developer toolbar
+        for name, charts in PAGE_CHARTS.items():
+            page.locator("[data-testid='stSidebar']").get_by_text(name, exact=True).click()
+            # the previous page's elements stay (stale) until the rerun replaces them
+            settled = time.monotonic() + 60
+            while page.locator(".js-plotly-plot").count() != charts or page.locator("[data-stale='true']").count():
+                assert time.monotonic() < settled, f"{name}: {page.locator('.js-plotly-plot').count()} charts"
+                page.wait_for_timeout(200)
+            if not charts:
+                page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)
+            page.wait_for_timeout(500)  # the charts draw
+            assert page.locator("[data-testid='stException']").count() == 0, name
+            assert page.get_by_text("10 of 10 cells finished").count() == 1, name
+            for text in PAGE_TEXTS.get(name, ()):  # the literature's measures, where they are shown
+                assert page.get_by_text(text).count() >= 1, (name, text)
+            shot = ARTIFACTS / f"{name.lower().replace(' ', '-')}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000, name
 
 
 def test_apptest_shows_the_queue_with_states_positions_and_services(tmp_path, monkeypatch):

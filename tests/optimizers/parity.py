@@ -1,5 +1,6 @@
 """The parity suites' problem: random float64 parameters and a fixed random quartic-plus-quadratic loss
-with per-step jitter, the same for our optimizer and its reference (``test_reference_*.py``)."""
+with per-step jitter, the same for our optimizer and its reference (``test_reference_*.py``), and the run
+of STEPS steps over it."""
 
 from __future__ import annotations
 
@@ -25,3 +26,26 @@ def problem(seed: int):
         return total
 
     return init, loss_fn
+
+
+def copies(params) -> list:
+    """Detached copies of the parameters, as they are now."""
+    return [p.detach().clone() for p in params]
+
+
+def trajectory(seed: int, build, record) -> list:
+    """The parity run: STEPS steps on ``problem(seed)``'s loss, from fresh copies of its initial
+    parameters, by the optimizer ``build(params)`` returns, under StepLR(step_size=70, gamma=0.3);
+    after each step, ``record(optimizer, params, step)``. The list of what ``record`` returned."""
+    init, loss_fn = problem(seed)
+    params = [p.clone().requires_grad_(True) for p in init]
+    optimizer = build(params)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=70, gamma=0.3)
+    history = []
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        loss_fn(params, step).backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(record(optimizer, params, step))
+    return history

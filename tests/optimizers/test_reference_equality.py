@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import optimizers
-from tests.optimizers.parity import STEPS, problem
+from tests.optimizers.parity import copies, problem, trajectory
 
 warnings.filterwarnings("ignore", category=UserWarning)  # the reference packages use deprecated add_ signatures
 # the reference packages are the test extra's (pyproject.toml): a missing one fails the suite, never skips it
@@ -19,6 +20,9 @@ import adam_mini  # noqa: E402
 import adamod  # noqa: E402
 import lion_pytorch  # noqa: E402
 import pytorch_optimizer  # noqa: E402
+
+# torch keeps NAdam's momentum product in the default dtype; float64 keeps the reference exact
+pytestmark = pytest.mark.usefixtures("float64_by_default")
 
 
 def _betas(reference):
@@ -77,28 +81,9 @@ CASES = [
 
 
 def _trajectory(make, hparams, seed):
-    init, loss_fn = problem(seed)
-    params = [p.clone().requires_grad_(True) for p in init]
-    groups = [{"params": params[:2]}, {"params": params[2:]}]
-    optimizer = make(groups, **hparams)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=70, gamma=0.3)
-    history = []
-    for step in range(STEPS):
-        optimizer.zero_grad()
-        loss_fn(params, step).backward()
-        optimizer.step()
-        scheduler.step()
-        history.append([p.detach().clone() for p in params])
-    return history
-
-
-@pytest.fixture(autouse=True)
-def _float64_by_default():
-    """torch keeps NAdam's momentum product in the default dtype; float64 keeps the reference exact."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+    """The parameters after each step, two parameter groups."""
+    return trajectory(seed, lambda params: make([{"params": params[:2]}, {"params": params[2:]}], **hparams),
+                      lambda optimizer, params, step: copies(params))
 
 
 def _ours(name, options):
@@ -144,114 +129,111 @@ def test_matches_reference_every_step(name, hparams, options, reference):
 # The written-out references are plain per-tensor torch code, independent of our kernels and pieces.
 
 
-class _AuthorsADOPT(torch.optim.Optimizer):
+class _PerTensorReference(torch.optim.Optimizer):
+    """A reference written out as plain per-tensor torch code. A subclass gives ``update_tensor(p, state, *, …)``,
+    whose keyword-only parameters are its hyperparameters (the constructor takes exactly those, with their
+    defaults), and ``STATE``, each tensor's state before its first step (a callable value is applied to the
+    tensor: ``torch.zeros_like``)."""
+
+    STATE: dict = {}
+
+    def __init__(self, params, **hparams):
+        signature = inspect.signature(self.update_tensor)
+        signature.bind(None, None, **hparams)  # a missing or unknown hyperparameter: TypeError
+        self.hparam_names = [n for n, q in signature.parameters.items() if q.kind is q.KEYWORD_ONLY]
+        defaults = {n: q.default for n, q in signature.parameters.items()
+                    if q.kind is q.KEYWORD_ONLY and q.default is not q.empty}
+        super().__init__(params, {**defaults, **hparams})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            hparams = {name: group[name] for name in self.hparam_names}
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update({k: v(p) if callable(v) else v for k, v in self.STATE.items()})
+                self.update_tensor(p, state, **hparams)
+
+
+class _AuthorsADOPT(_PerTensorReference):
     """ADOPT as the authors' code runs it (per tensor, 0-based step s: s = 0 only stores g², then clips at s^¼)."""
 
-    def __init__(self, params, lr, beta1, beta2, eps, weight_decay, decouple=False):
-        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                      decouple=decouple))
+    STATE = dict(step=0, m=torch.zeros_like, v=torch.zeros_like)
 
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                state = self.state[p]
-                if not state:
-                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                g = p.grad if group["decouple"] else p.grad + wd * p
-                if state["step"] == 0:
-                    state["v"] += g * g
-                else:
-                    if group["decouple"]:
-                        p -= lr * wd * p
-                    clip = state["step"] ** 0.25
-                    normed = (g / torch.clamp(state["v"].sqrt(), min=group["eps"])).clamp(-clip, clip)
-                    state["m"] = group["beta1"] * state["m"] + (1 - group["beta1"]) * normed
-                    p -= lr * state["m"]
-                    state["v"] = group["beta2"] * state["v"] + (1 - group["beta2"]) * g * g
-                state["step"] += 1
+    @staticmethod
+    def update_tensor(p, state, *, lr, beta1, beta2, eps, weight_decay, decouple=False):
+        g = p.grad if decouple else p.grad + weight_decay * p
+        if state["step"] == 0:
+            state["v"] += g * g
+        else:
+            if decouple:
+                p -= lr * weight_decay * p
+            clip = state["step"] ** 0.25
+            normed = (g / torch.clamp(state["v"].sqrt(), min=eps)).clamp(-clip, clip)
+            state["m"] = beta1 * state["m"] + (1 - beta1) * normed
+            p -= lr * state["m"]
+            state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+        state["step"] += 1
 
 
-class _AuthorsAdEMAMix(torch.optim.Optimizer):
+class _AuthorsAdEMAMix(_PerTensorReference):
     """AdEMAMix as the authors' code runs it, with one warm-up length T for α and β3 (0: none)."""
 
-    def __init__(self, params, lr, beta1, beta2, beta3, alpha, eps, weight_decay, T_alpha_beta3):
-        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, alpha=alpha, eps=eps,
-                                      weight_decay=weight_decay, warmup=T_alpha_beta3))
+    STATE = dict(step=0, fast=torch.zeros_like, slow=torch.zeros_like, v=torch.zeros_like)
 
-    @torch.no_grad()
-    def step(self):
+    @staticmethod
+    def update_tensor(p, state, *, lr, beta1, beta2, beta3, alpha, eps, weight_decay, T_alpha_beta3):
         half_life = lambda beta: math.log(0.5) / math.log(beta + 1e-8) - 1  # noqa: E731
-        for group in self.param_groups:
-            beta1, beta2, beta3, alpha, warmup = (group[k] for k in ("beta1", "beta2", "beta3", "alpha", "warmup"))
-            for p in group["params"]:
-                state = self.state[p]
-                if not state:
-                    state.update(step=0, fast=torch.zeros_like(p), slow=torch.zeros_like(p), v=torch.zeros_like(p))
-                state["step"] += 1
-                t = state["step"]
-                alpha_t, beta3_t = alpha, beta3
-                if t < warmup:
-                    a = t / warmup
-                    alpha_t = a * alpha
-                    beta3_t = 0.5 ** (1 / ((1 - a) * half_life(beta1) + a * half_life(beta3) + 1))
-                g = p.grad
-                state["fast"] = beta1 * state["fast"] + (1 - beta1) * g
-                state["slow"] = beta3_t * state["slow"] + (1 - beta3_t) * g
-                state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
-                denom = state["v"].sqrt() / math.sqrt(1 - beta2**t) + group["eps"]
-                update = (state["fast"] / (1 - beta1**t) + alpha_t * state["slow"]) / denom + group["weight_decay"] * p
-                p -= group["lr"] * update
+        warmup = T_alpha_beta3
+        state["step"] += 1
+        t = state["step"]
+        alpha_t, beta3_t = alpha, beta3
+        if t < warmup:
+            a = t / warmup
+            alpha_t = a * alpha
+            beta3_t = 0.5 ** (1 / ((1 - a) * half_life(beta1) + a * half_life(beta3) + 1))
+        g = p.grad
+        state["fast"] = beta1 * state["fast"] + (1 - beta1) * g
+        state["slow"] = beta3_t * state["slow"] + (1 - beta3_t) * g
+        state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+        denom = state["v"].sqrt() / math.sqrt(1 - beta2**t) + eps
+        update = (state["fast"] / (1 - beta1**t) + alpha_t * state["slow"]) / denom + weight_decay * p
+        p -= lr * update
 
 
-class _PaperCautiousAdamW(torch.optim.Optimizer):
+class _PaperCautiousAdamW(_PerTensorReference):
     """Cautious AdamW as the paper writes it (Liang et al. 2024, C-AdamW), on torch.optim.AdamW's update."""
 
-    def __init__(self, params, lr, beta1, beta2, eps, weight_decay):
-        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
+    STATE = dict(step=0, m=torch.zeros_like, v=torch.zeros_like)
 
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
-            for p in group["params"]:
-                state = self.state[p]
-                if not state:
-                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                state["step"] += 1
-                t, g = state["step"], p.grad
-                p *= 1 - lr * group["weight_decay"]
-                state["m"] = beta1 * state["m"] + (1 - beta1) * g
-                state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
-                u = (state["m"] / (1 - beta1**t)) / ((state["v"] / (1 - beta2**t)).sqrt() + group["eps"])
-                mask = (u * g > 0).to(u.dtype)
-                p -= lr * u.numel() / (mask.sum() + 1) * u * mask
+    @staticmethod
+    def update_tensor(p, state, *, lr, beta1, beta2, eps, weight_decay):
+        state["step"] += 1
+        t, g = state["step"], p.grad
+        p *= 1 - lr * weight_decay
+        state["m"] = beta1 * state["m"] + (1 - beta1) * g
+        state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+        u = (state["m"] / (1 - beta1**t)) / ((state["v"] / (1 - beta2**t)).sqrt() + eps)
+        mask = (u * g > 0).to(u.dtype)
+        p -= lr * u.numel() / (mask.sum() + 1) * u * mask
 
 
-class _AuthorsLaProp(torch.optim.Optimizer):
+class _AuthorsLaProp(_PerTensorReference):
     """LaProp as the authors' code runs it: weight decay θ ← θ - λθ, not scaled by lr, unless ``lr_decay``."""
 
-    def __init__(self, params, lr, beta1, beta2, eps, weight_decay, lr_decay=False):
-        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                      lr_decay=lr_decay))
+    STATE = dict(m=torch.zeros_like, v=torch.zeros_like, lr_avg=0.0, one_avg=0.0)
 
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
-            for p in group["params"]:
-                state = self.state[p]
-                if not state:
-                    state.update(m=torch.zeros_like(p), v=torch.zeros_like(p), lr_avg=0.0, one_avg=0.0)
-                g = p.grad
-                state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
-                state["lr_avg"] = beta1 * state["lr_avg"] + (1 - beta1) * lr
-                state["one_avg"] = beta2 * state["one_avg"] + (1 - beta2)  # = 1 - β2^t
-                denom = (state["v"] / state["one_avg"]).sqrt() + group["eps"]
-                state["m"] = beta1 * state["m"] + (1 - beta1) * lr * g / denom
-                p -= lr / state["lr_avg"] * state["m"]
-                p -= group["weight_decay"] * (lr if group["lr_decay"] else 1.0) * p
+    @staticmethod
+    def update_tensor(p, state, *, lr, beta1, beta2, eps, weight_decay, lr_decay=False):
+        g = p.grad
+        state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+        state["lr_avg"] = beta1 * state["lr_avg"] + (1 - beta1) * lr
+        state["one_avg"] = beta2 * state["one_avg"] + (1 - beta2)  # = 1 - β2^t
+        denom = (state["v"] / state["one_avg"]).sqrt() + eps
+        state["m"] = beta1 * state["m"] + (1 - beta1) * lr * g / denom
+        p -= lr / state["lr_avg"] * state["m"]
+        p -= weight_decay * (lr if lr_decay else 1.0) * p
 
 
 def _adam_mini(groups, lr, beta1, beta2, eps, weight_decay):

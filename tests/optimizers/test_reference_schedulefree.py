@@ -15,10 +15,11 @@ import torch
 
 import optimizers
 from optimizers.base import train_mode
-from tests.optimizers.parity import STEPS, problem
+from tests.optimizers.parity import STEPS, copies, problem, trajectory
 
 
 EVAL_EVERY = 7
+pytestmark = pytest.mark.usefixtures("float64_by_default")  # every test here in float64
 
 # hyperparameters, then the second group's own (lr, weight_decay)
 CASES = [
@@ -44,33 +45,21 @@ def _ours(params, **hparams):
 def _trajectory(make, hparams, second, seed=3):
     """Per step: the parameters after the step (y) and, every EVAL_EVERY steps and at the last, after
     ``.eval()`` (x) and after ``.train()`` again."""
-    init, loss_fn = problem(seed)
-    params = [p.clone().requires_grad_(True) for p in init]
-    optimizer = make([{"params": params[:2]}, {"params": params[2:], **second}], **hparams)
-    train_mode(optimizer)  # the authors' class starts in eval mode; ours in train mode
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=70, gamma=0.3)
-    history = []
-    for step in range(STEPS):
-        optimizer.zero_grad()
-        loss_fn(params, step).backward()
-        optimizer.step()
-        scheduler.step()
-        points = {"y": [p.detach().clone() for p in params]}
+    def build(params):
+        optimizer = make([{"params": params[:2]}, {"params": params[2:], **second}], **hparams)
+        train_mode(optimizer)  # the authors' class starts in eval mode; ours in train mode
+        return optimizer
+
+    def points(optimizer, params, step):
+        points = {"y": copies(params)}
         if step % EVAL_EVERY == 0 or step == STEPS - 1:
             optimizer.eval()
-            points["x"] = [p.detach().clone() for p in params]
+            points["x"] = copies(params)
             optimizer.train()
-            points["y after train()"] = [p.detach().clone() for p in params]
-        history.append(points)
-    return history
+            points["y after train()"] = copies(params)
+        return points
 
-
-@pytest.fixture(autouse=True)
-def _float64_by_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+    return trajectory(seed, build, points)
 
 
 @pytest.mark.parametrize("hparams,second", CASES, ids=[f"case{i}" for i in range(len(CASES))])

@@ -324,9 +324,10 @@ def test_the_memory_plan_counts_what_backward_keeps_and_leaves_batch_norm_statis
     assert sizes[128] / sizes[64] == pytest.approx(2, rel=0.1)
 
 
-def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cells():
-    """What a worker actor runs: cells of two seeds and two optimizers, one group crashing (an lr the
-    optimizer refuses) — its cells end as errors with the cause, the other groups' as trained alone."""
+def test_a_workers_batch_trains_each_group_and_a_crash_fails_only_the_cell_that_crashes():
+    """What a worker actor runs: cells of two seeds and two optimizers, one cell crashing (an lr the
+    optimizer refuses) — it ends as an error with the cause; its group-mate and the other groups train as
+    they train alone."""
     plan = TrainingProtocol(epochs=2, batch_size=1, task_options={"steps_per_epoch": 5})
     adam = optimizers.spec("adam").defaults()
     cells = [CellPayload(f"a{seed}{i}", "adam", seed, adam | {"lr": lr})
@@ -340,10 +341,41 @@ def test_a_workers_batch_trains_each_group_and_a_crash_ends_only_its_groups_cell
     for cell in cells[:4]:
         alone = list(training.train("rosenbrock", "adam", cell.hparams, cell.seed, plan))
         _assert_close(by_key[cell.key], alone, cell.key)
-    (bad,), (bad2,) = by_key["bad"], by_key["bad2"]
+    (bad,) = by_key["bad"]
     assert isinstance(bad, CellFailure) and "lr=-1" in bad.error
     assert bad.device == "cpu"  # a failed cell says what it failed on, too
-    assert bad2 == dataclasses.replace(bad, key="bad2")
+    alone = list(training.train("rosenbrock", "sgdm", cells[5].hparams, 0, plan))
+    _assert_close(by_key["bad2"], alone, "bad2")  # not failed with it: trained, as alone
+
+
+class Crashy(torch.optim.SGD):
+    """A user's SGD (no batched kernel: one config per pass) that crashes in the second epoch at lr 2e-4."""
+
+    def __init__(self, params, lr=1e-2):
+        super().__init__(params, lr=lr)
+        self.steps = 0
+
+    def step(self, closure=None):
+        self.steps += 1
+        if self.param_groups[0]["lr"] == 2e-4 and self.steps > 5:
+            raise FloatingPointError("crashed mid-run")
+        return super().step(closure)
+
+
+def test_a_crash_in_one_config_trained_one_at_a_time_leaves_the_others_of_its_pass_to_train():
+    """Cells trained one per pass in one group: the one that crashes mid-run fails with its cause after the
+    epoch it reported; the cell after it in the same pass still trains."""
+    reference = f"{__name__}:Crashy"
+    record = plugins.describe_optimizer(plugins.locate(reference, "optimizer", ROOT))
+    plan = TrainingProtocol(epochs=2, batch_size=1, task_options={"steps_per_epoch": 5})
+    cells = tuple(CellPayload(i, reference, 0, {"lr": lr}) for i, lr in enumerate((1e-4, 2e-4, 3e-4)))
+    records = list(train_payload(BatchPayload("rosenbrock", plan, cells, population=None,
+                                              plugins={reference: record})))
+    by_key = {key: [r for r in records if r.key == key] for key in (0, 1, 2)}
+    assert [type(r) for r in by_key[1]] == [EpochRecord, CellFailure] and "crashed mid-run" in by_key[1][-1].error
+    for key in (0, 2):
+        assert [type(r) for r in by_key[key]] == [EpochRecord, EpochRecord, CellResult], by_key[key]
+        assert by_key[key][-1].status == "complete" and by_key[key][-1].population.size == 1
 
 
 KERNEL_PLUGIN = '''

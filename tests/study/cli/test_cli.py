@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from study import store
 from study.catalog import TrainingProtocol
 from tests.conftest import BIN, adamscape, study_file
+from tests.support.cli import study_with, write_files
+from tests.support.invariants import cells
 from workers import training
 
 
@@ -279,3 +281,38 @@ def test_the_driver_options_of_run_serve_and_submit_share_one_declaration():
         assert {name: parameters[name].default for name in taken} == {name: defaults[name] for name in taken}
     driver = RunOptions()
     assert (DRIVER.lease_seconds, DRIVER.db_retry_seconds) == (driver.lease_seconds, driver.db_retry_seconds)
+
+
+# An optimizer that crashes at a large learning rate: its cells fail (a crashed trial is a result).
+FRAGILE = '''
+import torch
+
+
+class Fragile(torch.optim.SGD):
+    def __init__(self, params, lr=1e-2):
+        super().__init__(params, lr=lr)
+
+    def step(self, closure=None):
+        if self.param_groups[0]["lr"] > 0.05:
+            raise FloatingPointError("refuses a large lr")
+        return super().step(closure)
+'''
+
+
+def test_run_retry_failed_reruns_only_the_failed_cells_and_says_how_many(ray_address, tmp_path):
+    write_files(tmp_path, {"fragile.py": FRAGILE})
+    study = study_with(tmp_path, "fragile", "digits-logreg", """
+        [optimizers."./fragile.py:Fragile"]
+        lr = [0.01, 0.02, 0.1, 0.2]
+        """, epochs=1)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    first = adamscape("submit", study, "--db", db, "--run", "--address", ray_address, check=False)
+    assert first.returncode == 0 and "4 complete, 0 diverged, 4 failed" in first.stdout, first.stdout + first.stderr
+    again = adamscape("run", "fragile", "--db", db, "--address", ray_address, "--retry-failed")
+    assert "retrying 4 failed cells of study fragile" in again.stdout, again.stdout
+    engine = store.connect(db)
+    rows = cells(engine, "fragile")
+    engine.dispose()
+    attempts = {(r["lr"], r["seed"]): (r["status"], r["attempts"]) for r in rows}
+    assert attempts == {(lr, seed): ("complete", 1) if lr < 0.05 else ("failed", 2)
+                        for lr in (0.01, 0.02, 0.1, 0.2) for seed in (0, 1)}

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from study import spec, store
+from study.driver.service import code_version
 from tests.support.cli import adamscape, study_file
 from tests.support.db import pg_database
 from tests.support.invariants import cells as _cells, each_cell_once as _each_cell_once
@@ -100,12 +101,24 @@ def test_two_studies_on_two_databases_share_the_warm_workers_each_cell_once(user
     with pg_database() as postgres:
         second = user.run("submit", _study(tmp_path, "second", seeds=[2, 3]), "--db", postgres, "--run")
         assert f"warm workers: 2 (pid {pid}" in second.stderr, second.stderr
+        trained = 0
         for url, name in ((sqlite, "first"), (postgres, "second")):
             engine = store.connect(url)
-            assert all(r["attempts"] == 1 for r in _each_cell_once(engine, url, name))
+            rows = _each_cell_once(engine, url, name)
+            assert all(r["attempts"] == 1 for r in rows)
+            trained += len(rows)
             engine.dispose()
     assert user.warm_pid() == pid
     assert "Ray's messages" not in second.stderr  # the driver never started a Ray of its own
+    listed = user.run("status", "--db", sqlite).stdout  # what `status` says of them: every field, as measured
+    line = next(line for line in listed.splitlines() if line.startswith("warm workers:"))
+    found = re.fullmatch(r"warm workers: pid (\d+), 2 workers, started (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d), "
+                         r"idle for (\d+) s \(they end after 600 s idle\), (\d+) cells trained, code ([0-9a-f]{16})", line)
+    assert found, line
+    assert int(found[1]) == pid and int(found[4]) == trained  # both studies' cells, on these workers
+    started = time.mktime(time.strptime(found[2], "%Y-%m-%d %H:%M:%S"))
+    assert started <= time.time() and time.time() - started < 600 and int(found[3]) < 120
+    assert found[5] == code_version()  # the code they run is this checkout's
 
 
 def test_ctrl_c_in_the_foreground_hands_the_cells_back_and_the_warm_workers_serve_on(user, tmp_path):
