@@ -124,13 +124,7 @@ def finished_tiny(_tiny_study_run, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def pg_url():
     """A fresh PostgreSQL database on the local server; fails (not skips) under CI=true if unreachable."""
-    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # survives a restart
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        unreachable(exc)
+    admin = pg_admin(pool_pre_ping=True)  # survives a restart
     name = f"adamscape_test_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))

@@ -343,23 +343,31 @@ def test_apptest_on_an_empty_postgresql_database_says_so_and_creates_nothing(mon
         engine.dispose()
 
 
-def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeypatch):
-    """A study over lr × beta1 (results written directly, no training): the maps follow the chosen axes."""
+def _apptest_of_written_results(tmp_path, monkeypatch, name: str, body: str, score: str, **study) -> AppTest:
+    """AppTest over study ``name`` (``study_file``'s, with ``body`` and ``study``, in a SQLite file of its own)
+    whose every cell is complete, its test accuracy and score ``score``, an SQL expression over the cell's
+    hyperparameters: results written directly, no training. Rendered, without an exception."""
     import sqlalchemy as sa
 
     from study import spec, store
 
-    url = f"sqlite:///{tmp_path / 'axes.db'}"
+    url = f"sqlite:///{tmp_path / f'{name}.db'}"
     engine = store.connect(url)
-    body = "[optimizers.adam]\nlr = [1e-3, 1e-2, 1e-1]\nbeta1 = [0.5, 0.9]\n"
-    store.register(engine, spec.load(study_file(tmp_path, name="axes", body=body)))
-    with engine.begin() as conn:  # accuracy rises with lr and with beta1: every configuration differs
+    store.register(engine, spec.load(study_file(tmp_path, name=name, body=body, **study)))
+    with engine.begin() as conn:
         conn.execute(sa.text("UPDATE sweep_cells SET status = 'complete', diverged = 0, attempts = 1, "
-                             "final_test_accuracy = 0.5 + lr + beta1 / 10, score = 0.5 + lr + beta1 / 10, "
-                             "final_metrics = '{}'"))
+                             f"final_test_accuracy = {score}, score = {score}, final_metrics = '{{}}'"))
     monkeypatch.setenv("ADAMSCAPE_DB", url)
     app = AppTest.from_file(APP, default_timeout=60).run()
     assert not app.exception
+    return app
+
+
+def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeypatch):
+    """A study over lr × beta1 (results written directly, no training): the maps follow the chosen axes."""
+    body = "[optimizers.adam]\nlr = [1e-3, 1e-2, 1e-1]\nbeta1 = [0.5, 0.9]\n"
+    # accuracy rises with lr and with beta1: every configuration differs
+    app = _apptest_of_written_results(tmp_path, monkeypatch, "axes", body, "0.5 + lr + beta1 / 10")
 
     def layout() -> tuple:
         spec_ = json.loads(app.get("plotly_chart")[0].proto.spec)
@@ -379,21 +387,9 @@ def test_apptest_choosing_the_axes_redraws_every_map_over_them(tmp_path, monkeyp
 def test_apptest_maps_offer_the_coupled_coordinates_as_axes(tmp_path, monkeypatch):
     """AdamW over lr × weight_decay × beta2 (results written directly): the maps may be drawn over
     τ = 1/(η·λ) — in steps, or in epochs once the steps per epoch are given — and over β2's half-life."""
-    import sqlalchemy as sa
-
-    from study import spec, store
-
-    url = f"sqlite:///{tmp_path / 'coupled.db'}"
-    engine = store.connect(url)
     body = "[optimizers.adamw]\nlr = [1e-3, 1e-2]\nweight_decay = [1e-2, 1e-1]\nbeta2 = [0.9, 0.999]\n"
-    store.register(engine, spec.load(study_file(tmp_path, name="coupled", seeds=[0], body=body)))
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE sweep_cells SET status = 'complete', diverged = 0, attempts = 1, "
-                             "final_test_accuracy = 0.5 + lr + weight_decay + beta2 / 10, "
-                             "score = 0.5 + lr + weight_decay + beta2 / 10, final_metrics = '{}'"))
-    monkeypatch.setenv("ADAMSCAPE_DB", url)
-    app = AppTest.from_file(APP, default_timeout=60).run()
-    assert not app.exception
+    app = _apptest_of_written_results(tmp_path, monkeypatch, "coupled", body, "0.5 + lr + weight_decay + beta2 / 10",
+                                      seeds=[0])
     x_axis = app.selectbox(key="x-axis")
     assert x_axis.options[:3] == ["lr", "beta2", "weight_decay"]  # the swept axes first: the default map unchanged
     assert {"τ = 1/(η·λ) (steps)", "β2 half-life ln 0.5/ln β2 (steps)"} <= set(x_axis.options)

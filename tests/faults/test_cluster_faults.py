@@ -51,18 +51,25 @@ def _exit(process, timeout: float = 300) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+def _kill_a_training_process(cluster, db: str, name: str, then_finished: int):
+    """Once two cells of study ``name`` have finished: SIGKILL a training process on a worker node, then wait
+    until ``then_finished`` more cells than before the kill have finished. The snapshot taken before the kill."""
+    wait_for(lambda: finished(db, name) >= 2, what="two finished cells")
+    before = snapshot(db, name)
+    trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
+    assert trainers, "no training process found"
+    trainers[0].kill()
+    wait_for(lambda: finished(db, name) >= len(before) + then_finished, what="progress after the worker kill")
+    return before
+
+
 def test_killed_training_process_and_killed_worker_node(cluster, pg_url, tmp_path):
     """A training process SIGKILLed mid-cell, then a whole worker node (its raylet): the driver
     respawns on the surviving node and every cell of all 13 optimizers finishes once."""
     db = pg_url
     submit(write_study(tmp_path / "every.toml", "every", EVERY_OPTIMIZER, epochs=30), db)
     run = driver("run", "every", "--db", db, "--address", cluster.address)
-    wait_for(lambda: finished(db, "every") >= 2, what="two finished cells")
-    before = snapshot(db, "every")
-    trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
-    assert trainers, "no training process found"
-    trainers[0].kill()
-    wait_for(lambda: finished(db, "every") >= len(before) + 3, what="progress after the worker kill")
+    before = _kill_a_training_process(cluster, db, "every", then_finished=3)
     victim = cluster.workers.pop()
     victim.kill("raylet")
     killed_at = time.monotonic()
@@ -184,12 +191,7 @@ def test_a_service_survives_a_killed_worker_and_a_postgres_restart(cluster, pg_u
     service = driver("serve", "--db", db, "--address", cluster.address, "--workers", "2", "--population", "1")
     wait_for(lambda: store.services_alive(store.connect(db)), what="the service's heartbeat")
     submit(write_study(tmp_path / "served.toml", "served", SMALL, epochs=40, seeds="[0, 1]"), db)
-    wait_for(lambda: finished(db, "served") >= 2, what="two finished cells")
-    before = snapshot(db, "served")
-    trainers = [p for node in cluster.workers for p in node.processes("CellWorker.train")]
-    assert trainers, "no training process found"
-    trainers[0].kill()
-    wait_for(lambda: finished(db, "served") >= len(before) + 2, what="progress after the worker kill")
+    before = _kill_a_training_process(cluster, db, "served", then_finished=2)
     pg_restart()
     wait_for(lambda: finished(db, "served") == 12, what="the study, after the database restart")
     submit(write_study(tmp_path / "after.toml", "after", SMALL, epochs=2), db)

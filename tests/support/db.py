@@ -36,9 +36,10 @@ def new_database(server: str = PG_SERVER) -> str:
     return sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
-def pg_admin() -> sa.Engine:
-    """An AUTOCOMMIT engine on the local PostgreSQL server; the test fails (CI=true) or skips if it is unreachable."""
-    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+def pg_admin(**engine_options) -> sa.Engine:
+    """An AUTOCOMMIT engine on the local PostgreSQL server (``engine_options`` passed on to ``create_engine``);
+    the test fails (CI=true) or skips if it is unreachable."""
+    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", **engine_options)
     try:
         with admin.connect():
             pass
