@@ -238,9 +238,9 @@ def _drive(engine, name: str, study: dict, pool, options, when_lost: str) -> dic
             show.stop()
             print_error(f"{exc}; the running cells were handed back, {when_lost}")
             leave(1)
-        except BaseException:
-            if not stop.is_set():
-                raise
+        except BaseException as exc:
+            if not (stop.is_set() or isinstance(exc, KeyboardInterrupt)):  # a KeyboardInterrupt is a stop, whoever
+                raise                                                       # raised it (a library's own handler)
             show.stop()
             err.print(f"interrupted: the running cells were handed back; `adamscape run {name}` resumes",
                       markup=False, highlight=False)
