@@ -5,6 +5,7 @@ registration and setting a test makes in this process undone after it. The helpe
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -30,6 +31,12 @@ def no_warm_workers_by_default():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ADAMSCAPE_KEEP_WARM", "0")
         yield
+
+
+# A suite started as a background job of a script inherits SIGINT ignored (and stop_on leaves an ignored signal
+# ignored); the tests that press Ctrl-C in this process need Python's own handler. Their children restore theirs.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # the process-wide registries a test can add to: module → its dicts (optimizers.register, workers.tasks.register;
