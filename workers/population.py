@@ -42,10 +42,11 @@ import optimizers
 from optimizers.base import evaluating, train_mode
 from study import plugins
 from study.catalog import TrainingProtocol
-from study.protocol import (BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault, TaskPlugin,
-                            WorkerRecord)
+from study.protocol import (BatchPayload, CellFailure, CellResult, EpochRecord, PopulationNote, ResourceFault,
+                            TaskPlugin, WorkerRecord)
 from workers import tasks
-from workers.training import SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs, schedule_factor, train, watch_memory
+from workers.training import (SingleRun, autocast_for, device_label, initial_metrics, plan_of, reproducible, run_epochs,
+                              schedule_factor, train, watch_memory)
 
 log = logging.getLogger("adamscape")
 MEMORY_SHARE = 0.5  # of the device's free memory one population may plan to use
@@ -281,12 +282,13 @@ def _free_memory(device: str) -> int:
 
 def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, float]], protocol: TrainingProtocol | dict,
                 device: str = "cpu", population: int | None = None, halvings: int = 0, blocker: str | None = None
-                ) -> Iterator[tuple[int, EpochRecord | CellResult]]:
+                ) -> Iterator[tuple[int, EpochRecord | CellResult | CellFailure]]:
     """Train every member (same task, optimizer, seed, protocol) in populations of at most ``population``
     configs (None: auto), halved ``halvings`` times (a retry of cells whose worker ran out of device
     memory); yields ``(member index, record)``. ``blocker``: why the task cannot train as a population, as
-    ``adamscape check`` found it (its plugin record says; :func:`train_payload` passes it on). Each member's summary carries ``population``: a
-    ``PopulationNote`` (the configs of its pass, and how that was decided).
+    ``adamscape check`` found it (its plugin record says; :func:`train_payload` passes it on). Each member's
+    summary carries ``population``: a ``PopulationNote`` (the configs of its pass, and how that was
+    decided). A member whose training crashes ends as a ``CellFailure``; the others still train.
 
     Auto: as many as fit the device's memory, if that is faster than one at a time *as measured here*: the
     first steps of the population are timed against the steps of one config alone (:func:`choose`); a
@@ -345,7 +347,8 @@ def train_cells(task: str, optimizer: str, seed: int, members: list[dict[str, fl
                 except Exception as exc:  # its first config crashes: each config alone, each crash its own cell's
                     if resource_fault(exc):
                         raise
-                    yield from alone(chunk, f"1 config per pass: timing one config alone crashed ({type(exc).__name__})")
+                    yield from alone(chunk, "1 config per pass: timing one config alone crashed "
+                                            f"({type(exc).__name__})")
                     continue
             memory = f" (memory allows {limit} of these {len(members)})" if limit < len(members) else ""
             together = _TOGETHER_STEP.get(key + (size,))
@@ -522,9 +525,10 @@ def _lone_seconds_per_step(task: str, optimizer: str, hparams: dict[str, float],
 
 def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[WorkerRecord]:
     """Train a worker's batch (``study.driver.runner.payload``): its cells sharing optimizer and seed as
-    populations, each record tagged with its cell's ``key``. A crash ends the unfinished cells of its
-    group as failures (with the traceback) and the worker goes on with the next group; a resource fault
-    (:func:`resource_fault`) ends the batch with a ``ResourceFault``."""
+    populations, each record tagged with its cell's ``key``. A crash in a cell's training fails that cell
+    (:func:`train_cells`); one outside it (building the task, say) fails the group's unfinished cells, and the
+    worker goes on with the next group; a resource fault (:func:`resource_fault`) ends the batch with a
+    ``ResourceFault``."""
     plugins.install(payload.plugins)
     groups: dict[tuple[str, int], list] = {}
     for cell in payload.cells:
@@ -544,10 +548,10 @@ def train_payload(payload: BatchPayload, device: str = "cpu") -> Iterator[Worker
                 yield ResourceFault(next(c.key for i, c in enumerate(cells) if i not in finished),
                                     f"{type(exc).__name__}: {first}")
                 return
-            error = traceback.format_exc(limit=8)
+            failure = _crashed(exc, device)
             for index, cell in enumerate(cells):
                 if index not in finished:
-                    yield CellFailure(cell.key, error, device_label(device))
+                    yield dataclasses.replace(failure, key=cell.key)
 
 
 def task_blocker(payload: BatchPayload) -> str | None:
