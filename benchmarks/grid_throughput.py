@@ -547,9 +547,8 @@ def parent_main(args) -> int:
             result["label"] = label
             walls.setdefault(key, []).append(result["wall_seconds"] if result["ok"] else None)
             kept = systems.get(key)
-            if result["ok"] and (kept is None or not kept["ok"] or result["wall_seconds"] < kept["wall_seconds"]):
-                systems[key] = result  # the best round of each system is its row (its parity is checked)
-            elif kept is None:
+            better = result["ok"] and (not kept["ok"] or result["wall_seconds"] < kept["wall_seconds"]) if kept else True
+            if better:  # the best round of each system is its row (its parity is checked); a failed one until then
                 systems[key] = result
             if result["ok"]:
                 pids = {r.get("pid") for r in result["records"]} - {None}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from optimizers.hparams import HPARAM_NAMES, REGISTRY, HParam, OptimizerDeclarationError, OptimizerSpec, UnknownOptimizerError, describe, names, register, spec
+from optimizers.hparams import (HPARAM_NAMES, REGISTRY, HParam, OptimizerDeclarationError, OptimizerSpec,
+                                UnknownOptimizerError, describe, names, register, spec)
 
 if TYPE_CHECKING:
     from optimizers.adam import Adam, Adamax, AdamW, AMSGrad, NAdam

@@ -7,7 +7,8 @@ from torch import Tensor
 
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, in_slices, l2_penalty, per_tensor, running_max_, scale_, sqrt, sqrt_plus_eps
+from optimizers.pieces import (adam_moments_, add_quotient_, bias_corrections, decay_, ema_, foreach, in_slices,
+                               l2_penalty, per_tensor, running_max_, scale_, sqrt, sqrt_plus_eps)
 
 
 def decay_or_penalty(params, grads, group, shrink):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero, per_tensor, scale_, sqrt_plus_eps
+from optimizers.pieces import (add_quotient_, add_scaled, add_scaled_, ema_, ema_square_, foreach, l2_penalty, nonzero,
+                               per_tensor, scale_, sqrt_plus_eps)
 
 
 class SGDM(KernelOptimizer):

@@ -6,7 +6,8 @@ import torch
 
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import adam_moments_, adam_step_size, decay_, ema_, elementwise_rates, foreach, l2_penalty, per_tensor, running_max_, sqrt_plus_eps
+from optimizers.pieces import (adam_moments_, adam_step_size, decay_, ema_, elementwise_rates, foreach, l2_penalty,
+                               per_tensor, running_max_, sqrt_plus_eps)
 
 
 def _rates_and_momentum(params, grads, buffers, step, group):

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import Hyper, add_quotient_, add_scaled_, bias_corrections, config_dims, decay_, ema_, ema_square_, foreach, per_tensor, scale_, select, sqrt, sqrt_plus_eps
+from optimizers.pieces import (Hyper, add_quotient_, add_scaled_, bias_corrections, config_dims, decay_, ema_,
+                               ema_square_, foreach, per_tensor, scale_, select, sqrt, sqrt_plus_eps)
 
 
 def _log(x: Hyper) -> Hyper:

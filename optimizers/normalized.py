@@ -6,7 +6,8 @@ import torch
 
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import add_quotient_, add_scaled_, decay_, ema_, ema_square_, foreach, l2_penalty, per_tensor, scale_, sqrt, sqrt_plus_eps
+from optimizers.pieces import (add_quotient_, add_scaled_, decay_, ema_, ema_square_, foreach, l2_penalty, per_tensor,
+                               scale_, sqrt, sqrt_plus_eps)
 
 
 class ADOPT(KernelOptimizer):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from optimizers.adam import decay_or_penalty
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import adam_moments_, add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_, foreach, l2_penalty, per_tensor, rectification, running_max_, select, sqrt, sqrt_plus_eps
+from optimizers.pieces import (adam_moments_, add_quotient_, add_scaled_, bias_corrections, decay_, ema_, ema_square_,
+                               foreach, l2_penalty, per_tensor, rectification, running_max_, select, sqrt,
+                               sqrt_plus_eps)
 
 
 def _rectified_update_(params, exp_avg, denom, lr, beta1, beta2, step, rectified, r_t, early_weight):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from optimizers.base import KernelOptimizer
 from optimizers.hparams import declaration
-from optimizers.pieces import adam_moments_, add_scaled_, bias_corrections, cautious_, config_dims, decay_, foreach, per_tensor, scale_, sqrt, sqrt_plus_eps
+from optimizers.pieces import (adam_moments_, add_scaled_, bias_corrections, cautious_, config_dims, decay_, foreach,
+                               per_tensor, scale_, sqrt, sqrt_plus_eps)
 
 
 class Lion(KernelOptimizer):
